@@ -1,0 +1,65 @@
+package crdt
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Change is one cell of a row as written by some actor's version, or, with
+// Column == "", the row's sentinel, which carries the causal length alone.
+// A change always carries the row's causal length at the time it was read,
+// so a cell also tells which life of the row it belongs to.
+type Change struct {
+	Table      string
+	PK         []byte // PackPK of the primary-key values, in key order
+	Column     string // "" for the row sentinel
+	Value      Value
+	ColVersion uint64 // bumped each time the cell changes within a life
+	CL         uint64 // causal length: odd alive, even deleted
+	Seq        uint32 // position inside the version, for chunking
+}
+
+// IsSentinel reports whether the change is the row-level causal length.
+func (c Change) IsSentinel() bool { return c.Column == "" }
+
+// Changeset is every surviving change of one actor's version. Versions are
+// applied atomically: all of a changeset, or none of it.
+type Changeset struct {
+	Actor   ActorID
+	Version uint64
+	Changes []Change
+}
+
+// ErrBadChangeset is wrapped by every Validate failure.
+var ErrBadChangeset = errors.New("crdt: invalid changeset")
+
+// Validate checks what the merge rules rely on. Changesets come from peers;
+// one that fails is refused whole.
+func (cs *Changeset) Validate() error {
+	if cs.Actor.IsZero() {
+		return fmt.Errorf("%w: zero actor id", ErrBadChangeset)
+	}
+	if cs.Version == 0 {
+		return fmt.Errorf("%w: version 0", ErrBadChangeset)
+	}
+	for i, c := range cs.Changes {
+		if c.Table == "" {
+			return fmt.Errorf("%w: change %d: empty table name", ErrBadChangeset, i)
+		}
+		if c.CL == 0 {
+			return fmt.Errorf("%w: change %d: causal length 0", ErrBadChangeset, i)
+		}
+		if !c.IsSentinel() {
+			if c.CL%2 == 0 {
+				return fmt.Errorf("%w: change %d: cell %q of a deleted row (cl %d)", ErrBadChangeset, i, c.Column, c.CL)
+			}
+			if c.ColVersion == 0 {
+				return fmt.Errorf("%w: change %d: cell %q with col_version 0", ErrBadChangeset, i, c.Column)
+			}
+		}
+		if _, err := UnpackPK(c.PK); err != nil {
+			return fmt.Errorf("%w: change %d: %v", ErrBadChangeset, i, err)
+		}
+	}
+	return nil
+}

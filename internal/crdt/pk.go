@@ -1,0 +1,109 @@
+package crdt
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Primary keys travel packed: a uvarint count, then per value a storage-class
+// tag and its payload (INTEGER and REAL: 8 bytes big-endian; TEXT and BLOB:
+// uvarint length then the bytes). The encoding is canonical, so equal keys
+// pack to equal bytes and packed keys can be compared and used as map keys.
+
+const (
+	tagNull byte = iota
+	tagInt
+	tagReal
+	tagText
+	tagBlob
+)
+
+// maxPKValues bounds what UnpackPK accepts from a peer.
+const maxPKValues = 64
+
+// ErrBadPK is wrapped by every UnpackPK failure.
+var ErrBadPK = errors.New("crdt: malformed packed primary key")
+
+// PackPK encodes the values of a (possibly multi-column) primary key.
+func PackPK(values []Value) []byte {
+	n := binary.MaxVarintLen64
+	for _, v := range values {
+		n += 1 + 8 + binary.MaxVarintLen64 + len(v.Bytes)
+	}
+	out := make([]byte, 0, n)
+	out = binary.AppendUvarint(out, uint64(len(values)))
+	for _, v := range values {
+		switch v.Kind {
+		case Null:
+			out = append(out, tagNull)
+		case Integer:
+			out = append(out, tagInt)
+			out = binary.BigEndian.AppendUint64(out, uint64(v.Int))
+		case Real:
+			out = append(out, tagReal)
+			out = binary.BigEndian.AppendUint64(out, math.Float64bits(v.Float))
+		case Text, Blob:
+			tag := tagText
+			if v.Kind == Blob {
+				tag = tagBlob
+			}
+			out = append(out, tag)
+			out = binary.AppendUvarint(out, uint64(len(v.Bytes)))
+			out = append(out, v.Bytes...)
+		}
+	}
+	return out
+}
+
+// UnpackPK decodes what PackPK wrote. Any malformed input, including
+// trailing bytes, is an error wrapping ErrBadPK: packed keys come from peers.
+func UnpackPK(b []byte) ([]Value, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n == 0 || n > maxPKValues {
+		return nil, fmt.Errorf("%w: bad value count", ErrBadPK)
+	}
+	b = b[k:]
+	values := make([]Value, 0, n)
+	for i := uint64(0); i < n; i++ {
+		if len(b) == 0 {
+			return nil, fmt.Errorf("%w: value %d missing", ErrBadPK, i)
+		}
+		tag := b[0]
+		b = b[1:]
+		switch tag {
+		case tagNull:
+			values = append(values, NullValue())
+		case tagInt, tagReal:
+			if len(b) < 8 {
+				return nil, fmt.Errorf("%w: value %d truncated", ErrBadPK, i)
+			}
+			u := binary.BigEndian.Uint64(b)
+			b = b[8:]
+			if tag == tagInt {
+				values = append(values, IntValue(int64(u)))
+			} else {
+				values = append(values, RealValue(math.Float64frombits(u)))
+			}
+		case tagText, tagBlob:
+			l, k := binary.Uvarint(b)
+			if k <= 0 || l > uint64(len(b)-k) {
+				return nil, fmt.Errorf("%w: value %d length", ErrBadPK, i)
+			}
+			data := append([]byte{}, b[k:k+int(l)]...)
+			b = b[k+int(l):]
+			kind := Text
+			if tag == tagBlob {
+				kind = Blob
+			}
+			values = append(values, Value{Kind: kind, Bytes: data})
+		default:
+			return nil, fmt.Errorf("%w: value %d has unknown tag %d", ErrBadPK, i, tag)
+		}
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrBadPK, len(b))
+	}
+	return values, nil
+}

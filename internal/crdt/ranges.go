@@ -1,0 +1,107 @@
+package crdt
+
+import "sort"
+
+// Range is an inclusive range of versions.
+type Range struct{ Start, End uint64 }
+
+// RangeSet is a set of versions kept as sorted, disjoint, non-adjacent
+// ranges: inserting 1..3 then 4..5 leaves the single range 1..5.
+type RangeSet struct {
+	ranges []Range
+}
+
+// Ranges returns the ranges in ascending order. The slice is a copy.
+func (s *RangeSet) Ranges() []Range { return append([]Range(nil), s.ranges...) }
+
+// Len is the number of ranges, not of versions.
+func (s *RangeSet) Len() int { return len(s.ranges) }
+
+// Max is the highest version in the set, 0 when empty.
+func (s *RangeSet) Max() uint64 {
+	if len(s.ranges) == 0 {
+		return 0
+	}
+	return s.ranges[len(s.ranges)-1].End
+}
+
+// Count is the number of versions in the set.
+func (s *RangeSet) Count() uint64 {
+	var n uint64
+	for _, r := range s.ranges {
+		n += r.End - r.Start + 1
+	}
+	return n
+}
+
+// Contains reports whether v is in the set.
+func (s *RangeSet) Contains(v uint64) bool {
+	i := sort.Search(len(s.ranges), func(i int) bool { return s.ranges[i].End >= v })
+	return i < len(s.ranges) && s.ranges[i].Start <= v
+}
+
+// Add inserts v.
+func (s *RangeSet) Add(v uint64) { s.AddRange(Range{v, v}) }
+
+// AddRange inserts every version of r, merging overlapping and adjacent
+// ranges so the set stays compact. An inverted range is ignored.
+func (s *RangeSet) AddRange(r Range) {
+	if r.Start > r.End {
+		return
+	}
+	// First range that could touch r: its End+1 >= r.Start.
+	i := sort.Search(len(s.ranges), func(i int) bool {
+		return s.ranges[i].End == ^uint64(0) || s.ranges[i].End+1 >= r.Start
+	})
+	j := i
+	for j < len(s.ranges) && (r.End == ^uint64(0) || s.ranges[j].Start <= r.End+1) {
+		if s.ranges[j].Start < r.Start {
+			r.Start = s.ranges[j].Start
+		}
+		if s.ranges[j].End > r.End {
+			r.End = s.ranges[j].End
+		}
+		j++
+	}
+	s.ranges = append(s.ranges[:i], append([]Range{r}, s.ranges[j:]...)...)
+}
+
+// Gaps returns the versions in 1..Max() that are not in the set.
+func (s *RangeSet) Gaps() []Range {
+	var gaps []Range
+	next := uint64(1)
+	for _, r := range s.ranges {
+		if r.Start > next {
+			gaps = append(gaps, Range{next, r.Start - 1})
+		}
+		next = r.End + 1
+	}
+	return gaps
+}
+
+// GapCount is the number of versions missing below Max().
+func (s *RangeSet) GapCount() uint64 { return s.Max() - s.Count() }
+
+// Equal reports whether both sets hold the same versions.
+func (s *RangeSet) Equal(o *RangeSet) bool {
+	if len(s.ranges) != len(o.ranges) {
+		return false
+	}
+	for i := range s.ranges {
+		if s.ranges[i] != o.ranges[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Neighbors returns the ranges that adding v would merge with: the one
+// ending at v-1 and the one starting at v+1, when present.
+func (s *RangeSet) Neighbors(v uint64) []Range {
+	var out []Range
+	i := sort.Search(len(s.ranges), func(i int) bool { return s.ranges[i].End+1 >= v })
+	for ; i < len(s.ranges) && s.ranges[i].Start <= v+1; i++ {
+		out = append(out, s.ranges[i])
+	}
+	return out
+}

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+// ErrUnknownVersion is returned for versions this node has never known.
+var ErrUnknownVersion = errors.New("store: version not known here")
+
+// Changes reads the surviving changes of version v of actor a: every cell
+// and row sentinel whose clock still names that version. A version that is
+// known here but has nothing left is cleared: Changes returns an empty
+// changeset, cleared = true, and records it so (pruning its index entries).
+func (s *Store) Changes(ctx context.Context, a crdt.ActorID, v uint64) (cs *crdt.Changeset, cleared bool, err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, false, ErrClosed
+	}
+	known := s.book.Knows(a, v)
+	isCleared := s.book.IsCleared(a, v)
+	ord, haveOrd := s.sites[a]
+	schema := s.schema
+	s.mu.Unlock()
+	if !known {
+		return nil, false, fmt.Errorf("%w: %s/%d", ErrUnknownVersion, a, v)
+	}
+	cs = &crdt.Changeset{Actor: a, Version: v}
+	if isCleared || !haveOrd {
+		return cs, true, nil
+	}
+	tx, err := s.snap.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, false, fmt.Errorf("changes %s/%d: %w", a, v, err)
+	}
+	defer tx.Rollback()
+	for _, name := range schema.TableNames() {
+		ts := newTableSQL(schema.Tables[name])
+		if err := readVersionRows(ctx, tx, ts, ord, v, cs); err != nil {
+			return nil, false, fmt.Errorf("changes %s/%d: table %q: %w", a, v, name, err)
+		}
+	}
+	_ = tx.Rollback()
+	for i := range cs.Changes {
+		cs.Changes[i].Seq = uint32(i)
+	}
+	if len(cs.Changes) == 0 {
+		if err := s.markCleared(ctx, a, ord, v); err != nil {
+			return nil, false, err
+		}
+		return cs, true, nil
+	}
+	return cs, false, nil
+}
+
+func readVersionRows(ctx context.Context, tx *sql.Tx, ts *tableSQL, ord int64, v uint64, cs *crdt.Changeset) error {
+	rows, err := tx.QueryContext(ctx, ts.changesSel, ord, v)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	t := ts.t
+	nPK, nVal := len(t.PK), len(t.Values)
+	dest := make([]any, nPK+3+3*nVal+nVal+1)
+	ptrs := make([]any, len(dest))
+	for i := range dest {
+		ptrs[i] = &dest[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		pkVals := make([]crdt.Value, nPK)
+		for i := range pkVals {
+			if pkVals[i], err = crdt.FromGo(dest[i]); err != nil {
+				return err
+			}
+		}
+		pk := crdt.PackPK(pkVals)
+		clk := dest[nPK:]
+		cl, clSite, clVer := asInt(clk[0]), asInt(clk[1]), asInt(clk[2])
+		if clSite == ord && uint64(clVer) == v {
+			cs.Changes = append(cs.Changes, crdt.Change{Table: t.Name, PK: pk, CL: uint64(cl)})
+		}
+		if cl%2 == 0 {
+			continue // a deleted row has no cells
+		}
+		data := dest[nPK+3+3*nVal:]
+		for i, c := range t.Values {
+			ver, site, dbv := asInt(clk[3+3*i]), asInt(clk[4+3*i]), asInt(clk[5+3*i])
+			if ver == 0 || site != ord || uint64(dbv) != v {
+				continue
+			}
+			val, err := crdt.FromGo(data[i])
+			if err != nil {
+				return err
+			}
+			cs.Changes = append(cs.Changes, crdt.Change{Table: t.Name, PK: pk, Column: c.Name, Value: val, ColVersion: uint64(ver), CL: uint64(cl)})
+		}
+	}
+	return rows.Err()
+}
+
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case float64:
+		return int64(x)
+	}
+	return 0
+}
+
+// markCleared records that version v of actor a has no surviving change
+// and drops its version-index entries, which no longer point anywhere.
+func (s *Store) markCleared(ctx context.Context, a crdt.ActorID, ord int64, v uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.book.IsCleared(a, v) {
+		return nil
+	}
+	if _, err := s.applier.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("mark cleared: %w", err)
+	}
+	err := func() error {
+		for _, name := range s.schema.TableNames() {
+			if _, err := s.applier.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE site = ? AND version = ?", quoteIdent(vxTable(name))), ord, v); err != nil {
+				return err
+			}
+		}
+		av := s.book.Versions(a)
+		return persistRange(ctx, s.applier, ord, 1, &av.Cleared, v)
+	}()
+	if err != nil {
+		_, _ = s.applier.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return fmt.Errorf("mark cleared: %w", err)
+	}
+	if _, err := s.applier.ExecContext(ctx, "COMMIT"); err != nil {
+		_, _ = s.applier.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return fmt.Errorf("mark cleared: %w", err)
+	}
+	s.book.MarkCleared(a, v)
+	return nil
+}

@@ -1,0 +1,227 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// createRe finds the object a CREATE TABLE or CREATE INDEX statement names.
+var createRe = regexp.MustCompile(`(?is)^\s*CREATE\s+(?:UNIQUE\s+)?(TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:main\.)?("(?:[^"]|"")+"|\[[^\]]+\]|` + "`[^`]+`" + `|[^\s(]+)`)
+
+func unquoteIdent(s string) string {
+	if len(s) >= 2 {
+		switch {
+		case s[0] == '"' && s[len(s)-1] == '"':
+			return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
+		case s[0] == '[' && s[len(s)-1] == ']', s[0] == '`' && s[len(s)-1] == '`':
+			return s[1 : len(s)-1]
+		}
+	}
+	return s
+}
+
+// scratch is an in-memory database used to evaluate a schema before the
+// real one is touched.
+type scratch struct {
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+func newScratch(ctx context.Context) (*scratch, error) {
+	db, err := sql.Open("sqlite3", "file::memory:?_foreign_keys=0")
+	if err != nil {
+		return nil, fmt.Errorf("schema scratch: %w", err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("schema scratch: %w", err)
+	}
+	return &scratch{db: db, conn: conn}, nil
+}
+
+func (s *scratch) close() { s.conn.Close(); s.db.Close() }
+
+// Migrate applies schema statements (CREATE TABLE, CREATE INDEX, ALTER
+// TABLE ... ADD COLUMN, DROP INDEX, or a CREATE TABLE that restates an
+// existing table with more columns) on top of the current schema, if the
+// result only adds. Otherwise it returns a *SchemaError naming the refused
+// part and changes nothing.
+func (s *Store) Migrate(ctx context.Context, stmts []string) error {
+	if len(stmts) == 0 {
+		return &SchemaError{Reason: "no statements"}
+	}
+	sc, err := newScratch(ctx)
+	if err != nil {
+		return err
+	}
+	defer sc.close()
+	cur := s.Schema()
+	for _, name := range cur.TableNames() {
+		if _, err := sc.conn.ExecContext(ctx, cur.Tables[name].SQL); err != nil {
+			return fmt.Errorf("schema scratch: %w", err)
+		}
+	}
+	for _, name := range sortedKeys(cur.Indexes) {
+		if _, err := sc.conn.ExecContext(ctx, cur.Indexes[name].SQL); err != nil {
+			return fmt.Errorf("schema scratch: %w", err)
+		}
+	}
+	for i, q := range stmts {
+		if strings.Contains(strings.ToLower(q), internalPrefix) {
+			return &SchemaError{Reason: fmt.Sprintf("statement %d: names starting with %s are reserved", i, internalPrefix)}
+		}
+		if m := createRe.FindStringSubmatch(q); m != nil {
+			kind, name := strings.ToUpper(m[1]), unquoteIdent(m[2])
+			if kind == "TABLE" && cur.Tables[name] != nil {
+				// A restated table replaces the old definition in the scratch
+				// copy; the comparison below decides whether that is allowed.
+				if _, err := sc.conn.ExecContext(ctx, "DROP TABLE "+quoteIdent(name)); err != nil {
+					return fmt.Errorf("schema scratch: %w", err)
+				}
+			}
+			if kind == "INDEX" && cur.Indexes[name] != nil {
+				if _, err := sc.conn.ExecContext(ctx, "DROP INDEX IF EXISTS "+quoteIdent(name)); err != nil {
+					return fmt.Errorf("schema scratch: %w", err)
+				}
+			}
+		}
+		if _, err := sc.conn.ExecContext(ctx, q); err != nil {
+			return &SchemaError{Reason: fmt.Sprintf("statement %d: %v", i, err)}
+		}
+	}
+	want, err := readSchema(ctx, sc.conn)
+	if err != nil {
+		return err
+	}
+	return s.migrateTo(ctx, cur, want)
+}
+
+// ApplySchemaFiles makes the database's schema the one in the given .sql
+// files and directories of .sql files (read in name order). The files are
+// the whole desired schema: a table missing from them is a refused drop.
+func (s *Store) ApplySchemaFiles(ctx context.Context, paths []string) error {
+	text, err := ReadSchemaFiles(paths)
+	if err != nil {
+		return err
+	}
+	return s.ApplySchemaSQL(ctx, text)
+}
+
+// ApplySchemaSQL is ApplySchemaFiles for schema text.
+func (s *Store) ApplySchemaSQL(ctx context.Context, text string) error {
+	if strings.Contains(strings.ToLower(text), internalPrefix) {
+		return &SchemaError{Reason: "names starting with " + internalPrefix + " are reserved"}
+	}
+	sc, err := newScratch(ctx)
+	if err != nil {
+		return err
+	}
+	defer sc.close()
+	if _, err := sc.conn.ExecContext(ctx, text); err != nil {
+		return &SchemaError{Reason: err.Error()}
+	}
+	want, err := readSchema(ctx, sc.conn)
+	if err != nil {
+		return err
+	}
+	return s.migrateTo(ctx, s.Schema(), want)
+}
+
+// ReadSchemaFiles concatenates the .sql files named by paths, expanding
+// directories to their .sql files in name order.
+func ReadSchemaFiles(paths []string) (string, error) {
+	var files []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "", fmt.Errorf("schema: %w", err)
+		}
+		if !fi.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		matches, err := filepath.Glob(filepath.Join(p, "*.sql"))
+		if err != nil {
+			return "", fmt.Errorf("schema: %w", err)
+		}
+		sort.Strings(matches)
+		files = append(files, matches...)
+	}
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("schema: %w", err)
+		}
+		b.Write(data)
+		b.WriteString("\n;\n")
+	}
+	return b.String(), nil
+}
+
+func (s *Store) migrateTo(ctx context.Context, cur, want *Schema) error {
+	plan, err := planMigration(cur, want)
+	if err != nil {
+		return err
+	}
+	if plan.empty() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.schema != cur {
+		return fmt.Errorf("schema: changed concurrently, retry")
+	}
+	var stmts []string
+	for _, t := range plan.newTables {
+		stmts = append(stmts, t.SQL)
+		stmts = append(stmts, clockDDL(t)...)
+	}
+	for _, name := range sortedKeys(plan.newColumns) {
+		for _, c := range plan.newColumns[name] {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", quoteIdent(name), columnDef(c)))
+			stmts = append(stmts, addColumnDDL(name, c)...)
+		}
+	}
+	for _, name := range plan.dropIndexes {
+		stmts = append(stmts, "DROP INDEX IF EXISTS "+quoteIdent(name))
+	}
+	for _, idx := range plan.createIndex {
+		stmts = append(stmts, idx.SQL)
+	}
+	if _, err := s.writer.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, q := range stmts {
+		if _, err := s.writer.ExecContext(ctx, q); err != nil {
+			_, _ = s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+			return &SchemaError{Reason: fmt.Sprintf("%v (in %s)", err, q)}
+		}
+	}
+	if _, err := s.writer.ExecContext(ctx, "COMMIT"); err != nil {
+		_, _ = s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return fmt.Errorf("migrate: commit: %w", err)
+	}
+	next, err := readSchema(ctx, s.writer)
+	if err != nil {
+		return fmt.Errorf("migrate: reread schema: %w", err)
+	}
+	for name := range plan.changedTable {
+		if err := s.installCapture(ctx, next.Tables[name]); err != nil {
+			return err
+		}
+	}
+	s.schema = next
+	s.dropApplierStmts()
+	return nil
+}

@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+// propSchema has a two-column key and columns of every affinity, so that
+// ties between INTEGER and REAL, TEXT and BLOB, and NULL all occur.
+const propSchema = `
+CREATE TABLE t (
+	id TEXT NOT NULL,
+	k  INTEGER NOT NULL,
+	a,
+	b  TEXT,
+	c  INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (id, k)
+);
+CREATE TABLE keyonly (id TEXT NOT NULL PRIMARY KEY);
+`
+
+var (
+	propIDs  = []string{"r1", "r2", "r3"}
+	propKs   = []int64{1, 2}
+	propAs   = []any{nil, int64(1), float64(1), int64(2), "x", []byte("x")}
+	propBs   = []any{nil, "p", "q"}
+	propCs   = []any{int64(0), int64(1), int64(2)}
+	propCols = []string{"a", "b", "c"}
+)
+
+func drawStatement(t *rapid.T) Statement {
+	id := rapid.SampledFrom(propIDs).Draw(t, "id")
+	k := rapid.SampledFrom(propKs).Draw(t, "k")
+	val := func(col string) any {
+		switch col {
+		case "a":
+			return rapid.SampledFrom(propAs).Draw(t, "a")
+		case "b":
+			return rapid.SampledFrom(propBs).Draw(t, "b")
+		}
+		return rapid.SampledFrom(propCs).Draw(t, "c")
+	}
+	switch rapid.IntRange(0, 5).Draw(t, "op") {
+	case 0:
+		return stmt(`INSERT INTO t (id, k, a, b, c) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT DO UPDATE SET a = excluded.a, b = excluded.b, c = excluded.c`, id, k, val("a"), val("b"), val("c"))
+	case 1:
+		col := rapid.SampledFrom(propCols).Draw(t, "col")
+		return stmt(fmt.Sprintf(`UPDATE t SET %s = ? WHERE id = ? AND k = ?`, col), val(col), id, k)
+	case 2:
+		return stmt(`DELETE FROM t WHERE id = ? AND k = ?`, id, k)
+	case 3:
+		return stmt(`INSERT OR REPLACE INTO t (id, k, a, b) VALUES (?, ?, ?, ?)`, id, k, val("a"), val("b"))
+	case 4:
+		return stmt(`INSERT OR IGNORE INTO keyonly (id) VALUES (?)`, id)
+	default:
+		return stmt(`DELETE FROM keyonly WHERE id = ?`, id)
+	}
+}
+
+type replicaSet struct {
+	dir    string
+	stores []*Store
+	pool   []*crdt.Changeset
+}
+
+func newReplicaSet(t *rapid.T, n int) *replicaSet {
+	dir, err := os.MkdirTemp("", "patina-prop-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := &replicaSet{dir: dir}
+	for i := 0; i < n; i++ {
+		rs.stores = append(rs.stores, openTestStore(t, dir, fmt.Sprint("r", i), propSchema))
+	}
+	return rs
+}
+
+func (rs *replicaSet) close() {
+	for _, s := range rs.stores {
+		s.Close()
+	}
+	os.RemoveAll(rs.dir)
+}
+
+func (rs *replicaSet) write(t *rapid.T, i int) {
+	s := rs.stores[i]
+	n := rapid.IntRange(1, 3).Draw(t, "stmts")
+	stmts := make([]Statement, n)
+	for j := range stmts {
+		stmts[j] = drawStatement(t)
+	}
+	res, err := s.Transact(context.Background(), stmts)
+	if err != nil {
+		// Constraint failures are possible (none here) but must leave no version.
+		t.Fatalf("replica %d: %v", i, err)
+	}
+	if res.Version != 0 {
+		cs, cleared, err := s.Changes(context.Background(), s.Actor(), res.Version)
+		if err != nil || cleared {
+			t.Fatalf("replica %d: changes of fresh version %d: cleared=%v err=%v", i, res.Version, cleared, err)
+		}
+		rs.pool = append(rs.pool, cs)
+	}
+}
+
+func (rs *replicaSet) deliver(t *rapid.T, i int, css []*crdt.Changeset) {
+	res, err := rs.stores[i].Apply(context.Background(), css)
+	if err != nil {
+		t.Fatalf("replica %d: apply: %v", i, err)
+	}
+	if len(res.Failed) > 0 {
+		t.Fatalf("replica %d: apply: %v", i, res.Failed[0])
+	}
+}
+
+// shuffled returns the pool in a random order with random duplicates.
+func shuffled(t *rapid.T, pool []*crdt.Changeset, label string) []*crdt.Changeset {
+	perm := rapid.Permutation(pool).Draw(t, label)
+	dups := rapid.SliceOfN(rapid.SampledFrom(append([]*crdt.Changeset{nil}, pool...)), 0, 4).Draw(t, label+"-dups")
+	for _, d := range dups {
+		if d != nil {
+			pos := rapid.IntRange(0, len(perm)).Draw(t, label+"-pos")
+			perm = append(perm[:pos], append([]*crdt.Changeset{d}, perm[pos:]...)...)
+		}
+	}
+	return perm
+}
+
+func (rs *replicaSet) assertConverged(t *rapid.T) {
+	ref := rs.stores[0]
+	for _, table := range []string{"t", "keyonly"} {
+		want, wantClock := dumpTable(t, ref, table), dumpClock(t, ref, table)
+		for i, s := range rs.stores[1:] {
+			if got := dumpTable(t, s, table); got != want {
+				t.Fatalf("table %s: replica %d differs from replica 0:\n%s\nvs\n%s", table, i+1, got, want)
+			}
+			if got := dumpClock(t, s, table); got != wantClock {
+				t.Fatalf("clock of %s: replica %d differs from replica 0:\n%s\nvs\n%s", table, i+1, got, wantClock)
+			}
+		}
+	}
+	wantBook := dumpBook(ref)
+	for i, s := range rs.stores[1:] {
+		if got := dumpBook(s); got != wantBook {
+			t.Fatalf("bookkeeping: replica %d differs:\n%s\nvs\n%s", i+1, got, wantBook)
+		}
+		if s.Gaps() != 0 {
+			t.Fatalf("replica %d has %d gaps after full delivery", i+1, s.Gaps())
+		}
+	}
+}
+
+// TestConvergenceProperty: random writes on 3–5 replicas, changesets
+// delivered in random orders, in random batches, with duplicates, some
+// while the replicas are still writing: every replica ends with identical
+// tables, clocks and bookkeeping.
+func TestConvergenceProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		rs := newReplicaSet(t, rapid.IntRange(3, 5).Draw(t, "replicas"))
+		defer rs.close()
+		n := len(rs.stores)
+		for step, steps := 0, rapid.IntRange(1, 30).Draw(t, "steps"); step < steps; step++ {
+			i := rapid.IntRange(0, n-1).Draw(t, "replica")
+			if len(rs.pool) == 0 || rapid.Bool().Draw(t, "write") {
+				rs.write(t, i)
+				continue
+			}
+			// Partial, early delivery of a random subset.
+			subset := rapid.SliceOfNDistinct(rapid.IntRange(0, len(rs.pool)-1), 1, len(rs.pool), rapid.ID[int]).Draw(t, "subset")
+			var css []*crdt.Changeset
+			for _, j := range subset {
+				css = append(css, rs.pool[j])
+			}
+			rs.deliver(t, i, css)
+		}
+		for i := range rs.stores {
+			all := shuffled(t, rs.pool, fmt.Sprint("order", i))
+			for len(all) > 0 {
+				k := rapid.IntRange(1, len(all)).Draw(t, "batch")
+				rs.deliver(t, i, all[:k])
+				all = all[k:]
+			}
+		}
+		rs.assertConverged(t)
+
+		// What sync would send: the surviving changes of every version,
+		// read back from one replica, rebuild the same state on a new node.
+		src := rs.stores[rapid.IntRange(0, n-1).Draw(t, "source")]
+		fresh := openTestStore(t, rs.dir, "fresh", propSchema)
+		rs.stores = append(rs.stores, fresh)
+		book := src.Bookkeeping()
+		var survivors []*crdt.Changeset
+		for _, a := range book.Actors() {
+			for v := uint64(1); v <= book.Head(a); v++ {
+				cs, _, err := src.Changes(context.Background(), a, v)
+				if err != nil {
+					t.Fatalf("changes %s/%d: %v", a, v, err)
+				}
+				survivors = append(survivors, cs)
+			}
+		}
+		rs.deliver(t, len(rs.stores)-1, shuffled(t, survivors, "survivors"))
+		rs.assertConverged(t)
+	})
+}

@@ -1,0 +1,240 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"sync/atomic"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+// Config says where the database lives and how it is opened.
+type Config struct {
+	Path string
+	// Readers is the size of the read-only connection pool (default 4).
+	Readers int
+	// BusyTimeoutMS bounds how long a connection waits for a lock held by
+	// another process, e.g. a backup (default 5000).
+	BusyTimeoutMS int
+}
+
+// Store is one node's replicated database.
+type Store struct {
+	cfg   Config
+	actor crdt.ActorID
+
+	// mu serializes every write: local transactions on writer and remote
+	// applies on applier. SQLite has one writer anyway; holding the lock in
+	// Go keeps the two connections from ever waiting on each other inside
+	// SQLite.
+	mu      sync.Mutex
+	writeDB *sql.DB
+	writer  *sql.Conn // has the TEMP capture triggers
+	applyDB *sql.DB
+	applier *sql.Conn // no triggers: remote changes carry their own clocks
+	readers *sql.DB   // API queries: the read-only authorizer, no transactions
+	snap    *sql.DB   // the store's own multi-statement read transactions
+
+	// Guarded by mu.
+	schema    *Schema
+	book      *crdt.Bookkeeping
+	sites     map[crdt.ActorID]int64
+	siteIDs   map[int64]crdt.ActorID
+	head      uint64 // this node's last version
+	pending   uint64 // value of temp.__patina_tx
+	clientSQL atomic.Bool
+	stmts     map[string]*sql.Stmt // applier statements by SQL
+	closed    bool
+}
+
+func dsn(path string, params url.Values) string {
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + params.Encode()
+}
+
+// Open opens (creating if needed) the database at cfg.Path, makes sure the
+// internal tables exist and the node has an actor id, and installs change
+// capture for the tables already there.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("store: no database path")
+	}
+	if cfg.Readers <= 0 {
+		cfg.Readers = 4
+	}
+	if cfg.BusyTimeoutMS <= 0 {
+		cfg.BusyTimeoutMS = 5000
+	}
+	s := &Store{cfg: cfg, stmts: map[string]*sql.Stmt{}}
+	if err := s.open(ctx); err != nil {
+		s.closeConns()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open(ctx context.Context) error {
+	w := url.Values{}
+	w.Set("_journal_mode", "WAL")
+	w.Set("_synchronous", "NORMAL")
+	w.Set("_busy_timeout", fmt.Sprint(s.cfg.BusyTimeoutMS))
+	w.Set("_txlock", "immediate")
+	w.Set("_foreign_keys", "0")
+	w.Set("_cache_size", "-65536")
+	var err error
+	if s.writeDB, err = sql.Open("sqlite3", dsn(s.cfg.Path, w)); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	if s.writer, err = s.writeDB.Conn(ctx); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	if err := s.initInternal(ctx); err != nil {
+		return err
+	}
+	if s.applyDB, err = sql.Open("sqlite3", dsn(s.cfg.Path, w)); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	if s.applier, err = s.applyDB.Conn(ctx); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	r := url.Values{}
+	r.Set("_busy_timeout", fmt.Sprint(s.cfg.BusyTimeoutMS))
+	r.Set("_query_only", "1")
+	if s.readers, err = sql.Open(readerDriver, dsn(s.cfg.Path, r)); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	s.readers.SetMaxOpenConns(s.cfg.Readers)
+	s.readers.SetMaxIdleConns(s.cfg.Readers)
+	if s.snap, err = sql.Open("sqlite3", dsn(s.cfg.Path, r)); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	s.snap.SetMaxOpenConns(2)
+	s.snap.SetMaxIdleConns(2)
+
+	if err := s.installAuthorizer(ctx); err != nil {
+		return err
+	}
+	if s.schema, err = readSchema(ctx, s.writer); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	for _, name := range s.schema.TableNames() {
+		if err := s.installCapture(ctx, s.schema.Tables[name]); err != nil {
+			return err
+		}
+	}
+	return s.loadBookkeeping(ctx)
+}
+
+const internalDDL = `
+CREATE TABLE IF NOT EXISTS __patina_sites (
+	ordinal INTEGER PRIMARY KEY,
+	actor   BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS __patina_sites_actor ON __patina_sites (actor);
+CREATE TABLE IF NOT EXISTS __patina_bookkeeping (
+	actor   INTEGER NOT NULL, -- ordinal in __patina_sites
+	cleared INTEGER NOT NULL, -- 0: known versions, 1: cleared versions
+	start   INTEGER NOT NULL,
+	"end"   INTEGER NOT NULL,
+	PRIMARY KEY (actor, cleared, start)
+) WITHOUT ROWID;
+`
+
+func (s *Store) initInternal(ctx context.Context) error {
+	if _, err := s.writer.ExecContext(ctx, internalDDL); err != nil {
+		return fmt.Errorf("create internal tables: %w", err)
+	}
+	if _, err := s.writer.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS __patina_tx (version INTEGER NOT NULL); DELETE FROM temp.__patina_tx; INSERT INTO temp.__patina_tx VALUES (0)`); err != nil {
+		return fmt.Errorf("create pending-version table: %w", err)
+	}
+	var raw []byte
+	err := queryRow(ctx, s.writer, `SELECT actor FROM __patina_sites WHERE ordinal = 0`, nil, &raw)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		var a crdt.ActorID
+		if _, err := rand.Read(a[:]); err != nil {
+			return fmt.Errorf("create actor id: %w", err)
+		}
+		if _, err := s.writer.ExecContext(ctx, `INSERT INTO __patina_sites (ordinal, actor) VALUES (0, ?)`, a[:]); err != nil {
+			return fmt.Errorf("store actor id: %w", err)
+		}
+		s.actor = a
+	case err != nil:
+		return fmt.Errorf("read actor id: %w", err)
+	default:
+		if s.actor, err = crdt.ActorIDFromBytes(raw); err != nil {
+			return fmt.Errorf("read actor id: %w", err)
+		}
+	}
+	return nil
+}
+
+// installCapture creates t's clock tables if missing and (re)creates its
+// TEMP triggers on the writer connection.
+func (s *Store) installCapture(ctx context.Context, t *Table) error {
+	var n int
+	if err := queryRow(ctx, s.writer, `SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name = ?`, []any{clockTable(t.Name)}, &n); err != nil {
+		return fmt.Errorf("capture %q: %w", t.Name, err)
+	}
+	var stmts []string
+	if n == 0 {
+		stmts = append(stmts, clockDDL(t)...)
+	}
+	stmts = append(stmts, dropTriggers(t.Name)...)
+	stmts = append(stmts, captureTriggers(t)...)
+	for _, q := range stmts {
+		if _, err := s.writer.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("capture %q: %w (%s)", t.Name, err, q)
+		}
+	}
+	return nil
+}
+
+// Actor is this node's actor id.
+func (s *Store) Actor() crdt.ActorID { return s.actor }
+
+// Path is the database file.
+func (s *Store) Path() string { return s.cfg.Path }
+
+// Schema returns the current replicated schema. Callers must not modify it.
+func (s *Store) Schema() *Schema {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.schema
+}
+
+// Close closes every connection. It waits for a write in progress.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.closeConns()
+}
+
+func (s *Store) closeConns() error {
+	var errs []error
+	for _, st := range s.stmts {
+		errs = append(errs, st.Close())
+	}
+	for _, c := range []*sql.Conn{s.writer, s.applier} {
+		if c != nil {
+			errs = append(errs, c.Close())
+		}
+	}
+	for _, db := range []*sql.DB{s.readers, s.snap, s.applyDB, s.writeDB} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ErrClosed is returned by every operation on a closed store.
+var ErrClosed = errors.New("store: closed")

@@ -1,0 +1,76 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestTransactVersionsAndCapture(t *testing.T) {
+	dir := t.TempDir()
+	s := regionalStore(t, dir, "a")
+	defer s.Close()
+	ins := `INSERT INTO machines (id, app, region, host, address, port, state, image, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET app = excluded.app, region = excluded.region, host = excluded.host, address = excluded.address,
+		port = excluded.port, state = excluded.state, image = excluded.image, updated_at = excluded.updated_at`
+	row := []any{"m1", "web", "ams", "h1", "fdaa::1", int64(8080), "started", "img:1", int64(1000)}
+	res := exec(t, s, stmt(ins, row...))
+	if res.Version != 1 {
+		t.Fatalf("first write: version %d, want 1", res.Version)
+	}
+	clockBefore := dumpClock(t, s, "machines")
+
+	// Re-publishing identical values consumes no version and leaves the clock.
+	res = exec(t, s, stmt(ins, row...))
+	if res.Version != 0 {
+		t.Fatalf("identical re-publish: version %d, want none", res.Version)
+	}
+	if got := dumpClock(t, s, "machines"); got != clockBefore {
+		t.Fatalf("identical re-publish changed the clock:\n%s\nvs\n%s", clockBefore, got)
+	}
+
+	// Changing one column bumps that column only.
+	row[6] = "stopped"
+	res = exec(t, s, stmt(ins, row...))
+	if res.Version != 2 {
+		t.Fatalf("state change: version %d, want 2", res.Version)
+	}
+	cs := changesetOf(t, s, 2)
+	if len(cs.Changes) != 1 || cs.Changes[0].Column != "state" || cs.Changes[0].ColVersion != 2 {
+		t.Fatalf("state change: changeset %+v, want one change of state at col_version 2", cs.Changes)
+	}
+	cs1 := changesetOf(t, s, 1)
+	// Version 1 keeps the sentinel and every column but state.
+	if len(cs1.Changes) != 8 {
+		t.Fatalf("version 1 survivors: %d changes, want 8 (sentinel + 7 cells): %+v", len(cs1.Changes), cs1.Changes)
+	}
+	for _, c := range cs1.Changes {
+		if c.Column == "state" {
+			t.Fatal("version 1 still reports the overwritten state cell")
+		}
+	}
+	if s.Head() != 2 {
+		t.Fatalf("head %d, want 2", s.Head())
+	}
+}
+
+func TestTransactRollsBackOnFailure(t *testing.T) {
+	dir := t.TempDir()
+	s := regionalStore(t, dir, "a")
+	defer s.Close()
+	_, err := s.Transact(context.Background(), []Statement{
+		stmt(`INSERT INTO machines (id, app) VALUES ('m1', 'web')`),
+		stmt(`INSERT INTO machine_checks (machine_id, name) VALUES ('m1', 'http')`),
+		stmt(`INSERT INTO machines (id, app) VALUES ('m1', 'dup')`),
+	})
+	var se *StatementError
+	if !errorsAs(err, &se) || se.Index != 2 || !se.Client || !strings.Contains(se.Error(), "UNIQUE constraint failed") {
+		t.Fatalf("want client error for statement 2 with SQLite's message, got %v", err)
+	}
+	if got := dumpTable(t, s, "machines") + dumpTable(t, s, "machine_checks") + dumpClock(t, s, "machines"); got != "" {
+		t.Fatalf("failed transaction left a trace:\n%s", got)
+	}
+	if s.Head() != 0 {
+		t.Fatalf("failed transaction consumed version %d", s.Head())
+	}
+}

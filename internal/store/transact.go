@@ -1,0 +1,192 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// Statement is one SQL statement with positional and/or named parameters.
+// Parameter values are nil, int64, float64, string, []byte or bool.
+type Statement struct {
+	SQL   string
+	Args  []any
+	Named map[string]any
+}
+
+// StatementResult is what one statement of a transaction did.
+type StatementResult struct {
+	RowsAffected int64
+	Elapsed      time.Duration
+}
+
+// TxResult is the outcome of a committed local transaction. Version is 0
+// when nothing changed: such a transaction consumes no version.
+type TxResult struct {
+	Results []StatementResult
+	Version uint64
+	Elapsed time.Duration
+}
+
+// StatementError says which statement of a transaction failed and whether
+// the failure is the caller's mistake (bad SQL, a constraint, a wrong
+// parameter count) or the node's own (I/O, a full disk).
+type StatementError struct {
+	Index int
+	Err   error
+	// Client is true when the statement itself is at fault.
+	Client bool
+}
+
+func (e *StatementError) Error() string {
+	return fmt.Sprintf("statement %d: %v", e.Index, e.Err)
+}
+
+func (e *StatementError) Unwrap() error { return e.Err }
+
+// Transact runs client statements in one local transaction. Any failure
+// rolls back all of them. The transaction becomes this node's next version
+// if it changed at least one cell.
+func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, error) {
+	if len(stmts) == 0 {
+		return nil, &StatementError{Index: 0, Err: errors.New("no statements"), Client: true}
+	}
+	res := &TxResult{Results: make([]StatementResult, 0, len(stmts))}
+	start := time.Now()
+	v, err := s.write(ctx, true, func(tx *sql.Tx) error {
+		for i, st := range stmts {
+			if err := checkClientSQL(st.SQL); err != nil {
+				return &StatementError{Index: i, Err: err, Client: true}
+			}
+			args := make([]any, 0, len(st.Args)+len(st.Named))
+			args = append(args, st.Args...)
+			for name, val := range st.Named {
+				args = append(args, sql.Named(strings.TrimLeft(name, ":@$"), val))
+			}
+			t0 := time.Now()
+			r, err := tx.ExecContext(ctx, st.SQL, args...)
+			if err != nil {
+				return &StatementError{Index: i, Err: err, Client: isClientError(err)}
+			}
+			n, _ := r.RowsAffected()
+			res.Results = append(res.Results, StatementResult{RowsAffected: n, Elapsed: time.Since(t0)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Version = v
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// Write runs fn in a local transaction with change capture, for the
+// store's own callers (the host agent, tests, benchmarks). fn may run any
+// statement on tx; it must not commit or roll back.
+func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) (version uint64, err error) {
+	return s.write(ctx, false, fn)
+}
+
+func (s *Store) write(ctx context.Context, client bool, fn func(tx *sql.Tx) error) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	next := s.head + 1
+	if s.pending != next {
+		if _, err := s.writer.ExecContext(ctx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
+			return 0, fmt.Errorf("set pending version: %w", err)
+		}
+		s.pending = next
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	s.clientSQL.Store(client)
+	err = fn(tx)
+	s.clientSQL.Store(false)
+	if err != nil {
+		_ = tx.Rollback()
+		return 0, err
+	}
+	changed, err := s.versionTouched(ctx, tx, next)
+	if err != nil {
+		_ = tx.Rollback()
+		return 0, err
+	}
+	if !changed {
+		if err := tx.Commit(); err != nil {
+			return 0, fmt.Errorf("commit: %w", err)
+		}
+		return 0, nil
+	}
+	apply, err := s.persistVersion(ctx, tx, s.actor, 0, next, false)
+	if err != nil {
+		_ = tx.Rollback()
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	apply()
+	s.head = next
+	return next, nil
+}
+
+// versionTouched reports whether the open transaction wrote any row under
+// version v: the capture triggers add a version-index entry per changed row.
+func (s *Store) versionTouched(ctx context.Context, tx *sql.Tx, v uint64) (bool, error) {
+	if len(s.schema.Tables) == 0 {
+		return false, nil
+	}
+	var parts []string
+	for _, name := range s.schema.TableNames() {
+		parts = append(parts, fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE site = 0 AND version = ?1)", quoteIdent(vxTable(name))))
+	}
+	var touched bool
+	if err := tx.QueryRowContext(ctx, "SELECT "+strings.Join(parts, " OR "), v).Scan(&touched); err != nil {
+		return false, fmt.Errorf("detect changes: %w", err)
+	}
+	return touched, nil
+}
+
+// checkClientSQL keeps client statements away from patina's own tables.
+// The writer's authorizer already refuses DDL, PRAGMA, ATTACH and
+// transaction control; SQLite offers no way to name a table without
+// spelling it, so a textual check suffices for the internal ones.
+func checkClientSQL(q string) error {
+	if strings.TrimSpace(q) == "" {
+		return errors.New("empty statement")
+	}
+	if strings.Contains(strings.ToLower(q), internalPrefix) {
+		return fmt.Errorf("tables named %s* are patina's own and cannot be used in statements", internalPrefix)
+	}
+	return nil
+}
+
+// isClientError tells the statement's own faults from the node's.
+func isClientError(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		switch se.Code {
+		case sqlite3.ErrIoErr, sqlite3.ErrCorrupt, sqlite3.ErrFull, sqlite3.ErrNomem, sqlite3.ErrCantOpen,
+			sqlite3.ErrReadonly, sqlite3.ErrBusy, sqlite3.ErrLocked, sqlite3.ErrNotADB, sqlite3.ErrProtocol:
+			return false
+		}
+		return true
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	// database/sql's own argument checks ("expected 2 arguments, got 1")
+	// and the driver's bind errors are about the statement.
+	return true
+}
