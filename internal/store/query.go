@@ -55,6 +55,9 @@ func (s *Store) Query(ctx context.Context, st Statement) (*Rows, error) {
 	if strings.TrimSpace(st.SQL) == "" {
 		return nil, &QueryError{Err: errors.New("empty statement")}
 	}
+	if err := checkParams(st); err != nil {
+		return nil, &QueryError{Err: err}
+	}
 	args := make([]any, 0, len(st.Args)+len(st.Named))
 	args = append(args, st.Args...)
 	for name, val := range st.Named {

@@ -63,6 +63,9 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 			if err := checkClientSQL(st.SQL); err != nil {
 				return &StatementError{Index: i, Err: err, Client: true}
 			}
+			if err := checkParams(st); err != nil {
+				return &StatementError{Index: i, Err: err, Client: true}
+			}
 			args := make([]any, 0, len(st.Args)+len(st.Named))
 			args = append(args, st.Args...)
 			for name, val := range st.Named {

@@ -1,0 +1,229 @@
+// Package client is the Go client for a patina agent's HTTP API. It
+// depends only on the API's wire types, never on the agent.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/patina-db/patina/internal/api"
+)
+
+// Statement is re-exported so callers need not import the wire package.
+type Statement = api.Statement
+
+// Client talks to one agent.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client for the agent at baseURL (http://host:port).
+func New(baseURL, token string) (*Client, error) {
+	baseURL = strings.TrimRight(baseURL, "/")
+	if !strings.HasPrefix(baseURL, "http://") && !strings.HasPrefix(baseURL, "https://") {
+		return nil, fmt.Errorf("client: API address %q: want http://host:port", baseURL)
+	}
+	return &Client{base: baseURL, token: token, http: &http.Client{}}, nil
+}
+
+// Error is a request the agent refused, with its status and message.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
+
+func (c *Client) post(ctx context.Context, path string, body any) (*http.Response, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("client: encode request: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return resp, nil
+}
+
+// Transact runs statements in one transaction on the agent.
+func (c *Client) Transact(ctx context.Context, stmts ...Statement) (*api.ExecResponse, error) {
+	resp, err := c.post(ctx, "/v1/transactions", stmts)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out api.ExecResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, &Error{Status: resp.StatusCode, Message: fmt.Sprintf("unreadable response: %v", err)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg := "transaction failed"
+		for _, r := range out.Results {
+			if r.Error != "" {
+				msg = r.Error
+			}
+		}
+		return &out, &Error{Status: resp.StatusCode, Message: msg}
+	}
+	return &out, nil
+}
+
+// Migrate applies schema statements.
+func (c *Client) Migrate(ctx context.Context, stmts ...string) error {
+	resp, err := c.post(ctx, "/v1/migrations", stmts)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return readError(resp)
+	}
+	return nil
+}
+
+func readError(resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e api.ErrorResponse
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		return &Error{Status: resp.StatusCode, Message: e.Error}
+	}
+	return &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
+}
+
+// Rows is a streaming query result.
+type Rows struct {
+	resp    *http.Response
+	sc      *bufio.Scanner
+	columns []string
+	row     api.RowEvent
+	err     error
+	done    bool
+}
+
+// Query runs a read-only statement and streams its rows.
+func (c *Client) Query(ctx context.Context, st Statement) (*Rows, error) {
+	resp, err := c.post(ctx, "/v1/queries", st)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var ev api.QueryEvent
+		if json.Unmarshal(data, &ev) == nil && ev.Error != nil {
+			return nil, &Error{Status: resp.StatusCode, Message: *ev.Error}
+		}
+		return nil, &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
+	}
+	r := &Rows{resp: resp, sc: bufio.NewScanner(resp.Body)}
+	r.sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var ev api.QueryEvent
+	if err := r.next(&ev); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	if ev.Columns == nil {
+		resp.Body.Close()
+		return nil, errors.New("client: query stream did not start with columns")
+	}
+	r.columns = ev.Columns
+	return r, nil
+}
+
+func (r *Rows) next(ev *api.QueryEvent) error {
+	if !r.sc.Scan() {
+		if err := r.sc.Err(); err != nil {
+			return fmt.Errorf("client: query stream: %w", err)
+		}
+		return errors.New("client: query stream ended early")
+	}
+	*ev = api.QueryEvent{}
+	if err := json.Unmarshal(r.sc.Bytes(), ev); err != nil {
+		return fmt.Errorf("client: query stream: %w", err)
+	}
+	if ev.Error != nil {
+		return &Error{Status: http.StatusOK, Message: *ev.Error}
+	}
+	return nil
+}
+
+// Columns names the result columns.
+func (r *Rows) Columns() []string { return r.columns }
+
+// Next advances to the next row; false at the end or on error (see Err).
+func (r *Rows) Next() bool {
+	if r.done {
+		return false
+	}
+	var ev api.QueryEvent
+	if err := r.next(&ev); err != nil {
+		r.err, r.done = err, true
+		return false
+	}
+	if ev.EOQ != nil {
+		r.done = true
+		return false
+	}
+	if ev.Row == nil {
+		r.err, r.done = errors.New("client: unexpected event in query stream"), true
+		return false
+	}
+	r.row = *ev.Row
+	return true
+}
+
+// Row returns the current row's cells: nil, int64, float64, string or []byte.
+func (r *Rows) Row() []any { return r.row.Cells }
+
+// Err is the error that ended the stream, if any.
+func (r *Rows) Err() error { return r.err }
+
+// Close ends the stream.
+func (r *Rows) Close() error { return r.resp.Body.Close() }
+
+// Health reads GET /v1/health with optional thresholds (query string
+// without '?', e.g. "gaps=0"). A 503 returns the health and an *Error.
+func (c *Client) Health(ctx context.Context, thresholds string) (*api.Health, error) {
+	url := c.base + "/v1/health"
+	if thresholds != "" {
+		url += "?" + thresholds
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return nil, readError(resp)
+	}
+	var h api.HealthResponse
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return nil, fmt.Errorf("client: health: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return &h.Response, &Error{Status: resp.StatusCode, Message: "unhealthy: " + resp.Header.Get("X-Patina-Unhealthy")}
+	}
+	return &h.Response, nil
+}

@@ -1,0 +1,89 @@
+// Command patina is the single binary of patina: agents, clients and
+// operator tools. It only parses flags and calls into the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newApp(os.Stdout, os.Stderr).RunContext(ctx, flagsFirst(os.Args)); err != nil {
+		var ee cli.ExitCoder
+		if !errors.As(err, &ee) {
+			fmt.Fprintln(os.Stderr, "patina:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "patina",
+		Usage:     "SQLite replicated across a fleet without consensus",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Commands: []*cli.Command{
+			agentCommand(),
+			execCommand(),
+			queryCommand(),
+		},
+		ExitErrHandler: func(c *cli.Context, err error) {
+			if err == nil {
+				return
+			}
+			var ee cli.ExitCoder
+			if errors.As(err, &ee) {
+				fmt.Fprintln(stderr, "patina:", err)
+			}
+		},
+	}
+}
+
+// boolFlags are the flags that take no value, for flagsFirst.
+var boolFlags = map[string]bool{"json": true, "help": true, "h": true}
+
+// flagsFirst lets flags follow positional arguments (`patina exec 'SQL'
+// --param 1`), which urfave/cli stops parsing at: after the command name,
+// it moves every flag (with its value) ahead of the positional arguments.
+func flagsFirst(args []string) []string {
+	if len(args) < 3 {
+		return args
+	}
+	out := []string{args[0], args[1]}
+	var flags, positional []string
+	rest := args[2:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			positional = append(positional, rest[i+1:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && !boolFlags[name] && i+1 < len(rest) {
+				flags = append(flags, rest[i+1])
+				i++
+			}
+			continue
+		}
+		positional = append(positional, a)
+	}
+	out = append(out, flags...)
+	if len(positional) > 0 {
+		out = append(out, "--")
+		out = append(out, positional...)
+	}
+	return out
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var patinaBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "patina-bin-*")
+	if err != nil {
+		panic(err)
+	}
+	patinaBin = filepath.Join(dir, "patina")
+	if out, err := exec.Command("go", "build", "-o", patinaBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build patina: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAgentProcess runs `patina agent` and waits until it answers.
+func startAgentProcess(t *testing.T) (api string, proc *exec.Cmd, stderr *bytes.Buffer) {
+	t.Helper()
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	wd, _ := os.Getwd()
+	cfg := filepath.Join(dir, "agent.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[db]\npath = %q\nschema_paths = [%q]\n[api]\naddr = %q\n",
+		filepath.Join(dir, "patina.db"), filepath.Join(wd, "..", "..", "schemas", "regional"), addr)), 0o644)
+	stderr = &bytes.Buffer{}
+	proc = exec.Command(patinaBin, "agent", "--config", cfg)
+	proc.Stderr = stderr
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+	api = "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(api + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			return api, proc, stderr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not come up: %s", stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func patina(t *testing.T, api string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(patinaBin, args...)
+	cmd.Env = append(os.Environ(), "PATINA_API="+api)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestExecAndQueryAgainstAnAgent(t *testing.T) {
+	api, proc, stderr := startAgentProcess(t)
+
+	out, errOut, code := patina(t, api, "exec", "INSERT INTO machines (id, app, port, state) VALUES (?, ?, ?, ?)", "--param", "m1", "--param", "web", "--param", "8080", "--param", "started")
+	if code != 0 || !strings.Contains(out, "version: 1") {
+		t.Fatalf("exec: %d %q %q", code, out, errOut)
+	}
+	out, _, code = patina(t, api, "exec", "UPDATE machines SET state = ? WHERE id = ?", "-p", "started", "-p", "m1")
+	if code != 0 || !strings.Contains(out, "version: none") {
+		t.Fatalf("no-op exec: %d %q", code, out)
+	}
+	out, errOut, code = patina(t, api, "query", "SELECT id, app, port, 2.0 AS r, NULL AS n FROM machines WHERE app = ?", "--param", "web")
+	want := "id  app  port  r    n\nm1  web  8080  2.0  NULL\n(1 rows)\n"
+	if code != 0 || out != want {
+		t.Fatalf("query: %d\n%s\nwant\n%s\n%s", code, out, want, errOut)
+	}
+	out, _, code = patina(t, api, "query", "SELECT id, port FROM machines", "--json")
+	if code != 0 || strings.TrimSpace(out) != `{"id":"m1","port":8080}` {
+		t.Fatalf("query --json: %d %q", code, out)
+	}
+
+	// Errors: non-zero exit and the server's message.
+	_, errOut, code = patina(t, api, "exec", "INSERT INTO nope VALUES (1)")
+	if code == 0 || !strings.Contains(errOut, "no such table: nope") {
+		t.Fatalf("exec error: %d %q", code, errOut)
+	}
+	_, errOut, code = patina(t, api, "query", "DELETE FROM machines")
+	if code == 0 || !strings.Contains(errOut, "not read-only") {
+		t.Fatalf("query error: %d %q", code, errOut)
+	}
+	_, errOut, code = patina(t, "http://"+freeAddr(t), "query", "SELECT 1")
+	if code == 0 || !strings.Contains(errOut, "connection refused") {
+		t.Fatalf("unreachable agent: %d %q", code, errOut)
+	}
+
+	// SIGTERM stops the agent cleanly with exit 0.
+	proc.Process.Signal(syscall.SIGTERM)
+	if err := proc.Wait(); err != nil {
+		t.Fatalf("agent exit after SIGTERM: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr.String(), "agent stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", stderr)
+	}
+}
+
+func TestFlagsFirst(t *testing.T) {
+	got := strings.Join(flagsFirst([]string{"patina", "exec", "SQL ?", "--param", "1", "-p=2", "--json"}), " ")
+	if want := "patina exec --param 1 -p=2 --json -- SQL ?"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,292 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/patina-db/patina/internal/crdt"
+	"github.com/patina-db/patina/internal/store"
+)
+
+// Store is what the handlers need of a node's database.
+type Store interface {
+	Transact(ctx context.Context, stmts []store.Statement) (*store.TxResult, error)
+	Query(ctx context.Context, st store.Statement) (*store.Rows, error)
+	Migrate(ctx context.Context, stmts []string) error
+	Actor() crdt.ActorID
+	Gaps() uint64
+}
+
+// Options configure the handlers.
+type Options struct {
+	// MaxBodyBytes bounds every request body; larger ones get 413.
+	MaxBodyBytes int64
+	// BearerToken, when set, is required on every route but /v1/health.
+	BearerToken string
+	Logger      *slog.Logger
+}
+
+// DefaultMaxBodyBytes is the body limit when none is configured.
+const DefaultMaxBodyBytes = 8 << 20
+
+// Server serves the agent's HTTP API.
+type Server struct {
+	store Store
+	opts  Options
+	mux   *http.ServeMux
+}
+
+// NewServer returns the API handler for one store.
+func NewServer(st Store, opts Options) *Server {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{store: st, opts: opts, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST /v1/transactions", s.auth(s.handleTransactions))
+	s.mux.HandleFunc("POST /v1/queries", s.auth(s.handleQueries))
+	s.mux.HandleFunc("POST /v1/migrations", s.auth(s.handleMigrations))
+	s.mux.HandleFunc("GET /v1/health", s.handleHealth)
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
+	if s.opts.BearerToken == "" {
+		return next
+	}
+	want := []byte("Bearer " + s.opts.BearerToken)
+	return func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="patina"`)
+			writeJSON(w, http.StatusUnauthorized, ErrorResponse{Error: "missing or wrong bearer token"})
+			return
+		}
+		next(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decodeBody reads a JSON body into v, telling an oversized body (413)
+// from a malformed one (400).
+func decodeBody(r *http.Request, v any) (status int, err error) {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", tooBig.Limit)
+		}
+		return http.StatusBadRequest, fmt.Errorf("request body is not valid JSON for this route: %v", err)
+	}
+	if dec.More() {
+		return http.StatusBadRequest, errors.New("request body has data after the JSON value")
+	}
+	return 0, nil
+}
+
+func toStoreStatement(st Statement) store.Statement {
+	return store.Statement{SQL: st.Query, Args: st.Params, Named: st.NamedParams}
+}
+
+func (s *Server) handleTransactions(w http.ResponseWriter, r *http.Request) {
+	var stmts []Statement
+	if status, err := decodeBody(r, &stmts); err != nil {
+		writeJSON(w, status, ExecResponse{Results: []ExecResult{{Error: err.Error()}}, ActorID: s.store.Actor().String()})
+		return
+	}
+	if len(stmts) == 0 {
+		writeJSON(w, http.StatusBadRequest, ExecResponse{Results: []ExecResult{{Error: "no statements: the body must be a non-empty array"}}, ActorID: s.store.Actor().String()})
+		return
+	}
+	in := make([]store.Statement, len(stmts))
+	for i, st := range stmts {
+		in[i] = toStoreStatement(st)
+	}
+	res, err := s.store.Transact(r.Context(), in)
+	if err != nil {
+		var se *store.StatementError
+		status := http.StatusInternalServerError
+		var results []ExecResult
+		if errors.As(err, &se) {
+			if se.Client {
+				status = http.StatusBadRequest
+			}
+			// Statements before the failing one ran, then were rolled back.
+			results = make([]ExecResult, se.Index+1)
+			results[se.Index] = ExecResult{Error: err.Error()}
+		} else {
+			results = []ExecResult{{Error: err.Error()}}
+		}
+		if status >= 500 {
+			s.opts.Logger.Error("transaction failed", "err", err)
+		}
+		writeJSON(w, status, ExecResponse{Results: results, ActorID: s.store.Actor().String()})
+		return
+	}
+	out := ExecResponse{Results: make([]ExecResult, len(res.Results)), Time: res.Elapsed.Seconds(), ActorID: s.store.Actor().String()}
+	for i, sr := range res.Results {
+		n := sr.RowsAffected
+		out.Results[i] = ExecResult{RowsAffected: &n, Time: sr.Elapsed.Seconds()}
+	}
+	if res.Version != 0 {
+		v := res.Version
+		out.Version = &v
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {
+	var st Statement
+	if status, err := decodeBody(r, &st); err != nil {
+		msg := err.Error()
+		writeJSON(w, status, QueryEvent{Error: &msg})
+		return
+	}
+	start := nowFunc()
+	rows, err := s.store.Query(r.Context(), toStoreStatement(st))
+	if err != nil {
+		msg := err.Error()
+		status := http.StatusInternalServerError
+		var qe *store.QueryError
+		if errors.As(err, &qe) {
+			status = http.StatusBadRequest
+		}
+		writeJSON(w, status, QueryEvent{Error: &msg})
+		return
+	}
+	defer rows.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	_ = enc.Encode(QueryEvent{Columns: nonNil(rows.Columns())})
+	var id int64
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			msg := err.Error()
+			_ = enc.Encode(QueryEvent{Error: &msg})
+			return
+		}
+		id++
+		if err := enc.Encode(QueryEvent{Row: &RowEvent{RowID: id, Cells: vals}}); err != nil {
+			return // the client went away
+		}
+		if flusher != nil && id%512 == 0 {
+			flusher.Flush()
+		}
+	}
+	if err := rows.Err(); err != nil {
+		// Headers are sent: the error travels in the stream.
+		msg := err.Error()
+		_ = enc.Encode(QueryEvent{Error: &msg})
+		return
+	}
+	_ = enc.Encode(QueryEvent{EOQ: &EOQ{Time: sinceSeconds(start)}})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (s *Server) handleMigrations(w http.ResponseWriter, r *http.Request) {
+	var raw []json.RawMessage
+	if status, err := decodeBody(r, &raw); err != nil {
+		writeJSON(w, status, ErrorResponse{Error: err.Error()})
+		return
+	}
+	if len(raw) == 0 {
+		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: "no statements: the body must be a non-empty array of schema statements"})
+		return
+	}
+	stmts := make([]string, len(raw))
+	for i, m := range raw {
+		var st Statement
+		if err := json.Unmarshal(m, &st); err != nil {
+			writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("statement %d: %v", i, err)})
+			return
+		}
+		if len(st.Params) > 0 || len(st.NamedParams) > 0 {
+			writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("statement %d: schema statements take no parameters", i)})
+			return
+		}
+		stmts[i] = st.Query
+	}
+	start := nowFunc()
+	if err := s.store.Migrate(r.Context(), stmts); err != nil {
+		var se *store.SchemaError
+		status := http.StatusInternalServerError
+		if errors.As(err, &se) {
+			status = http.StatusBadRequest
+		} else {
+			s.opts.Logger.Error("migration failed", "err", err)
+		}
+		writeJSON(w, status, ErrorResponse{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, MigrationResponse{Time: sinceSeconds(start)})
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	h := Health{Gaps: s.store.Gaps(), Members: 1}
+	q := r.URL.Query()
+	var problems []string
+	for _, key := range []string{"gaps", "p99_lag", "max_queue"} {
+		if !q.Has(key) {
+			continue
+		}
+		var limit float64
+		if _, err := fmt.Sscanf(q.Get(key), "%g", &limit); err != nil || limit < 0 {
+			writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("health threshold %s=%q: want a non-negative number", key, q.Get(key))})
+			return
+		}
+		var value float64
+		switch key {
+		case "gaps":
+			value = float64(h.Gaps)
+		case "p99_lag":
+			value = h.P99Lag
+		case "max_queue":
+			value = float64(h.QueueSize)
+		}
+		if value > limit {
+			problems = append(problems, fmt.Sprintf("%s %g > %g", key, value, limit))
+		}
+	}
+	status := http.StatusOK
+	if len(problems) > 0 {
+		status = http.StatusServiceUnavailable
+		w.Header().Set("X-Patina-Unhealthy", strings.Join(problems, "; "))
+	}
+	writeJSON(w, status, HealthResponse{Response: h})
+}
+
+// nowFunc and sinceSeconds time responses; the timings are reported to
+// clients, never used to decide anything.
+var nowFunc = time.Now
+
+func sinceSeconds(t time.Time) float64 { return time.Since(t).Seconds() }

@@ -1,0 +1,320 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Statement is one SQL statement with parameters. On the wire it is any of
+//
+//	"SQL"
+//	["SQL", [positional, ...]]
+//	["SQL", {"name": value, ...}]
+//	{"query": "SQL", "params": [...], "named_params": {...}}
+//
+// Parameter values are JSON null, numbers (integers stay INTEGER), strings
+// (TEXT), booleans (1 or 0) or arrays of byte values 0–255 (BLOB).
+type Statement struct {
+	Query       string         `json:"query"`
+	Params      []any          `json:"params,omitempty"`
+	NamedParams map[string]any `json:"named_params,omitempty"`
+}
+
+// UnmarshalJSON accepts every statement form listed on Statement.
+func (s *Statement) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return errors.New("empty statement")
+	}
+	switch data[0] {
+	case '"':
+		return json.Unmarshal(data, &s.Query)
+	case '[':
+		var parts []json.RawMessage
+		if err := json.Unmarshal(data, &parts); err != nil {
+			return err
+		}
+		if len(parts) < 1 || len(parts) > 2 {
+			return fmt.Errorf("statement array must be [\"SQL\"] or [\"SQL\", params], got %d elements", len(parts))
+		}
+		if err := json.Unmarshal(parts[0], &s.Query); err != nil {
+			return fmt.Errorf("statement SQL must be a string: %w", err)
+		}
+		if len(parts) == 2 {
+			p := bytes.TrimSpace(parts[1])
+			switch {
+			case len(p) > 0 && p[0] == '[':
+				params, err := decodeParams(p)
+				if err != nil {
+					return err
+				}
+				s.Params = params
+			case len(p) > 0 && p[0] == '{':
+				named, err := decodeNamed(p)
+				if err != nil {
+					return err
+				}
+				s.NamedParams = named
+			default:
+				return errors.New("statement parameters must be an array or an object")
+			}
+		}
+		return nil
+	case '{':
+		var raw struct {
+			Query       *string         `json:"query"`
+			Params      json.RawMessage `json:"params"`
+			NamedParams json.RawMessage `json:"named_params"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		if raw.Query == nil {
+			return errors.New(`statement object needs "query"`)
+		}
+		s.Query = *raw.Query
+		if len(raw.Params) > 0 && string(raw.Params) != "null" {
+			params, err := decodeParams(raw.Params)
+			if err != nil {
+				return err
+			}
+			s.Params = params
+		}
+		if len(raw.NamedParams) > 0 && string(raw.NamedParams) != "null" {
+			named, err := decodeNamed(raw.NamedParams)
+			if err != nil {
+				return err
+			}
+			s.NamedParams = named
+		}
+		return nil
+	}
+	return errors.New("a statement must be a string, an array or an object")
+}
+
+func decodeParams(data []byte) ([]any, error) {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("parameters: %w", err)
+	}
+	out := make([]any, len(raw))
+	for i, r := range raw {
+		v, err := decodeValue(r)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %d: %w", i+1, err)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func decodeNamed(data []byte) (map[string]any, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("named parameters: %w", err)
+	}
+	out := make(map[string]any, len(raw))
+	for k, r := range raw {
+		v, err := decodeValue(r)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %q: %w", k, err)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// decodeValue turns one JSON parameter into a SQLite-ready Go value.
+func decodeValue(r json.RawMessage) (any, error) {
+	r = bytes.TrimSpace(r)
+	if len(r) == 0 {
+		return nil, errors.New("empty value")
+	}
+	switch r[0] {
+	case 'n':
+		return nil, nil
+	case 't', 'f':
+		var b bool
+		if err := json.Unmarshal(r, &b); err != nil {
+			return nil, err
+		}
+		if b {
+			return int64(1), nil
+		}
+		return int64(0), nil
+	case '"':
+		var s string
+		err := json.Unmarshal(r, &s)
+		return s, err
+	case '[':
+		var bs []int
+		if err := json.Unmarshal(r, &bs); err != nil {
+			return nil, errors.New("an array value must be a blob: byte values 0-255")
+		}
+		blob := make([]byte, len(bs))
+		for i, b := range bs {
+			if b < 0 || b > 255 {
+				return nil, fmt.Errorf("blob byte %d out of range: %d", i, b)
+			}
+			blob[i] = byte(b)
+		}
+		return blob, nil
+	case '{':
+		return nil, errors.New("objects are not SQL values")
+	}
+	n := string(r)
+	if i, err := strconv.ParseInt(n, 10, 64); err == nil {
+		return i, nil
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil || math.IsInf(f, 0) {
+		return nil, fmt.Errorf("bad number %s", n)
+	}
+	return f, nil
+}
+
+// MarshalJSON writes the object form.
+func (s Statement) MarshalJSON() ([]byte, error) {
+	type plain struct {
+		Query       string         `json:"query"`
+		Params      []any          `json:"params,omitempty"`
+		NamedParams map[string]any `json:"named_params,omitempty"`
+	}
+	p := plain{Query: s.Query}
+	for _, v := range s.Params {
+		p.Params = append(p.Params, EncodeValue(v))
+	}
+	if len(s.NamedParams) > 0 {
+		p.NamedParams = make(map[string]any, len(s.NamedParams))
+		for k, v := range s.NamedParams {
+			p.NamedParams[k] = EncodeValue(v)
+		}
+	}
+	return json.Marshal(p)
+}
+
+// EncodeValue prepares a SQLite value for JSON: BLOBs become arrays of
+// byte values, so they stay distinct from TEXT.
+func EncodeValue(v any) any {
+	if b, ok := v.([]byte); ok {
+		out := make([]int, len(b))
+		for i, c := range b {
+			out[i] = int(c)
+		}
+		return out
+	}
+	if f, ok := v.(float64); ok {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil // JSON has no NaN or Infinity; SQLite stores NaN as NULL anyway
+		}
+		return real(f)
+	}
+	return v
+}
+
+// real is a REAL that keeps its decimal point in JSON (1.0, not 1), so a
+// reader can tell it from an INTEGER.
+type real float64
+
+func (r real) MarshalJSON() ([]byte, error) {
+	b := strconv.AppendFloat(nil, float64(r), 'g', -1, 64)
+	if !bytes.ContainsAny(b, ".eE") {
+		b = append(b, '.', '0')
+	}
+	return b, nil
+}
+
+// ExecResponse answers POST /v1/transactions.
+type ExecResponse struct {
+	Results []ExecResult `json:"results"`
+	Time    float64      `json:"time"`
+	// Version is the node's version the transaction became, nil when it
+	// changed nothing.
+	Version *uint64 `json:"version"`
+	ActorID string  `json:"actor_id"`
+}
+
+// ExecResult is one statement's outcome: rows affected and seconds taken,
+// or the error that rolled the transaction back.
+type ExecResult struct {
+	RowsAffected *int64  `json:"rows_affected,omitempty"`
+	Time         float64 `json:"time,omitempty"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// ErrorResponse is the body of any other failed request.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// QueryEvent is one NDJSON line of a query stream. Exactly one field is set.
+type QueryEvent struct {
+	Columns []string  `json:"columns,omitempty"`
+	Row     *RowEvent `json:"row,omitempty"`
+	EOQ     *EOQ      `json:"eoq,omitempty"`
+	Error   *string   `json:"error,omitempty"`
+}
+
+// RowEvent is a row: its position in the result (from 1) and its cells.
+type RowEvent struct {
+	RowID int64
+	Cells []any
+}
+
+// MarshalJSON writes [rowid, [cells]].
+func (r RowEvent) MarshalJSON() ([]byte, error) {
+	cells := make([]any, len(r.Cells))
+	for i, c := range r.Cells {
+		cells[i] = EncodeValue(c)
+	}
+	return json.Marshal([]any{r.RowID, cells})
+}
+
+// UnmarshalJSON reads [rowid, [cells]].
+func (r *RowEvent) UnmarshalJSON(data []byte) error {
+	var parts []json.RawMessage
+	if err := json.Unmarshal(data, &parts); err != nil {
+		return err
+	}
+	if len(parts) != 2 {
+		return fmt.Errorf("row: want [rowid, cells], got %d elements", len(parts))
+	}
+	if err := json.Unmarshal(parts[0], &r.RowID); err != nil {
+		return fmt.Errorf("row id: %w", err)
+	}
+	cells, err := decodeParams(parts[1])
+	if err != nil {
+		return fmt.Errorf("row cells: %w", err)
+	}
+	r.Cells = cells
+	return nil
+}
+
+// EOQ ends a query's rows.
+type EOQ struct {
+	Time float64 `json:"time"`
+}
+
+// MigrationResponse answers POST /v1/migrations.
+type MigrationResponse struct {
+	Time float64 `json:"time"`
+}
+
+// HealthResponse answers GET /v1/health.
+type HealthResponse struct {
+	Response Health `json:"response"`
+}
+
+// Health is a node's replication health.
+type Health struct {
+	Gaps      uint64  `json:"gaps"`
+	Members   int     `json:"members"`
+	P99Lag    float64 `json:"p99_lag"`
+	QueueSize int     `json:"queue_size"`
+}

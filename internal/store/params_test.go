@@ -1,0 +1,41 @@
+package store
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCheckParams(t *testing.T) {
+	ok := []Statement{
+		{SQL: "SELECT 1"},
+		{SQL: "SELECT 1;"},
+		{SQL: "SELECT ?, ?", Args: []any{1, 2}},
+		{SQL: "SELECT ?2, ?1", Args: []any{1, 2}},
+		{SQL: "SELECT ':x', '?', \"?\", [?], `?` -- ?\n /* ? */", Args: nil},
+		{SQL: "SELECT 'it''s ?'"},
+		{SQL: "SELECT :a, :a, @b", Named: map[string]any{"a": 1, "@b": 2}},
+		{SQL: "SELECT :a, :b", Args: []any{1, 2}},
+		{SQL: "SELECT $x", Named: map[string]any{"$x": 1}},
+	}
+	for _, st := range ok {
+		if err := checkParams(st); err != nil {
+			t.Errorf("%q: %v", st.SQL, err)
+		}
+	}
+	bad := map[string]Statement{
+		"expected 2 arguments, got 1":  {SQL: "SELECT ?, ?", Args: []any{1}},
+		"expected 1 arguments, got 2":  {SQL: "SELECT ?", Args: []any{1, 2}},
+		"expected 3 arguments, got 0":  {SQL: "SELECT ?3"},
+		"2 statements":                 {SQL: "SELECT 1; SELECT 2"},
+		"does not appear":              {SQL: "SELECT :a", Named: map[string]any{"b": 1}},
+		"got 0 positional and 1 named": {SQL: "SELECT :a, :b, :a", Named: map[string]any{"a": 1}},
+		"empty statement":              {SQL: " ; -- nothing"},
+		"unterminated quoted string":   {SQL: "SELECT 'abc"},
+	}
+	for want, st := range bad {
+		err := checkParams(st)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", st.SQL, err, want)
+		}
+	}
+}

@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+func TestSchemaRulesRefuse(t *testing.T) {
+	cases := map[string]struct{ schema, wantTable, wantText string }{
+		"no primary key":       {`CREATE TABLE t (a TEXT)`, "t", "PRIMARY KEY"},
+		"unique":               {`CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, a TEXT UNIQUE)`, "t", "UNIQUE"},
+		"unique index":         {`CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, a TEXT); CREATE UNIQUE INDEX t_a ON t (a)`, "t", "UNIQUE"},
+		"foreign key":          {`CREATE TABLE p (id TEXT NOT NULL PRIMARY KEY); CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, p TEXT REFERENCES p (id))`, "t", "FOREIGN KEY"},
+		"not null, no default": {`CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, a TEXT NOT NULL)`, "t", "DEFAULT"},
+		"nullable key":         {`CREATE TABLE t (id TEXT PRIMARY KEY)`, "t", "NOT NULL"},
+		"view":                 {`CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY); CREATE VIEW v AS SELECT * FROM t`, "v", "views"},
+		"datetime":             {`CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, at DATETIME)`, "t", "DATETIME"},
+		"reserved":             {`CREATE TABLE __patina_x (id TEXT NOT NULL PRIMARY KEY)`, "", "reserved"},
+		"bad sql":              {`CREATE TABLE t (`, "", "incomplete input"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			s, err := Open(context.Background(), Config{Path: t.TempDir() + "/x.db"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			err = s.ApplySchemaSQL(context.Background(), c.schema)
+			var se *SchemaError
+			if !errors.As(err, &se) {
+				t.Fatalf("want a SchemaError, got %v", err)
+			}
+			if se.Table != c.wantTable || !strings.Contains(err.Error(), c.wantText) {
+				t.Fatalf("error %q: want table %q and %q in the message", err, c.wantTable, c.wantText)
+			}
+			if len(s.Schema().Tables) != 0 {
+				t.Fatal("a refused schema left tables behind")
+			}
+		})
+	}
+}
+
+func TestMigrationsRefuseDestructiveChanges(t *testing.T) {
+	s := regionalStore(t, t.TempDir(), "a")
+	defer s.Close()
+	cases := map[string]struct {
+		stmts            []string
+		table, col, text string
+	}{
+		"drop column":   {[]string{`ALTER TABLE machines DROP COLUMN image`}, "machines", "image", "dropping"},
+		"rename column": {[]string{`ALTER TABLE machines RENAME COLUMN image TO img`}, "machines", "image", "renaming"},
+		"type change":   {[]string{`CREATE TABLE machines (id TEXT NOT NULL PRIMARY KEY, app TEXT NOT NULL DEFAULT '', region TEXT NOT NULL DEFAULT '', host TEXT NOT NULL DEFAULT '', address TEXT NOT NULL DEFAULT '', port TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'created', image TEXT NOT NULL DEFAULT '', updated_at INTEGER NOT NULL DEFAULT 0)`}, "machines", "port", "type"},
+		"pk change":     {[]string{`CREATE TABLE machine_checks (machine_id TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'unknown', output TEXT NOT NULL DEFAULT '', updated_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (machine_id))`}, "machine_checks", "name", "primary key"},
+		"drop table":    {[]string{`DROP TABLE machine_checks`}, "machine_checks", "", "dropping a table"},
+		"rename table":  {[]string{`ALTER TABLE machine_checks RENAME TO checks`}, "machine_checks", "", "dropping a table"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := s.Schema()
+			err := s.Migrate(context.Background(), c.stmts)
+			var se *SchemaError
+			if !errors.As(err, &se) {
+				t.Fatalf("want a SchemaError, got %v", err)
+			}
+			if se.Table != c.table || se.Column != c.col || !strings.Contains(err.Error(), c.text) {
+				t.Fatalf("error %q: want table %q column %q and %q", err, c.table, c.col, c.text)
+			}
+			if s.Schema() != before {
+				t.Fatal("a refused migration changed the schema")
+			}
+		})
+	}
+}
+
+// TestAddColumnIsConstantWork: adding a nullable column to a 100k-row
+// table writes no clock rows, and the new column reads as never written
+// (col_version 0) on every row, so any later write to it wins.
+func TestAddColumnIsConstantWork(t *testing.T) {
+	ctx := context.Background()
+	s := regionalStore(t, t.TempDir(), "a")
+	defer s.Close()
+	const rows = 100_000
+	if _, err := s.Write(ctx, func(tx *sql.Tx) error { return upsertRows(ctx, tx, 0, rows, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	count := func(q string) int64 {
+		var n int64
+		if err := queryRow(ctx, s.writer, q, nil, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	changesBefore := count(`SELECT total_changes()`)
+	if err := s.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
+		t.Fatal(err)
+	}
+	// total_changes counts every row any statement on the writer wrote.
+	if n := count(`SELECT total_changes()`) - changesBefore; n != 0 {
+		t.Fatalf("adding a column wrote %d rows", n)
+	}
+	if n := count(`SELECT count(*) FROM "__patina_clock_machines"`); n != rows {
+		t.Fatalf("%d clock rows, want %d", n, rows)
+	}
+	if n := count(`SELECT count(*) FROM "__patina_clock_machines" WHERE "__patina_v_cpus" != 0`); n != 0 {
+		t.Fatalf("%d clock rows carry a version for the new column", n)
+	}
+	// The new column replicates like any other.
+	res := exec(t, s, stmt(`UPDATE machines SET cpus = 4 WHERE id = 'm00000007'`))
+	cs := changesetOf(t, s, res.Version)
+	if len(cs.Changes) != 1 || cs.Changes[0].Column != "cpus" || cs.Changes[0].ColVersion != 1 {
+		t.Fatalf("changeset %+v, want cpus at col_version 1", cs.Changes)
+	}
+}
+
+func TestApplyRefusesWhatItCannotApply(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := regionalStore(t, dir, "a")
+	defer a.Close()
+	b := regionalStore(t, dir, "b")
+	defer b.Close()
+	if err := a.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
+		t.Fatal(err)
+	}
+	res := exec(t, a, stmt(`INSERT INTO machines (id, cpus) VALUES ('m1', 2)`))
+	cs := changesetOf(t, a, res.Version)
+
+	// b lacks the column: the version fails whole and stays unknown.
+	out, err := b.Apply(ctx, []*crdt.Changeset{cs})
+	if err != nil || len(out.Failed) != 1 || out.Applied != 0 {
+		t.Fatalf("apply without the column: %+v, %v", out, err)
+	}
+	if !strings.Contains(out.Failed[0].Error(), `no column "cpus"`) {
+		t.Fatalf("error %q does not name the column", out.Failed[0])
+	}
+	if b.Bookkeeping().Knows(a.Actor(), res.Version) || dumpTable(t, b, "machines") != "" {
+		t.Fatal("a failed version left a trace")
+	}
+	// Garbage from a peer is refused, never applied, never a crash.
+	bad := []*crdt.Changeset{
+		{Actor: a.Actor(), Version: 9, Changes: []crdt.Change{{Table: "machines", PK: []byte{1, 2, 3}, CL: 1}}},
+		{Actor: a.Actor(), Version: 10, Changes: []crdt.Change{{Table: "nope", PK: crdt.PackPK([]crdt.Value{crdt.TextValue("x")}), CL: 1}}},
+		{Actor: a.Actor(), Version: 11, Changes: []crdt.Change{{Table: "machines", PK: crdt.PackPK([]crdt.Value{crdt.IntValue(1), crdt.IntValue(2)}), CL: 1}}},
+	}
+	out, err = b.Apply(ctx, bad)
+	if err != nil || len(out.Failed) != len(bad) {
+		t.Fatalf("garbage: %+v, %v", out, err)
+	}
+
+	// Once b's schema has the column, the same version applies.
+	if err := b.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, b, cs)
+	if got, want := dumpTable(t, b, "machines"), dumpTable(t, a, "machines"); got != want {
+		t.Fatalf("after the migration:\n%s\nwant\n%s", got, want)
+	}
+	// Applying it again is a no-op.
+	if out := apply(t, b, cs); out.Known != 1 || out.Applied != 0 {
+		t.Fatalf("re-apply: %+v", out)
+	}
+}
+
+func TestChangesOfClearedVersion(t *testing.T) {
+	s := regionalStore(t, t.TempDir(), "a")
+	defer s.Close()
+	v1 := exec(t, s, stmt(`INSERT INTO machines (id, state) VALUES ('m1', 'started')`)).Version
+	exec(t, s, stmt(`DELETE FROM machines WHERE id = 'm1'`))
+	cs, cleared, err := s.Changes(context.Background(), s.Actor(), v1)
+	if err != nil || !cleared || len(cs.Changes) != 0 {
+		t.Fatalf("version 1 after its row was deleted: cleared=%v changes=%d err=%v", cleared, len(cs.Changes), err)
+	}
+	if !s.Bookkeeping().IsCleared(s.Actor(), v1) {
+		t.Fatal("cleared version not recorded")
+	}
+	if _, _, err := s.Changes(context.Background(), s.Actor(), 99); !errors.Is(err, ErrUnknownVersion) {
+		t.Fatalf("unknown version: %v", err)
+	}
+}
+
+func TestReopenKeepsActorAndBookkeeping(t *testing.T) {
+	dir := t.TempDir()
+	s := regionalStore(t, dir, "a")
+	actor := s.Actor()
+	for i := 0; i < 3; i++ {
+		exec(t, s, stmt(`INSERT INTO machines (id) VALUES (?)`, fmt.Sprint("m", i)))
+	}
+	s.Close()
+	s = regionalStore(t, dir, "a")
+	defer s.Close()
+	if s.Actor() != actor || s.Head() != 3 {
+		t.Fatalf("reopened: actor %s head %d, want %s and 3", s.Actor(), s.Head(), actor)
+	}
+	if v := exec(t, s, stmt(`INSERT INTO machines (id) VALUES ('m9')`)).Version; v != 4 {
+		t.Fatalf("next version %d, want 4", v)
+	}
+}
