@@ -63,7 +63,11 @@ func (s *Store) Apply(ctx context.Context, changesets []*crdt.Changeset) (ApplyR
 		if cs == nil {
 			continue
 		}
-		if err := cs.Validate(); err != nil {
+		err := cs.Validate()
+		if err == nil && cs.Version > MaxVersion {
+			err = fmt.Errorf("version %d above the maximum %d", cs.Version, uint64(MaxVersion))
+		}
+		if err != nil {
 			res.Failed = append(res.Failed, &ApplyError{Actor: cs.Actor, Version: cs.Version, Err: err})
 			continue
 		}
@@ -142,6 +146,9 @@ func (s *Store) batchSite(ctx context.Context, b *applyBatch, a crdt.ActorID) (o
 	if ord, ok := b.sites[a]; ok {
 		return ord, false, nil
 	}
+	if len(s.sites)+len(b.sites) >= maxSites-1 {
+		return 0, false, fmt.Errorf("register actor %s: this node already records %d actors", a, maxSites-1)
+	}
 	err = queryRow(ctx, s.applier, `INSERT INTO __patina_sites (ordinal, actor) VALUES ((SELECT coalesce(max(ordinal), 0) + 1 FROM __patina_sites), ?) RETURNING ordinal`, []any{a[:]}, &ord)
 	if err != nil {
 		return 0, false, fmt.Errorf("register actor %s: %w", a, err)
@@ -218,20 +225,19 @@ var errBadChange = errors.New("bad change")
 type rowClock struct {
 	exists bool
 	cl     int64
-	clSite int64
-	clVer  int64
+	clSD   int64       // packSD of the version the causal length is credited to
 	cells  []cellClock // per value column
 }
 
-type cellClock struct{ ver, site, dbv int64 }
+type cellClock struct{ ver, sd int64 }
 
 func (s *Store) readClock(ctx context.Context, ts *tableSQL, pkArgs []any) (rowClock, error) {
 	n := len(ts.t.Values)
 	rc := rowClock{cells: make([]cellClock, n)}
-	dest := make([]any, 3+3*n)
-	dest[0], dest[1], dest[2] = &rc.cl, &rc.clSite, &rc.clVer
+	dest := make([]any, 2+2*n)
+	dest[0], dest[1] = &rc.cl, &rc.clSD
 	for i := range rc.cells {
-		dest[3+3*i], dest[4+3*i], dest[5+3*i] = &rc.cells[i].ver, &rc.cells[i].site, &rc.cells[i].dbv
+		dest[2+2*i], dest[3+2*i] = &rc.cells[i].ver, &rc.cells[i].sd
 	}
 	st, err := s.applierStmt(ctx, ts.clockSelect)
 	if err != nil {
@@ -249,11 +255,11 @@ func (s *Store) readClock(ctx context.Context, ts *tableSQL, pkArgs []any) (rowC
 }
 
 func (s *Store) writeClock(ctx context.Context, ts *tableSQL, pkArgs []any, rc rowClock) error {
-	args := make([]any, 0, len(pkArgs)+3+3*len(rc.cells))
+	args := make([]any, 0, len(pkArgs)+2+2*len(rc.cells))
 	args = append(args, pkArgs...)
-	args = append(args, rc.cl, rc.clSite, rc.clVer)
+	args = append(args, rc.cl, rc.clSD)
 	for _, c := range rc.cells {
-		args = append(args, c.ver, c.site, c.dbv)
+		args = append(args, c.ver, c.sd)
 	}
 	return s.execApplier(ctx, ts.clockUpsert, args...)
 }
@@ -293,13 +299,13 @@ func (s *Store) execApplier(ctx context.Context, q string, args ...any) error {
 // only makes clocks, and so the surviving changes of each version, the
 // same on every replica.
 func sentinelWins(local rowClock, localActor crdt.ActorID, remoteActor crdt.ActorID, remoteVer uint64) bool {
-	if local.clSite == unattributed {
+	if local.clSD == unattributed {
 		return true
 	}
 	if c := remoteActor.Compare(localActor); c != 0 {
 		return c > 0
 	}
-	return int64(remoteVer) > local.clVer
+	return remoteVer > sdVersion(local.clSD)
 }
 
 func (s *Store) applyRow(ctx context.Context, b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changeset, pk []byte, changes []crdt.Change) error {
@@ -348,26 +354,27 @@ func (s *Store) applyRow(ctx context.Context, b *applyBatch, ts *tableSQL, ord i
 		localCL = uint64(local.cl)
 	}
 	ver := int64(cs.Version)
+	sd := packSD(ord, cs.Version)
 	touched := false
 	switch crdt.DecideRow(localCL, remoteCL) {
 	case crdt.RowIgnore:
-		if !hasSentinel || localCL != remoteCL || !sentinelWins(local, s.siteActor(b, local.clSite), cs.Actor, cs.Version) {
+		if !hasSentinel || localCL != remoteCL || !sentinelWins(local, s.siteActor(b, sdSite(local.clSD)), cs.Actor, cs.Version) {
 			return nil
 		}
-		local.clSite, local.clVer = ord, ver
+		local.clSD = sd
 		touched = true
 
 	case crdt.RowDelete:
 		if err := s.execApplier(ctx, ts.dataDelete, pkArgs...); err != nil {
 			return fmt.Errorf("delete from %q: %w", t.Name, err)
 		}
-		local = rowClock{exists: true, cl: int64(remoteCL), clSite: ord, clVer: ver, cells: make([]cellClock, len(t.Values))}
+		local = rowClock{exists: true, cl: int64(remoteCL), clSD: sd, cells: make([]cellClock, len(t.Values))}
 		touched = true
 
 	case crdt.RowNewLife:
-		next := rowClock{exists: true, cl: int64(remoteCL), clSite: unattributed, cells: make([]cellClock, len(t.Values))}
+		next := rowClock{exists: true, cl: int64(remoteCL), clSD: unattributed, cells: make([]cellClock, len(t.Values))}
 		if hasSentinel {
-			next.clSite, next.clVer = ord, ver
+			next.clSD = sd
 		}
 		cols := make([]string, 0, len(cellOrder))
 		args := append([]any{}, pkArgs...)
@@ -375,7 +382,7 @@ func (s *Store) applyRow(ctx context.Context, b *applyBatch, ts *tableSQL, ord i
 			c := cells[i]
 			cols = append(cols, t.Values[i].Name)
 			args = append(args, c.Value.Go())
-			next.cells[i] = cellClock{ver: int64(c.ColVersion), site: ord, dbv: ver}
+			next.cells[i] = cellClock{ver: int64(c.ColVersion), sd: sd}
 		}
 		if err := s.execApplier(ctx, ts.dataReplace(cols), args...); err != nil {
 			return fmt.Errorf("%w: insert into %q: %v", errBadChange, t.Name, err)
@@ -384,8 +391,8 @@ func (s *Store) applyRow(ctx context.Context, b *applyBatch, ts *tableSQL, ord i
 		touched = true
 
 	case crdt.RowSameLife:
-		if hasSentinel && sentinelWins(local, s.siteActor(b, local.clSite), cs.Actor, cs.Version) {
-			local.clSite, local.clVer = ord, ver
+		if hasSentinel && sentinelWins(local, s.siteActor(b, sdSite(local.clSD)), cs.Actor, cs.Version) {
+			local.clSD = sd
 			touched = true
 		}
 		current := make([]any, len(t.Values))
@@ -415,14 +422,14 @@ func (s *Store) applyRow(ctx context.Context, b *applyBatch, ts *tableSQL, ord i
 			if err != nil {
 				return err
 			}
-			localCell := crdt.Cell{ColVersion: uint64(lc.ver), Value: lv, Site: s.siteActor(b, lc.site)}
+			localCell := crdt.Cell{ColVersion: uint64(lc.ver), Value: lv, Site: s.siteActor(b, sdSite(lc.sd))}
 			remoteCell := crdt.Cell{ColVersion: c.ColVersion, Value: c.Value, Site: cs.Actor}
 			if lc.ver > 0 && !crdt.CellWins(localCell, remoteCell) {
 				continue
 			}
 			cols = append(cols, t.Values[i].Name)
 			args = append(args, c.Value.Go())
-			local.cells[i] = cellClock{ver: int64(c.ColVersion), site: ord, dbv: ver}
+			local.cells[i] = cellClock{ver: int64(c.ColVersion), sd: sd}
 		}
 		if len(cols) > 0 {
 			q := ts.dataUpdate(cols)

@@ -66,7 +66,7 @@ func readVersionRows(ctx context.Context, tx *sql.Tx, ts *tableSQL, ord int64, v
 	defer rows.Close()
 	t := ts.t
 	nPK, nVal := len(t.PK), len(t.Values)
-	dest := make([]any, nPK+3+3*nVal+nVal+1)
+	dest := make([]any, nPK+2+2*nVal+nVal+1)
 	ptrs := make([]any, len(dest))
 	for i := range dest {
 		ptrs[i] = &dest[i]
@@ -83,17 +83,18 @@ func readVersionRows(ctx context.Context, tx *sql.Tx, ts *tableSQL, ord int64, v
 		}
 		pk := crdt.PackPK(pkVals)
 		clk := dest[nPK:]
-		cl, clSite, clVer := asInt(clk[0]), asInt(clk[1]), asInt(clk[2])
-		if clSite == ord && uint64(clVer) == v {
+		want := packSD(ord, v)
+		cl, clSD := asInt(clk[0]), asInt(clk[1])
+		if clSD == want {
 			cs.Changes = append(cs.Changes, crdt.Change{Table: t.Name, PK: pk, CL: uint64(cl)})
 		}
 		if cl%2 == 0 {
 			continue // a deleted row has no cells
 		}
-		data := dest[nPK+3+3*nVal:]
+		data := dest[nPK+2+2*nVal:]
 		for i, c := range t.Values {
-			ver, site, dbv := asInt(clk[3+3*i]), asInt(clk[4+3*i]), asInt(clk[5+3*i])
-			if ver == 0 || site != ord || uint64(dbv) != v {
+			ver, sd := asInt(clk[2+2*i]), asInt(clk[3+2*i])
+			if ver == 0 || sd != want {
 				continue
 			}
 			val, err := crdt.FromGo(data[i])

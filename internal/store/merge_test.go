@@ -205,7 +205,7 @@ func TestMergeTiesByValueThenActor(t *testing.T) {
 		winner = b.s.Actor()
 	}
 	var site int64
-	if err := queryRow(context.Background(), a.s.writer, `SELECT "__patina_s_b" FROM "__patina_clock_t" WHERE id = 'r'`, nil, &site); err != nil {
+	if err := queryRow(context.Background(), a.s.writer, `SELECT "__patina_sd_b" >> 43 FROM "__patina_clock_t" WHERE id = 'r'`, nil, &site); err != nil {
 		t.Fatal(err)
 	}
 	if a.s.siteIDs[site] != winner {

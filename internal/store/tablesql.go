@@ -13,7 +13,7 @@ type tableSQL struct {
 	valueIndex map[string]int
 
 	pkWhere     string // "a" = ?1 AND "b" = ?2
-	clockSelect string // cl, cl_site, cl_ver, then (v, s, d) per value column
+	clockSelect string // cl, cl_sd, then (v, sd) per value column
 	clockUpsert string // every clock column, pk first
 	dataSelect  string // every value column, wrapped to lose its declared type
 	dataDelete  string
@@ -35,10 +35,10 @@ func newTableSQL(t *Table) *tableSQL {
 		joinT = append(joinT, "d."+q+" = x."+q)
 	}
 	ts.pkWhere = strings.Join(where, " AND ")
-	clockCols := []string{quoteIdent(colCL), quoteIdent(colCLSite), quoteIdent(colCLVer)}
+	clockCols := []string{quoteIdent(colCL), quoteIdent(colCLSD)}
 	var dataCols []string
 	for _, c := range t.Values {
-		clockCols = append(clockCols, quoteIdent(colVer(c.Name)), quoteIdent(colSite(c.Name)), quoteIdent(colDBV(c.Name)))
+		clockCols = append(clockCols, quoteIdent(colVer(c.Name)), quoteIdent(colSD(c.Name)))
 		// The unary plus keeps the value and drops the declared type, which
 		// go-sqlite3 would otherwise use to turn DATETIME text into time.Time.
 		dataCols = append(dataCols, "+"+quoteIdent(c.Name))
