@@ -20,7 +20,7 @@ test-long:
 
 # Benchmarks named by the issues; figures in docs/performance.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 ./internal/store/
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 5 ./internal/store/
 
 demo: build
 	./deploy/demo/run.sh

@@ -133,40 +133,55 @@ func plainTx(ctx context.Context, conn *sql.Conn, fn func(tx *sql.Tx) error) err
 	return tx.Commit()
 }
 
-// BenchmarkApplyRemote applies changesets written on another node: fresh
-// machine rows (9 cells and a sentinel each), 100 rows per version, 100
-// versions per batch. Reports cells applied per second.
+// BenchmarkApplyRemote applies changesets written on another node, 100
+// rows per version, 100 versions per Apply batch, and reports changes
+// (cells and row sentinels) applied per second. insert: fresh machine rows
+// (a sentinel and 8 cells each); update: state and updated_at of existing
+// rows, which compares against the local clock and values.
 func BenchmarkApplyRemote(b *testing.B) {
-	ctx := context.Background()
-	dir := b.TempDir()
-	src := regionalStore(b, dir, "src")
-	defer src.Close()
-	const perVersion, perBatch = 100, 100
-	var css []*crdt.Changeset
-	cells := 0
-	need := b.N * perBatch
-	for v := 0; v < need; v++ {
-		ver, err := src.Write(ctx, func(tx *sql.Tx) error { return upsertRows(ctx, tx, v*perVersion, perVersion, 0) })
-		if err != nil {
-			b.Fatal(err)
-		}
-		cs, _, err := src.Changes(ctx, src.Actor(), ver)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cells += len(cs.Changes)
-		css = append(css, cs)
+	for _, kind := range []string{"insert", "update"} {
+		b.Run(kind, func(b *testing.B) {
+			ctx := context.Background()
+			dir := b.TempDir()
+			src := regionalStore(b, dir, "src")
+			defer src.Close()
+			const perVersion, perBatch = 100, 100
+			export := func(gen int) (css []*crdt.Changeset, changes int) {
+				for v := 0; v < b.N*perBatch; v++ {
+					ver, err := src.Write(ctx, func(tx *sql.Tx) error { return upsertRows(ctx, tx, v*perVersion, perVersion, gen) })
+					if err != nil {
+						b.Fatal(err)
+					}
+					cs, _, err := src.Changes(ctx, src.Actor(), ver)
+					if err != nil {
+						b.Fatal(err)
+					}
+					changes += len(cs.Changes)
+					css = append(css, cs)
+				}
+				return css, changes
+			}
+			dst := regionalStore(b, dir, "dst")
+			defer dst.Close()
+			css, changes := export(0)
+			if kind == "update" {
+				for i := 0; i < b.N; i++ {
+					if _, err := dst.Apply(ctx, css[i*perBatch:(i+1)*perBatch]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				css, changes = export(1)
+			}
+			b.ResetTimer()
+			t0 := time.Now()
+			for i := 0; i < b.N; i++ {
+				res, err := dst.Apply(ctx, css[i*perBatch:(i+1)*perBatch])
+				if err != nil || len(res.Failed) > 0 || res.Applied != perBatch {
+					b.Fatalf("apply: %v %+v", err, res)
+				}
+			}
+			el := time.Since(t0)
+			b.ReportMetric(float64(changes)/el.Seconds(), "changes/s")
+		})
 	}
-	dst := regionalStore(b, dir, "dst")
-	defer dst.Close()
-	b.ResetTimer()
-	t0 := time.Now()
-	for i := 0; i < b.N; i++ {
-		res, err := dst.Apply(ctx, css[i*perBatch:(i+1)*perBatch])
-		if err != nil || len(res.Failed) > 0 || res.Applied != perBatch {
-			b.Fatalf("apply: %v %+v", err, res)
-		}
-	}
-	el := time.Since(t0)
-	b.ReportMetric(float64(cells)/el.Seconds(), "cells/s")
 }

@@ -5,72 +5,173 @@ import (
 	"strings"
 )
 
-// tableSQL holds the statements the applier and the change reader run
-// against one table, generated once per schema.
+// tableSQL builds the statements the applier and the change reader run
+// against one table. The applier works a changeset's rows of one table at
+// a time, so its statements take n rows at once.
 type tableSQL struct {
-	t *Table
-	// column index of each value column in t.Values
-	valueIndex map[string]int
-
-	pkWhere     string // "a" = ?1 AND "b" = ?2
-	clockSelect string // cl, cl_sd, then (v, sd) per value column
-	clockUpsert string // every clock column, pk first
-	dataSelect  string // every value column, wrapped to lose its declared type
-	dataDelete  string
-	vxInsert    string // site, version, pk...
-	changesSel  string // rows of one (site, version) with clock and data
+	t          *Table
+	valueIndex map[string]int // value column name → index in t.Values
+	pkCols     []string       // quoted key columns
+	changesSel string         // rows of one (site, version) with clock and data
 }
+
+// maxStmtParams bounds the parameters of one multi-row statement.
+const maxStmtParams = 900
 
 func newTableSQL(t *Table) *tableSQL {
 	ts := &tableSQL{t: t, valueIndex: map[string]int{}}
 	for i, c := range t.Values {
 		ts.valueIndex[c.Name] = i
 	}
-	var where, pkCols, joinC, joinT []string
-	for i, c := range t.PK {
+	var joinC, joinT []string
+	for _, c := range t.PK {
 		q := quoteIdent(c.Name)
-		where = append(where, fmt.Sprintf("%s = ?%d", q, i+1))
-		pkCols = append(pkCols, q)
+		ts.pkCols = append(ts.pkCols, q)
 		joinC = append(joinC, "c."+q+" = x."+q)
 		joinT = append(joinT, "d."+q+" = x."+q)
 	}
-	ts.pkWhere = strings.Join(where, " AND ")
-	clockCols := []string{quoteIdent(colCL), quoteIdent(colCLSD)}
-	var dataCols []string
-	for _, c := range t.Values {
-		clockCols = append(clockCols, quoteIdent(colVer(c.Name)), quoteIdent(colSD(c.Name)))
-		// The unary plus keeps the value and drops the declared type, which
-		// go-sqlite3 would otherwise use to turn DATETIME text into time.Time.
-		dataCols = append(dataCols, "+"+quoteIdent(c.Name))
-	}
-	clock := quoteIdent(clockTable(t.Name))
-	data := quoteIdent(t.Name)
-	ts.clockSelect = fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(clockCols, ", "), clock, ts.pkWhere)
-	all := append(append([]string{}, pkCols...), clockCols...)
-	ts.clockUpsert = fmt.Sprintf("INSERT OR REPLACE INTO %s (%s) VALUES (%s)", clock, strings.Join(all, ", "), placeholders(len(all)))
-	if len(dataCols) > 0 {
-		ts.dataSelect = fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(dataCols, ", "), data, ts.pkWhere)
-	}
-	ts.dataDelete = fmt.Sprintf("DELETE FROM %s WHERE %s", data, ts.pkWhere)
-	ts.vxInsert = fmt.Sprintf("INSERT OR IGNORE INTO %s (site, version, %s) VALUES (%s)", quoteIdent(vxTable(t.Name)), strings.Join(pkCols, ", "), placeholders(2+len(pkCols)))
-
 	var sel []string
-	for _, c := range pkCols {
+	for _, c := range ts.pkCols {
 		sel = append(sel, "+x."+c)
 	}
-	for _, c := range clockCols {
+	for _, c := range ts.clockCols() {
 		sel = append(sel, "c."+c)
 	}
+	// The unary plus keeps the value and drops the declared type, which
+	// go-sqlite3 would otherwise use to convert values.
 	for _, c := range t.Values {
 		sel = append(sel, "+d."+quoteIdent(c.Name))
 	}
 	sel = append(sel, existsExpr(t, "d"))
 	ts.changesSel = fmt.Sprintf("SELECT %s FROM %s AS x JOIN %s AS c ON %s LEFT JOIN %s AS d ON %s WHERE x.site = ?1 AND x.version = ?2 ORDER BY %s",
-		strings.Join(sel, ", "), quoteIdent(vxTable(t.Name)), clock, strings.Join(joinC, " AND "), data, strings.Join(joinT, " AND "), prefixAll("x.", pkCols))
+		strings.Join(sel, ", "), quoteIdent(vxTable(t.Name)), quoteIdent(clockTable(t.Name)), strings.Join(joinC, " AND "),
+		quoteIdent(t.Name), strings.Join(joinT, " AND "), prefixAll("x.", ts.pkCols))
 	return ts
 }
 
-// existsExpr is true when the LEFT JOINed row exists, for tables without rowid too.
+// clockCols are the clock columns after the key: cl, cl_sd, then (v, sd)
+// per value column.
+func (ts *tableSQL) clockCols() []string {
+	cols := []string{quoteIdent(colCL), quoteIdent(colCLSD)}
+	for _, c := range ts.t.Values {
+		cols = append(cols, quoteIdent(colVer(c.Name)), quoteIdent(colSD(c.Name)))
+	}
+	return cols
+}
+
+// rowsPerStmt is how many rows of perRow parameters fit one statement.
+func rowsPerStmt(perRow int) int { return max(1, maxStmtParams/max(1, perRow)) }
+
+// keyIn matches n keys: "a" IN (?, ?) or ("a", "b") IN (VALUES (?, ?), (?, ?)).
+func (ts *tableSQL) keyIn(alias string, n int) string {
+	if len(ts.pkCols) == 1 {
+		return alias + ts.pkCols[0] + " IN (" + placeholders(n) + ")"
+	}
+	row := "(" + placeholders(len(ts.pkCols)) + ")"
+	return "(" + prefixAll(alias, ts.pkCols) + ") IN (VALUES " + strings.TrimSuffix(strings.Repeat(row+", ", n), ", ") + ")"
+}
+
+// clockRead reads the key, clock, presence and values of n rows.
+func (ts *tableSQL) clockRead(n int) string {
+	var join []string
+	for _, c := range ts.pkCols {
+		join = append(join, "d."+c+" = c."+c)
+	}
+	sel := prefixAll("+c.", ts.pkCols) + ", " + prefixAll("c.", ts.clockCols()) + ", " + existsExpr(ts.t, "d")
+	if len(ts.t.Values) > 0 {
+		sel += ", " + prefixAll("+d.", valueCols(ts.t))
+	}
+	return fmt.Sprintf("SELECT %s FROM %s AS c LEFT JOIN %s AS d ON %s WHERE %s",
+		sel, quoteIdent(clockTable(ts.t.Name)), quoteIdent(ts.t.Name), strings.Join(join, " AND "), ts.keyIn("c.", n))
+}
+
+// clockWrite replaces the whole clock of n rows.
+func (ts *tableSQL) clockWrite(n int) string {
+	cols := append(append([]string{}, ts.pkCols...), ts.clockCols()...)
+	return fmt.Sprintf("INSERT OR REPLACE INTO %s (%s) VALUES %s", quoteIdent(clockTable(ts.t.Name)), strings.Join(cols, ", "), valuesRows(len(cols), n))
+}
+
+// clockUpdate sets the causal length's credit and the clocks of the given
+// value columns of n rows whose clock exists: key, cl_sd, then (v, sd) per
+// column, per row.
+func (ts *tableSQL) clockUpdate(cols []int, n int) string {
+	k := len(ts.pkCols)
+	set := []string{fmt.Sprintf("%s = u.column%d", quoteIdent(colCLSD), k+1)}
+	for j, i := range cols {
+		c := ts.t.Values[i].Name
+		set = append(set,
+			fmt.Sprintf("%s = u.column%d", quoteIdent(colVer(c)), k+2+2*j),
+			fmt.Sprintf("%s = u.column%d", quoteIdent(colSD(c)), k+3+2*j))
+	}
+	var where []string
+	for j, c := range ts.pkCols {
+		where = append(where, fmt.Sprintf("%s.%s = u.column%d", quoteIdent(clockTable(ts.t.Name)), c, j+1))
+	}
+	return fmt.Sprintf("UPDATE %s SET %s FROM (VALUES %s) AS u WHERE %s", quoteIdent(clockTable(ts.t.Name)), strings.Join(set, ", "),
+		valuesRows(k+1+2*len(cols), n), strings.Join(where, " AND "))
+}
+
+// vxWrite indexes n rows under one (site, version): ?1, ?2, then the keys.
+func (ts *tableSQL) vxWrite(n int) string {
+	k := len(ts.pkCols)
+	rows := make([]string, n)
+	for i := range rows {
+		ps := make([]string, k)
+		for j := range ps {
+			ps[j] = fmt.Sprintf("?%d", 3+i*k+j)
+		}
+		rows[i] = "(?1, ?2, " + strings.Join(ps, ", ") + ")"
+	}
+	return fmt.Sprintf("INSERT OR IGNORE INTO %s (site, version, %s) VALUES %s", quoteIdent(vxTable(ts.t.Name)), strings.Join(ts.pkCols, ", "), strings.Join(rows, ", "))
+}
+
+// dataDelete deletes n rows.
+func (ts *tableSQL) dataDelete(n int) string {
+	return fmt.Sprintf("DELETE FROM %s WHERE %s", quoteIdent(ts.t.Name), ts.keyIn("", n))
+}
+
+// dataReplace writes a whole new life of n rows: the key and the given
+// columns; the other columns take their defaults.
+func (ts *tableSQL) dataReplace(cols []int, n int) string {
+	all := ts.withKey(cols)
+	return fmt.Sprintf("INSERT OR REPLACE INTO %s (%s) VALUES %s", quoteIdent(ts.t.Name), strings.Join(all, ", "), valuesRows(len(all), n))
+}
+
+// dataUpsert sets the given columns of n rows, inserting a row that is
+// missing (its other columns at their defaults).
+func (ts *tableSQL) dataUpsert(cols []int, n int) string {
+	all := ts.withKey(cols)
+	set := make([]string, len(cols))
+	for i, c := range cols {
+		q := quoteIdent(ts.t.Values[c].Name)
+		set[i] = q + " = excluded." + q
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s ON CONFLICT (%s) DO UPDATE SET %s", quoteIdent(ts.t.Name), strings.Join(all, ", "),
+		valuesRows(len(all), n), strings.Join(ts.pkCols, ", "), strings.Join(set, ", "))
+}
+
+func (ts *tableSQL) withKey(cols []int) []string {
+	all := append([]string{}, ts.pkCols...)
+	for _, c := range cols {
+		all = append(all, quoteIdent(ts.t.Values[c].Name))
+	}
+	return all
+}
+
+func valuesRows(width, n int) string {
+	row := "(" + placeholders(width) + ")"
+	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+}
+
+func valueCols(t *Table) []string {
+	out := make([]string, len(t.Values))
+	for i, c := range t.Values {
+		out[i] = quoteIdent(c.Name)
+	}
+	return out
+}
+
+// existsExpr is true when the LEFT JOINed row exists.
 func existsExpr(t *Table, alias string) string {
 	return alias + "." + quoteIdent(t.PK[0].Name) + " IS NOT NULL"
 }
@@ -85,26 +186,4 @@ func prefixAll(p string, cols []string) string {
 
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
-}
-
-// dataUpdate sets the given value columns of one row.
-func (ts *tableSQL) dataUpdate(cols []string) string {
-	set := make([]string, len(cols))
-	for i, c := range cols {
-		set[i] = fmt.Sprintf("%s = ?%d", quoteIdent(c), len(ts.t.PK)+i+1)
-	}
-	return fmt.Sprintf("UPDATE %s SET %s WHERE %s", quoteIdent(ts.t.Name), strings.Join(set, ", "), ts.pkWhere)
-}
-
-// dataReplace writes a whole new life of a row: the key and the given
-// columns; the other columns take their defaults.
-func (ts *tableSQL) dataReplace(cols []string) string {
-	all := make([]string, 0, len(ts.t.PK)+len(cols))
-	for _, c := range ts.t.PK {
-		all = append(all, quoteIdent(c.Name))
-	}
-	for _, c := range cols {
-		all = append(all, quoteIdent(c))
-	}
-	return fmt.Sprintf("INSERT OR REPLACE INTO %s (%s) VALUES (%s)", quoteIdent(ts.t.Name), strings.Join(all, ", "), placeholders(len(all)))
 }

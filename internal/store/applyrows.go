@@ -1,0 +1,457 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+// Applying one changeset works a table at a time: read the clocks and
+// values of all its rows in the changeset with one statement, decide each
+// row with the crdt rules, then write the outcome grouped into multi-row
+// statements. Statement count per changeset stays small whatever its size.
+
+// rowClock is a row's clock as stored, with the row's current values.
+type rowClock struct {
+	exists bool
+	cl     int64
+	clSD   int64       // packSD of the version the causal length is credited to
+	cells  []cellClock // per value column
+
+	rowExists bool  // the data row is present
+	values    []any // its values, per value column
+}
+
+type cellClock struct{ ver, sd int64 }
+
+// dataOp is what a changeset does to one data row.
+type dataOp uint8
+
+const (
+	opNone    dataOp = iota
+	opDelete         // a newer, even causal length
+	opReplace        // a new life: key and given columns, the rest defaults
+	opUpsert         // same life: set the cells that won
+)
+
+// rowPlan is the decided outcome for one row.
+type rowPlan struct {
+	pk    []any
+	op    dataOp
+	cols  []int // value columns written, by index
+	vals  []any
+	clock rowClock
+	dirty bool // clock and version index must be written
+	// partial: the clock row exists and only its credit and the clocks of
+	// cols change (a same-life update), so it is updated, not rewritten.
+	partial bool
+}
+
+// rowChanges are one row's changes within a changeset.
+type rowChanges struct {
+	pk      []byte
+	changes []crdt.Change
+}
+
+func (s *Store) applyChangeset(ctx context.Context, b *applyBatch, tables map[string]*tableSQL, cs *crdt.Changeset) (newSite bool, err error) {
+	ord, newSite, err := s.batchSite(ctx, b, cs.Actor)
+	if err != nil {
+		return newSite, err
+	}
+	fail := func(err error) error { return &ApplyError{Actor: cs.Actor, Version: cs.Version, Err: err} }
+	var tableOrder []string
+	byTable := map[string][]*rowChanges{}
+	byRow := map[rowKey]*rowChanges{}
+	for _, c := range cs.Changes {
+		k := rowKey{c.Table, string(c.PK)}
+		rc := byRow[k]
+		if rc == nil {
+			rc = &rowChanges{pk: c.PK}
+			byRow[k] = rc
+			if _, ok := byTable[c.Table]; !ok {
+				tableOrder = append(tableOrder, c.Table)
+			}
+			byTable[c.Table] = append(byTable[c.Table], rc)
+		}
+		rc.changes = append(rc.changes, c)
+	}
+	for _, name := range tableOrder {
+		ts := tables[name]
+		if ts == nil {
+			t := s.schema.Tables[name]
+			if t == nil {
+				return newSite, fail(fmt.Errorf("unknown table %q", name))
+			}
+			ts = newTableSQL(t)
+			tables[name] = ts
+		}
+		if err := s.applyTableRows(ctx, b, ts, ord, cs, byTable[name]); err != nil {
+			if e, ok := err.(badChangeError); ok {
+				return newSite, fail(e)
+			}
+			return newSite, fmt.Errorf("apply %s/%d: %w", cs.Actor, cs.Version, err)
+		}
+	}
+	return newSite, s.persistBatchVersion(ctx, b, cs.Actor, ord, cs.Version)
+}
+
+// rowKey identifies a row across tables.
+type rowKey struct{ table, pk string }
+
+// badChangeError is a changeset's own fault (as opposed to the node's).
+type badChangeError struct{ msg string }
+
+func (e badChangeError) Error() string { return e.msg }
+
+func badChange(format string, args ...any) error { return badChangeError{fmt.Sprintf(format, args...)} }
+
+func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changeset, rows []*rowChanges) error {
+	t := ts.t
+	keys := make([][]any, len(rows))
+	for i, r := range rows {
+		vals, err := crdt.UnpackPK(r.pk)
+		if err != nil {
+			return badChange("table %q: %v", t.Name, err)
+		}
+		if len(vals) != len(t.PK) {
+			return badChange("table %q has a %d-column key, change has %d", t.Name, len(t.PK), len(vals))
+		}
+		keys[i] = make([]any, len(vals))
+		for j, v := range vals {
+			if !keyValueFits(t.PK[j], v) {
+				return badChange("table %q: key column %q cannot hold %s value %s", t.Name, t.PK[j].Name, v.Kind, v)
+			}
+			keys[i][j] = v.Go()
+		}
+	}
+	locals, err := s.readClocks(ctx, ts, keys)
+	if err != nil {
+		return err
+	}
+	plans := make([]rowPlan, 0, len(rows))
+	for i, r := range rows {
+		p, err := s.planRow(b, ts, ord, cs, keys[i], locals[string(r.pk)], r.changes)
+		if err != nil {
+			return err
+		}
+		if p.dirty {
+			plans = append(plans, p)
+		}
+	}
+	return s.writePlans(ctx, ts, ord, cs.Version, plans)
+}
+
+// keyValueFits refuses key values the column's affinity would convert:
+// they would name a different stored key than the one they pack to. A
+// changeset read from a store never carries one.
+func keyValueFits(c Column, v crdt.Value) bool {
+	numericText := func() bool {
+		_, err := strconv.ParseFloat(strings.TrimSpace(string(v.Bytes)), 64)
+		return err == nil
+	}
+	integral := func() bool { return v.Float == math.Trunc(v.Float) && math.Abs(v.Float) < 9.2e18 }
+	switch v.Kind {
+	case crdt.Null:
+		return false
+	case crdt.Blob:
+		return true
+	}
+	switch affinityOf(c.Type) {
+	case "INTEGER", "NUMERIC":
+		return v.Kind == crdt.Integer || v.Kind == crdt.Real && !integral() || v.Kind == crdt.Text && !numericText()
+	case "REAL":
+		return v.Kind == crdt.Real || v.Kind == crdt.Text && !numericText()
+	case "TEXT":
+		return v.Kind == crdt.Text
+	}
+	return true
+}
+
+// readClocks reads the clocks and values of the given keys, in chunks.
+func (s *Store) readClocks(ctx context.Context, ts *tableSQL, keys [][]any) (map[string]rowClock, error) {
+	t := ts.t
+	nPK, nVal := len(t.PK), len(t.Values)
+	out := make(map[string]rowClock, len(keys))
+	chunk := rowsPerStmt(nPK)
+	for start := 0; start < len(keys); start += chunk {
+		end := min(start+chunk, len(keys))
+		args := make([]any, 0, (end-start)*nPK)
+		for _, k := range keys[start:end] {
+			args = append(args, k...)
+		}
+		st, err := s.applierStmt(ctx, ts.clockRead(end-start))
+		if err != nil {
+			return nil, err
+		}
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+		}
+		for rows.Next() {
+			pk := make([]any, nPK)
+			rc := rowClock{exists: true, cells: make([]cellClock, nVal), values: make([]any, nVal)}
+			dest := make([]any, 0, nPK+3+3*nVal)
+			for i := range pk {
+				dest = append(dest, &pk[i])
+			}
+			dest = append(dest, &rc.cl, &rc.clSD)
+			for i := range rc.cells {
+				dest = append(dest, &rc.cells[i].ver, &rc.cells[i].sd)
+			}
+			dest = append(dest, &rc.rowExists)
+			for i := range rc.values {
+				dest = append(dest, &rc.values[i])
+			}
+			if err := rows.Scan(dest...); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+			}
+			vals := make([]crdt.Value, nPK)
+			for i, v := range pk {
+				if vals[i], err = crdt.FromGo(v); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+				}
+			}
+			out[string(crdt.PackPK(vals))] = rc
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+		}
+	}
+	return out, nil
+}
+
+// planRow decides what one row's changes do against its local clock.
+func (s *Store) planRow(b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changeset, pk []any, local rowClock, changes []crdt.Change) (rowPlan, error) {
+	t := ts.t
+	p := rowPlan{pk: pk}
+	// One causal length per row per version; the last cell per column.
+	var remoteCL uint64
+	hasSentinel := false
+	cells := map[int]crdt.Change{}
+	var cellOrder []int
+	for _, c := range changes {
+		if remoteCL != 0 && c.CL != remoteCL {
+			return p, badChange("table %q: causal lengths %d and %d for one row", t.Name, remoteCL, c.CL)
+		}
+		remoteCL = c.CL
+		if c.IsSentinel() {
+			hasSentinel = true
+			continue
+		}
+		i, ok := ts.valueIndex[c.Column]
+		if !ok {
+			return p, badChange("table %q has no column %q", t.Name, c.Column)
+		}
+		if _, seen := cells[i]; !seen {
+			cellOrder = append(cellOrder, i)
+		}
+		cells[i] = c
+	}
+	if local.cells == nil {
+		local.cells = make([]cellClock, len(t.Values))
+		local.values = make([]any, len(t.Values))
+	}
+	localCL := uint64(0)
+	if local.exists {
+		localCL = uint64(local.cl)
+	}
+	sd := packSD(ord, cs.Version)
+	credit := func() bool {
+		return hasSentinel && sentinelWins(local, s.siteActor(b, sdSite(local.clSD)), cs.Actor, cs.Version)
+	}
+	switch crdt.DecideRow(localCL, remoteCL) {
+	case crdt.RowIgnore:
+		if localCL == remoteCL && credit() {
+			local.clSD = sd
+			p.dirty = true
+		}
+
+	case crdt.RowDelete:
+		p.op = opDelete
+		local = rowClock{exists: true, cl: int64(remoteCL), clSD: sd, cells: make([]cellClock, len(t.Values))}
+		p.dirty = true
+
+	case crdt.RowNewLife:
+		next := rowClock{exists: true, cl: int64(remoteCL), clSD: unattributed, cells: make([]cellClock, len(t.Values))}
+		if hasSentinel {
+			next.clSD = sd
+		}
+		p.op = opReplace
+		for _, i := range cellOrder {
+			c := cells[i]
+			p.cols = append(p.cols, i)
+			p.vals = append(p.vals, c.Value.Go())
+			next.cells[i] = cellClock{ver: int64(c.ColVersion), sd: sd}
+		}
+		local = next
+		p.dirty = true
+
+	case crdt.RowSameLife:
+		if credit() {
+			local.clSD = sd
+			p.dirty = true
+		}
+		for _, i := range cellOrder {
+			c := cells[i]
+			lc := local.cells[i]
+			if lc.ver > 0 {
+				lv, err := crdt.FromGo(local.values[i])
+				if err != nil {
+					return p, err
+				}
+				localCell := crdt.Cell{ColVersion: uint64(lc.ver), Value: lv, Site: s.siteActor(b, sdSite(lc.sd))}
+				if !crdt.CellWins(localCell, crdt.Cell{ColVersion: c.ColVersion, Value: c.Value, Site: cs.Actor}) {
+					continue
+				}
+			}
+			p.cols = append(p.cols, i)
+			p.vals = append(p.vals, c.Value.Go())
+			local.cells[i] = cellClock{ver: int64(c.ColVersion), sd: sd}
+		}
+		if len(p.cols) > 0 {
+			p.op = opUpsert
+			p.dirty = true
+		}
+		p.partial = true
+	}
+	p.clock = local
+	return p, nil
+}
+
+// writePlans writes the decided rows, grouped into multi-row statements:
+// deletes, new lives and same-life updates by the set of columns they
+// write, then the clocks and the version index.
+func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version uint64, plans []rowPlan) error {
+	if len(plans) == 0 {
+		return nil
+	}
+	t := ts.t
+	nPK := len(t.PK)
+	type group struct {
+		op   dataOp
+		cols []int
+		rows []*rowPlan
+	}
+	var groups []*group
+	index := map[string]*group{}
+	for i := range plans {
+		p := &plans[i]
+		if p.op == opNone {
+			continue
+		}
+		key := fmt.Sprint(p.op, p.cols)
+		g := index[key]
+		if g == nil {
+			g = &group{op: p.op, cols: p.cols}
+			index[key] = g
+			groups = append(groups, g)
+		}
+		g.rows = append(g.rows, p)
+	}
+	for _, g := range groups {
+		width := nPK
+		if g.op != opDelete {
+			width += len(g.cols)
+		}
+		chunk := rowsPerStmt(width)
+		for start := 0; start < len(g.rows); start += chunk {
+			part := g.rows[start:min(start+chunk, len(g.rows))]
+			args := make([]any, 0, len(part)*width)
+			for _, p := range part {
+				args = append(args, p.pk...)
+				if g.op != opDelete {
+					args = append(args, p.vals...)
+				}
+			}
+			var q string
+			switch g.op {
+			case opDelete:
+				q = ts.dataDelete(len(part))
+			case opReplace:
+				q = ts.dataReplace(g.cols, len(part))
+			case opUpsert:
+				q = ts.dataUpsert(g.cols, len(part))
+			}
+			if err := s.execApplier(ctx, q, args...); err != nil {
+				if isClientError(err) {
+					// A value the schema refuses (a CHECK, a type the
+					// column cannot take): the changeset's fault.
+					return badChange("table %q: %v", t.Name, err)
+				}
+				return fmt.Errorf("write %q: %w", t.Name, err)
+			}
+		}
+	}
+	// Clocks: whole rows for new lives and deletes, only the changed
+	// columns for same-life updates, grouped by those columns.
+	var whole []*rowPlan
+	partial := map[string][]*rowPlan{}
+	var partialKeys []string
+	for i := range plans {
+		p := &plans[i]
+		if !p.partial {
+			whole = append(whole, p)
+			continue
+		}
+		key := fmt.Sprint(p.cols)
+		if _, ok := partial[key]; !ok {
+			partialKeys = append(partialKeys, key)
+		}
+		partial[key] = append(partial[key], p)
+	}
+	clockWidth := nPK + 2 + 2*len(t.Values)
+	chunk := rowsPerStmt(clockWidth)
+	for start := 0; start < len(whole); start += chunk {
+		part := whole[start:min(start+chunk, len(whole))]
+		args := make([]any, 0, len(part)*clockWidth)
+		for _, p := range part {
+			args = append(args, p.pk...)
+			args = append(args, p.clock.cl, p.clock.clSD)
+			for _, c := range p.clock.cells {
+				args = append(args, c.ver, c.sd)
+			}
+		}
+		if err := s.execApplier(ctx, ts.clockWrite(len(part)), args...); err != nil {
+			return fmt.Errorf("write clocks of %q: %w", t.Name, err)
+		}
+	}
+	for _, key := range partialKeys {
+		rows := partial[key]
+		cols := rows[0].cols
+		width := nPK + 1 + 2*len(cols)
+		chunk := rowsPerStmt(width)
+		for start := 0; start < len(rows); start += chunk {
+			part := rows[start:min(start+chunk, len(rows))]
+			args := make([]any, 0, len(part)*width)
+			for _, p := range part {
+				args = append(args, p.pk...)
+				args = append(args, p.clock.clSD)
+				for _, i := range cols {
+					args = append(args, p.clock.cells[i].ver, p.clock.cells[i].sd)
+				}
+			}
+			if err := s.execApplier(ctx, ts.clockUpdate(cols, len(part)), args...); err != nil {
+				return fmt.Errorf("update clocks of %q: %w", t.Name, err)
+			}
+		}
+	}
+	chunk = rowsPerStmt(nPK)
+	for start := 0; start < len(plans); start += chunk {
+		part := plans[start:min(start+chunk, len(plans))]
+		args := []any{ord, int64(version)}
+		for _, p := range part {
+			args = append(args, p.pk...)
+		}
+		if err := s.execApplier(ctx, ts.vxWrite(len(part)), args...); err != nil {
+			return fmt.Errorf("index version of %q: %w", t.Name, err)
+		}
+	}
+	return nil
+}
