@@ -147,10 +147,22 @@ func TestApplyRefusesWhatItCannotApply(t *testing.T) {
 		{Actor: a.Actor(), Version: 9, Changes: []crdt.Change{{Table: "machines", PK: []byte{1, 2, 3}, CL: 1}}},
 		{Actor: a.Actor(), Version: 10, Changes: []crdt.Change{{Table: "nope", PK: crdt.PackPK([]crdt.Value{crdt.TextValue("x")}), CL: 1}}},
 		{Actor: a.Actor(), Version: 11, Changes: []crdt.Change{{Table: "machines", PK: crdt.PackPK([]crdt.Value{crdt.IntValue(1), crdt.IntValue(2)}), CL: 1}}},
+		// An INTEGER key for the TEXT id: it would be stored as '7'.
+		{Actor: a.Actor(), Version: 12, Changes: []crdt.Change{{Table: "machines", PK: crdt.PackPK([]crdt.Value{crdt.IntValue(7)}), CL: 1}}},
+		{Actor: a.Actor(), Version: 13, Changes: []crdt.Change{{Table: "machines", PK: crdt.PackPK([]crdt.Value{crdt.TextValue("m1")}), Column: "state", Value: crdt.TextValue("x"), ColVersion: 1, CL: 1},
+			{Table: "machines", PK: crdt.PackPK([]crdt.Value{crdt.TextValue("m1")}), Column: "port", Value: crdt.IntValue(1), ColVersion: 1, CL: 3}}},
 	}
 	out, err = b.Apply(ctx, bad)
-	if err != nil || len(out.Failed) != len(bad) {
+	if err != nil || len(out.Failed) != len(bad) || out.Applied != 0 {
 		t.Fatalf("garbage: %+v, %v", out, err)
+	}
+	for i, want := range []string{"malformed packed primary key", `unknown table "nope"`, "1-column key, change has 2", `key column "id" cannot hold integer`, "causal lengths 1 and 3"} {
+		if !strings.Contains(out.Failed[i].Error(), want) {
+			t.Errorf("garbage %d: %q does not say %q", i, out.Failed[i], want)
+		}
+	}
+	if dumpTable(t, b, "machines") != "" || b.Bookkeeping().Head(a.Actor()) != 0 {
+		t.Fatal("garbage left a trace")
 	}
 
 	// Once b's schema has the column, the same version applies.
