@@ -28,7 +28,7 @@ func machineRow(i, gen int) []any {
 
 // upsertRows runs the benchmark upsert for rows [from, from+n) with the
 // given generation (which decides state and updated_at) on tx.
-func upsertRows(ctx context.Context, tx *sql.Tx, from, n, gen int) error {
+func upsertRows(ctx context.Context, tx Tx, from, n, gen int) error {
 	st, err := tx.PrepareContext(ctx, benchUpsert)
 	if err != nil {
 		return err
@@ -88,10 +88,10 @@ func BenchmarkCaptureOverhead(b *testing.B) {
 					next += batch
 				} else if it == 0 {
 					// Seed the rows once; not timed.
-					if err := plainTx(ctx, plain, func(tx *sql.Tx) error { return upsertRows(ctx, tx, 0, batch, 0) }); err != nil {
+					if err := plainTx(ctx, plain, func(tx Tx) error { return upsertRows(ctx, tx, 0, batch, 0) }); err != nil {
 						b.Fatal(err)
 					}
-					if _, err := s.Write(ctx, func(tx *sql.Tx) error { return upsertRows(ctx, tx, 0, batch, 0) }); err != nil {
+					if _, err := s.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, 0, batch, 0) }); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -99,12 +99,12 @@ func BenchmarkCaptureOverhead(b *testing.B) {
 					gen = it + 1
 				}
 				t0 := time.Now()
-				if err := plainTx(ctx, plain, func(tx *sql.Tx) error { return upsertRows(ctx, tx, from, batch, gen) }); err != nil {
+				if err := plainTx(ctx, plain, func(tx Tx) error { return upsertRows(ctx, tx, from, batch, gen) }); err != nil {
 					b.Fatal(err)
 				}
 				plainDur += time.Since(t0)
 				t0 = time.Now()
-				v, err := s.Write(ctx, func(tx *sql.Tx) error { return upsertRows(ctx, tx, from, batch, gen) })
+				v, err := s.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, from, batch, gen) })
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -121,7 +121,7 @@ func BenchmarkCaptureOverhead(b *testing.B) {
 	}
 }
 
-func plainTx(ctx context.Context, conn *sql.Conn, fn func(tx *sql.Tx) error) error {
+func plainTx(ctx context.Context, conn *sql.Conn, fn func(tx Tx) error) error {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -148,7 +148,7 @@ func BenchmarkApplyRemote(b *testing.B) {
 			const perVersion, perBatch = 100, 100
 			export := func(gen int) (css []*crdt.Changeset, changes int) {
 				for v := 0; v < b.N*perBatch; v++ {
-					ver, err := src.Write(ctx, func(tx *sql.Tx) error { return upsertRows(ctx, tx, v*perVersion, perVersion, gen) })
+					ver, err := src.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, v*perVersion, perVersion, gen) })
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -86,7 +85,7 @@ func TestAddColumnIsConstantWork(t *testing.T) {
 	s := regionalStore(t, t.TempDir(), "a")
 	defer s.Close()
 	const rows = 100_000
-	if _, err := s.Write(ctx, func(tx *sql.Tx) error { return upsertRows(ctx, tx, 0, rows, 0) }); err != nil {
+	if _, err := s.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, 0, rows, 0) }); err != nil {
 		t.Fatal(err)
 	}
 	count := func(q string) int64 {

@@ -50,6 +50,7 @@ type Store struct {
 	clientSQL atomic.Bool
 	stmts     map[string]*sql.Stmt // applier statements by SQL
 	closed    bool
+	broken    error // set when a rollback failed: the writer's state is unknown
 }
 
 func dsn(path string, params url.Values) string {

@@ -74,3 +74,34 @@ func TestTransactRollsBackOnFailure(t *testing.T) {
 		t.Fatalf("failed transaction consumed version %d", s.Head())
 	}
 }
+
+// TestCanceledTransactionKeepsTheWriter: a client that goes away in the
+// middle of a transaction rolls it back, and the writer (with its capture
+// triggers) keeps working.
+func TestCanceledTransactionKeepsTheWriter(t *testing.T) {
+	s := regionalStore(t, t.TempDir(), "a")
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := s.Write(ctx, func(tx Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO machines (id) VALUES ('gone')`); err != nil {
+			return err
+		}
+		cancel()
+		_, err := tx.ExecContext(ctx, `INSERT INTO machines (id) VALUES ('gone2')`)
+		return err
+	})
+	if err == nil {
+		t.Fatal("a canceled transaction committed")
+	}
+	res := exec(t, s, stmt(`INSERT INTO machines (id, app) VALUES ('m1', 'web')`))
+	if res.Version != 1 {
+		t.Fatalf("after the canceled transaction: version %d, want 1", res.Version)
+	}
+	cs := changesetOf(t, s, 1)
+	if len(cs.Changes) != 9 {
+		t.Fatalf("capture lost after the canceled transaction: %d changes", len(cs.Changes))
+	}
+	if got := dumpTable(t, s, "machines"); strings.Contains(got, "gone") {
+		t.Fatalf("canceled rows were written: %s", got)
+	}
+}

@@ -58,7 +58,7 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 	}
 	res := &TxResult{Results: make([]StatementResult, 0, len(stmts))}
 	start := time.Now()
-	v, err := s.write(ctx, true, func(tx *sql.Tx) error {
+	v, err := s.write(ctx, true, func(tx Tx) error {
 		for i, st := range stmts {
 			if err := checkClientSQL(st.SQL); err != nil {
 				return &StatementError{Index: i, Err: err, Client: true}
@@ -89,18 +89,32 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 	return res, nil
 }
 
+// Tx is the open local transaction a Write callback runs statements on.
+type Tx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
 // Write runs fn in a local transaction with change capture, for the
 // store's own callers (the host agent, tests, benchmarks). fn may run any
 // statement on tx; it must not commit or roll back.
-func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) (version uint64, err error) {
+func (s *Store) Write(ctx context.Context, fn func(tx Tx) error) (version uint64, err error) {
 	return s.write(ctx, false, fn)
 }
 
-func (s *Store) write(ctx context.Context, client bool, fn func(tx *sql.Tx) error) (uint64, error) {
+// write runs fn between BEGIN IMMEDIATE and COMMIT issued on the writer
+// connection itself. Not database/sql's Tx: when a Tx's context ends it
+// throws the connection away, and with it the TEMP capture triggers.
+func (s *Store) write(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return 0, ErrClosed
+	}
+	if s.broken != nil {
+		return 0, fmt.Errorf("store: writer unusable: %w", s.broken)
 	}
 	next := s.head + 1
 	if s.pending != next {
@@ -109,35 +123,39 @@ func (s *Store) write(ctx context.Context, client bool, fn func(tx *sql.Tx) erro
 		}
 		s.pending = next
 	}
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
+	if _, err := s.writer.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
+	rollback := func() {
+		if _, err := s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+			s.broken = fmt.Errorf("rollback failed: %w", err)
+		}
+	}
 	s.clientSQL.Store(client)
-	err = fn(tx)
+	err := fn(s.writer)
 	s.clientSQL.Store(false)
 	if err != nil {
-		_ = tx.Rollback()
+		rollback()
 		return 0, err
 	}
-	changed, err := s.versionTouched(ctx, tx, next)
+	changed, err := s.versionTouched(ctx, next)
 	if err != nil {
-		_ = tx.Rollback()
+		rollback()
 		return 0, err
+	}
+	var apply func()
+	if changed {
+		if apply, err = s.persistVersion(ctx, s.writer, s.actor, 0, next, false); err != nil {
+			rollback()
+			return 0, err
+		}
+	}
+	if _, err := s.writer.ExecContext(ctx, "COMMIT"); err != nil {
+		rollback()
+		return 0, fmt.Errorf("commit: %w", err)
 	}
 	if !changed {
-		if err := tx.Commit(); err != nil {
-			return 0, fmt.Errorf("commit: %w", err)
-		}
 		return 0, nil
-	}
-	apply, err := s.persistVersion(ctx, tx, s.actor, 0, next, false)
-	if err != nil {
-		_ = tx.Rollback()
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
 	}
 	apply()
 	s.head = next
@@ -146,7 +164,7 @@ func (s *Store) write(ctx context.Context, client bool, fn func(tx *sql.Tx) erro
 
 // versionTouched reports whether the open transaction wrote any row under
 // version v: the capture triggers add a version-index entry per changed row.
-func (s *Store) versionTouched(ctx context.Context, tx *sql.Tx, v uint64) (bool, error) {
+func (s *Store) versionTouched(ctx context.Context, v uint64) (bool, error) {
 	if len(s.schema.Tables) == 0 {
 		return false, nil
 	}
@@ -155,7 +173,7 @@ func (s *Store) versionTouched(ctx context.Context, tx *sql.Tx, v uint64) (bool,
 		parts = append(parts, fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE site = 0 AND version = ?1)", quoteIdent(vxTable(name))))
 	}
 	var touched bool
-	if err := tx.QueryRowContext(ctx, "SELECT "+strings.Join(parts, " OR "), v).Scan(&touched); err != nil {
+	if err := s.writer.QueryRowContext(ctx, "SELECT "+strings.Join(parts, " OR "), v).Scan(&touched); err != nil {
 		return false, fmt.Errorf("detect changes: %w", err)
 	}
 	return touched, nil
