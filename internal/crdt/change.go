@@ -3,6 +3,7 @@ package crdt
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Change is one cell of a row as written by some actor's version, or, with
@@ -30,6 +31,10 @@ type Changeset struct {
 	Changes []Change
 }
 
+// maxCounter bounds causal lengths and col_versions: SQLite integers are
+// signed 64-bit.
+const maxCounter = 1<<63 - 1
+
 // ErrBadChangeset is wrapped by every Validate failure.
 var ErrBadChangeset = errors.New("crdt: invalid changeset")
 
@@ -43,6 +48,16 @@ func (cs *Changeset) Validate() error {
 		return fmt.Errorf("%w: version 0", ErrBadChangeset)
 	}
 	for i, c := range cs.Changes {
+		if c.CL > maxCounter || c.ColVersion > maxCounter {
+			return fmt.Errorf("%w: change %d: causal length or col_version above %d", ErrBadChangeset, i, uint64(maxCounter))
+		}
+		if c.Value.Kind > Blob {
+			return fmt.Errorf("%w: change %d: unknown value kind %d", ErrBadChangeset, i, c.Value.Kind)
+		}
+		if c.Value.Kind == Real && math.IsNaN(c.Value.Float) {
+			// SQLite stores NaN as NULL; a store never sends one.
+			return fmt.Errorf("%w: change %d: NaN value", ErrBadChangeset, i)
+		}
 		if c.Table == "" {
 			return fmt.Errorf("%w: change %d: empty table name", ErrBadChangeset, i)
 		}

@@ -67,6 +67,11 @@ func (s *Store) Apply(ctx context.Context, changesets []*crdt.Changeset) (ApplyR
 		if err == nil && cs.Version > MaxVersion {
 			err = fmt.Errorf("version %d above the maximum %d", cs.Version, uint64(MaxVersion))
 		}
+		if err == nil && cs.Actor == s.actor && !s.book.Knows(cs.Actor, cs.Version) {
+			// Only this node writes its own versions; one it does not have
+			// would collide with the next local write.
+			err = fmt.Errorf("version %d of this node's own actor, which it never wrote (was this database copied from another node?)", cs.Version)
+		}
 		if err != nil {
 			res.Failed = append(res.Failed, &ApplyError{Actor: cs.Actor, Version: cs.Version, Err: err})
 			continue

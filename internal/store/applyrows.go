@@ -3,9 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"math"
-	"strconv"
-	"strings"
 
 	"github.com/patina-db/patina/internal/crdt"
 )
@@ -145,30 +142,16 @@ func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL,
 	return s.writePlans(ctx, ts, ord, cs.Version, plans)
 }
 
-// keyValueFits refuses key values the column's affinity would convert:
-// they would name a different stored key than the one they pack to. A
-// changeset read from a store never carries one.
+// keyValueFits refuses key values of a storage class the column does not
+// hold (see keyClasses): they would name a different stored key than the
+// one they pack to. A changeset read from a store never carries one.
 func keyValueFits(c Column, v crdt.Value) bool {
-	numericText := func() bool {
-		_, err := strconv.ParseFloat(strings.TrimSpace(string(v.Bytes)), 64)
-		return err == nil
+	for _, class := range keyClasses(c) {
+		if class == v.Kind.String() {
+			return true
+		}
 	}
-	integral := func() bool { return v.Float == math.Trunc(v.Float) && math.Abs(v.Float) < 9.2e18 }
-	switch v.Kind {
-	case crdt.Null:
-		return false
-	case crdt.Blob:
-		return true
-	}
-	switch affinityOf(c.Type) {
-	case "INTEGER", "NUMERIC":
-		return v.Kind == crdt.Integer || v.Kind == crdt.Real && !integral() || v.Kind == crdt.Text && !numericText()
-	case "REAL":
-		return v.Kind == crdt.Real || v.Kind == crdt.Text && !numericText()
-	case "TEXT":
-		return v.Kind == crdt.Text
-	}
-	return true
+	return false
 }
 
 // readClocks reads the clocks and values of the given keys, in chunks.

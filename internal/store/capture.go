@@ -60,7 +60,7 @@ func clockDDL(t *Table) []string {
 	for _, c := range t.PK {
 		vxCols = append(vxCols, quoteIdent(c.Name)+" "+c.Type+" NOT NULL")
 	}
-	vx := fmt.Sprintf("CREATE TABLE %s (site INTEGER NOT NULL, version INTEGER NOT NULL, %s, PRIMARY KEY (site, version, %s)) WITHOUT ROWID",
+	vx := fmt.Sprintf("CREATE TABLE %s (__patina_site INTEGER NOT NULL, __patina_version INTEGER NOT NULL, %s, PRIMARY KEY (__patina_site, __patina_version, %s)) WITHOUT ROWID",
 		quoteIdent(vxTable(t.Name)), strings.Join(vxCols, ", "), strings.Join(pk, ", "))
 	return []string{clock, vx}
 }
@@ -106,13 +106,13 @@ func captureTriggers(t *Table) []string {
 		pkCols = append(pkCols, q)
 		newPK = append(newPK, "NEW."+q)
 		oldPK = append(oldPK, "OLD."+q)
-		pkSame = append(pkSame, "OLD."+q+" IS NEW."+q)
+		pkSame = append(pkSame, "OLD."+q+" IS NEW."+q+" COLLATE BINARY")
 	}
 	// ON CONFLICT DO NOTHING, not INSERT OR IGNORE: an outer statement's
 	// OR-clause (and an upsert) overrides the OR-clauses inside a trigger,
 	// while a trigger's own upsert clause is kept.
 	vxInsert := func(pk []string) string {
-		return fmt.Sprintf("INSERT INTO %s (site, version, %s) SELECT 0, x.version, %s FROM temp.__patina_tx AS x WHERE true ON CONFLICT DO NOTHING;",
+		return fmt.Sprintf("INSERT INTO %s (__patina_site, __patina_version, %s) SELECT 0, x.version, %s FROM temp.__patina_tx AS x WHERE true ON CONFLICT DO NOTHING;",
 			vx, strings.Join(pkCols, ", "), strings.Join(pk, ", "))
 	}
 	clockCols := func() []string {
@@ -128,6 +128,28 @@ func captureTriggers(t *Table) []string {
 	// A row comes to life: a fresh key, or a key whose clock says deleted.
 	// Every column is written by this version. (An INSERT OR REPLACE over a
 	// live row lands here too, and counts as writing every column.)
+	// Keys must have the storage class their packed form says, or two
+	// spellings of one stored key would replicate as two rows.
+	var keyGuard []string
+	for i, c := range t.PK {
+		classes := keyClasses(c)
+		if len(t.PK) == 1 && affinityOf(c.Type) == "INTEGER" && strings.EqualFold(strings.TrimSpace(c.Type), "INTEGER") {
+			continue // a rowid alias is always an integer
+		}
+		msg := fmt.Sprintf("patina: key column %s of %s takes %s values", c.Name, t.Name, strings.Join(classes, " or "))
+		keyGuard = append(keyGuard, fmt.Sprintf("SELECT RAISE(ABORT, %s) WHERE typeof(%%[%d]s) NOT IN ('%s');", sqlString(msg), i+1, strings.Join(classes, "', '")))
+	}
+	guard := func(pk []string) string {
+		args := make([]any, len(pk))
+		for i, p := range pk {
+			args[i] = p
+		}
+		var out []string
+		for _, g := range keyGuard {
+			out = append(out, fmt.Sprintf(g, args...))
+		}
+		return strings.Join(out, " ")
+	}
 	insertBody := func(pk []string) string {
 		vals := append([]string{}, pk...)
 		vals = append(vals, "1", "x.version")
@@ -144,7 +166,7 @@ func captureTriggers(t *Table) []string {
 		}
 		// SELECT ... FROM the pending-version table rather than a scalar
 		// subquery per column: measured, it halves the trigger's cost.
-		return fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM temp.__patina_tx AS x WHERE true ON CONFLICT DO UPDATE SET %s;",
+		return guard(pk) + fmt.Sprintf(" INSERT INTO %s (%s) SELECT %s FROM temp.__patina_tx AS x WHERE true ON CONFLICT DO UPDATE SET %s;",
 			clock, strings.Join(clockCols, ", "), strings.Join(vals, ", "), strings.Join(set, ", "))
 	}
 	// A row dies: its causal length becomes even and its cell clocks reset.
@@ -165,7 +187,8 @@ func captureTriggers(t *Table) []string {
 
 	changed := func(c Column) string {
 		q := quoteIdent(c.Name)
-		expr := "OLD." + q + " IS NOT NEW." + q
+		// BINARY: a NOCASE column changing 'abc' to 'ABC' is a change.
+		expr := "OLD." + q + " IS NOT NEW." + q + " COLLATE BINARY"
 		if affinityOf(c.Type) == "BLOB" {
 			// Without affinity 1 and 1.0 are equal to IS but stored differently.
 			expr = "(" + expr + " OR typeof(OLD." + q + ") IS NOT typeof(NEW." + q + "))"
@@ -200,9 +223,14 @@ func captureTriggers(t *Table) []string {
 	}
 	// Changing a key is a delete of the old key and an insert of the new.
 	// UPDATE OF: the trigger is not even considered for statements that do
-	// not SET a key column, which is nearly all of them.
-	stmts = append(stmts, fmt.Sprintf("CREATE TEMP TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) BEGIN %s %s %s %s END",
-		name("rekey"), strings.Join(pkCols, ", "), tbl, strings.Join(pkSame, " AND "), deleteBody(oldPK), vxInsert(oldPK), insertBody(newPK), vxInsert(newPK)))
+	// not SET a key column, which is nearly all of them. Except for an
+	// INTEGER PRIMARY KEY, which `SET rowid = ...` changes too.
+	of := " OF " + strings.Join(pkCols, ", ")
+	if len(t.PK) == 1 && strings.EqualFold(strings.TrimSpace(t.PK[0].Type), "INTEGER") {
+		of = ""
+	}
+	stmts = append(stmts, fmt.Sprintf("CREATE TEMP TRIGGER %s AFTER UPDATE%s ON %s WHEN NOT (%s) BEGIN %s %s %s %s END",
+		name("rekey"), of, tbl, strings.Join(pkSame, " AND "), deleteBody(oldPK), vxInsert(oldPK), insertBody(newPK), vxInsert(newPK)))
 	return stmts
 }
 
@@ -214,6 +242,20 @@ func dropTriggers(t string) []string {
 	}
 	return out
 }
+
+// keyClasses are the storage classes a key column may hold: one per
+// affinity, so that equal stored keys always pack to equal bytes.
+func keyClasses(c Column) []string {
+	switch affinityOf(c.Type) {
+	case "INTEGER":
+		return []string{"integer"}
+	case "TEXT":
+		return []string{"text"}
+	}
+	return []string{"integer", "text", "blob"}
+}
+
+func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // affinityOf applies SQLite's column affinity rules to a declared type.
 func affinityOf(declared string) string {

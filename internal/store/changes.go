@@ -133,7 +133,7 @@ func (s *Store) markCleared(ctx context.Context, a crdt.ActorID, ord int64, v ui
 	}
 	err := func() error {
 		for _, name := range s.schema.TableNames() {
-			if _, err := s.applier.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE site = ? AND version = ?", quoteIdent(vxTable(name))), ord, v); err != nil {
+			if _, err := s.applier.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE __patina_site = ? AND __patina_version = ?", quoteIdent(vxTable(name))), ord, v); err != nil {
 				return err
 			}
 		}

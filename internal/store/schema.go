@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -189,8 +190,24 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 			return &SchemaError{Table: t.Name, Column: c.Name, Reason: fmt.Sprintf("declared type %s is not supported; declare it TEXT or INTEGER", c.Type)}
 		}
 	}
+	for _, c := range t.Columns {
+		if !typeNameRe.MatchString(c.Type) {
+			return &SchemaError{Table: t.Name, Column: c.Name, Reason: fmt.Sprintf("declared type %q is not supported: use a plain type name such as TEXT, INTEGER, REAL, BLOB or VARCHAR(64)", c.Type)}
+		}
+	}
+	if checkRe.MatchString(t.SQL) {
+		// Two writes each valid alone can merge into a row that is not.
+		return &SchemaError{Table: t.Name, Reason: "CHECK constraints are refused, a merge could violate them"}
+	}
 	rowidAlias := len(t.PK) == 1 && strings.EqualFold(strings.TrimSpace(t.PK[0].Type), "INTEGER")
 	for _, c := range t.PK {
+		switch keyAffinity(c) {
+		case "INTEGER", "TEXT", "BLOB":
+		default:
+			// REAL and NUMERIC keys make 1 and 1.0 the same key, which
+			// packed keys cannot tell apart.
+			return &SchemaError{Table: t.Name, Column: c.Name, Reason: fmt.Sprintf("key columns must be declared INTEGER, TEXT or BLOB, not %q", c.Type)}
+		}
 		if !c.NotNull && !rowidAlias {
 			return &SchemaError{Table: t.Name, Column: c.Name, Reason: "primary key columns must be NOT NULL"}
 		}
@@ -220,6 +237,9 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 	if len(uniq) > 0 {
 		return &SchemaError{Table: t.Name, Reason: fmt.Sprintf("UNIQUE constraints besides the PRIMARY KEY are refused, a merge could violate them (%s)", strings.Join(uniq, ", "))}
 	}
+	if err := checkKeyCollation(ctx, q, t); err != nil {
+		return err
+	}
 	var fks int
 	if err := queryRow(ctx, q, `SELECT count(*) FROM pragma_foreign_key_list(?)`, []any{t.Name}, &fks); err != nil {
 		return fmt.Errorf("read foreign keys of %q: %w", t.Name, err)
@@ -228,6 +248,37 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 		return &SchemaError{Table: t.Name, Reason: "FOREIGN KEY constraints are refused, a merge could violate them"}
 	}
 	return nil
+}
+
+// typeNameRe is what a declared type may look like. Types are pasted into
+// the clock tables' DDL, so nothing else gets through.
+var typeNameRe = regexp.MustCompile(`^\s*([A-Za-z][A-Za-z0-9_]*(\s+[A-Za-z][A-Za-z0-9_]*)*(\s*\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?)?\s*$`)
+
+// checkRe finds a CHECK constraint in a CREATE TABLE statement.
+var checkRe = regexp.MustCompile(`(?i)\bCHECK\s*\(`)
+
+// keyAffinity is a key column's affinity, untyped counting as BLOB.
+func keyAffinity(c Column) string { return affinityOf(c.Type) }
+
+// checkKeyCollation refuses key columns with a collation other than
+// BINARY: the data table would take 'k' and 'K' as one key while the clock
+// and the packed keys take them as two.
+func checkKeyCollation(ctx context.Context, q querier, t *Table) error {
+	rows, err := q.QueryContext(ctx, `SELECT x.name, x.coll FROM pragma_index_list(?1) AS l, pragma_index_xinfo(l.name) AS x WHERE l.origin = 'pk' AND x.key = 1`, t.Name)
+	if err != nil {
+		return fmt.Errorf("read key of %q: %w", t.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, coll sql.NullString
+		if err := rows.Scan(&name, &coll); err != nil {
+			return fmt.Errorf("read key of %q: %w", t.Name, err)
+		}
+		if coll.Valid && !strings.EqualFold(coll.String, "BINARY") {
+			return &SchemaError{Table: t.Name, Column: name.String, Reason: fmt.Sprintf("key columns must use the BINARY collation, not %s", coll.String)}
+		}
+	}
+	return rows.Err()
 }
 
 func queryRow(ctx context.Context, q querier, query string, args []any, dest ...any) error {

@@ -149,6 +149,11 @@ func (s *Store) initInternal(ctx context.Context) error {
 	if _, err := s.writer.ExecContext(ctx, internalDDL); err != nil {
 		return fmt.Errorf("create internal tables: %w", err)
 	}
+	// REPLACE conflict resolution deletes rows; with recursive triggers
+	// those deletes are captured like any other.
+	if _, err := s.writer.ExecContext(ctx, `PRAGMA recursive_triggers = ON`); err != nil {
+		return fmt.Errorf("recursive triggers: %w", err)
+	}
 	if _, err := s.writer.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS __patina_tx (version INTEGER NOT NULL); DELETE FROM temp.__patina_tx; INSERT INTO temp.__patina_tx VALUES (0)`); err != nil {
 		return fmt.Errorf("create pending-version table: %w", err)
 	}

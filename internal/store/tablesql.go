@@ -43,7 +43,7 @@ func newTableSQL(t *Table) *tableSQL {
 		sel = append(sel, "+d."+quoteIdent(c.Name))
 	}
 	sel = append(sel, existsExpr(t, "d"))
-	ts.changesSel = fmt.Sprintf("SELECT %s FROM %s AS x JOIN %s AS c ON %s LEFT JOIN %s AS d ON %s WHERE x.site = ?1 AND x.version = ?2 ORDER BY %s",
+	ts.changesSel = fmt.Sprintf("SELECT %s FROM %s AS x JOIN %s AS c ON %s LEFT JOIN %s AS d ON %s WHERE x.__patina_site = ?1 AND x.__patina_version = ?2 ORDER BY %s",
 		strings.Join(sel, ", "), quoteIdent(vxTable(t.Name)), quoteIdent(clockTable(t.Name)), strings.Join(joinC, " AND "),
 		quoteIdent(t.Name), strings.Join(joinT, " AND "), prefixAll("x.", ts.pkCols))
 	return ts
@@ -122,7 +122,7 @@ func (ts *tableSQL) vxWrite(n int) string {
 		}
 		rows[i] = "(?1, ?2, " + strings.Join(ps, ", ") + ")"
 	}
-	return fmt.Sprintf("INSERT OR IGNORE INTO %s (site, version, %s) VALUES %s", quoteIdent(vxTable(ts.t.Name)), strings.Join(ts.pkCols, ", "), strings.Join(rows, ", "))
+	return fmt.Sprintf("INSERT OR IGNORE INTO %s (__patina_site, __patina_version, %s) VALUES %s", quoteIdent(vxTable(ts.t.Name)), strings.Join(ts.pkCols, ", "), strings.Join(rows, ", "))
 }
 
 // dataDelete deletes n rows.

@@ -170,7 +170,7 @@ func (s *Store) versionTouched(ctx context.Context, v uint64) (bool, error) {
 	}
 	var parts []string
 	for _, name := range s.schema.TableNames() {
-		parts = append(parts, fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE site = 0 AND version = ?1)", quoteIdent(vxTable(name))))
+		parts = append(parts, fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE __patina_site = 0 AND __patina_version = ?1)", quoteIdent(vxTable(name))))
 	}
 	var touched bool
 	if err := s.writer.QueryRowContext(ctx, "SELECT "+strings.Join(parts, " OR "), v).Scan(&touched); err != nil {

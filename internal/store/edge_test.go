@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+// replicate applies every version a has and b lacks.
+func replicate(t *testing.T, from, to *Store) {
+	t.Helper()
+	var css []*crdt.Changeset
+	for v := uint64(1); v <= from.Head(); v++ {
+		cs, _, err := from.Changes(context.Background(), from.Actor(), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		css = append(css, cs)
+	}
+	apply(t, to, css...)
+}
+
+func pair(t *testing.T, schema string) (*Store, *Store) {
+	dir := t.TempDir()
+	a, b := openTestStore(t, dir, "a", schema), openTestStore(t, dir, "b", schema)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestCaseOnlyChangeInNocaseColumnReplicates(t *testing.T) {
+	a, b := pair(t, `CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, v TEXT COLLATE NOCASE)`)
+	exec(t, a, stmt(`INSERT INTO t VALUES ('k', 'abc')`))
+	if v := exec(t, a, stmt(`UPDATE t SET v = 'ABC'`)).Version; v != 2 {
+		t.Fatalf("case-only change: version %d, want 2", v)
+	}
+	replicate(t, a, b)
+	if dumpTable(t, a, "t") != dumpTable(t, b, "t") {
+		t.Fatalf("diverged:\n%s\n%s", dumpTable(t, a, "t"), dumpTable(t, b, "t"))
+	}
+}
+
+func TestKeyColumnsRefused(t *testing.T) {
+	for schema, want := range map[string]string{
+		`CREATE TABLE t (id TEXT COLLATE NOCASE NOT NULL PRIMARY KEY)`:                               "BINARY collation",
+		`CREATE TABLE t (id REAL NOT NULL PRIMARY KEY)`:                                              "INTEGER, TEXT or BLOB",
+		`CREATE TABLE t (id NUMERIC NOT NULL PRIMARY KEY)`:                                           "INTEGER, TEXT or BLOB",
+		`CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, v INT CHECK (v > 0))`:                         "CHECK",
+		`CREATE TABLE t (id "TEXT); CREATE TABLE pwn (x INT PRIMARY KEY); --" NOT NULL PRIMARY KEY)`: "declared type",
+	} {
+		s, err := Open(context.Background(), Config{Path: t.TempDir() + "/x.db"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.ApplySchemaSQL(context.Background(), schema)
+		var se *SchemaError
+		if !errors.As(err, &se) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want a SchemaError about %q", schema, err, want)
+		}
+		if len(s.Schema().Tables) != 0 {
+			t.Errorf("%s: tables created", schema)
+		}
+		s.Close()
+	}
+}
+
+func TestKeyStorageClassEnforced(t *testing.T) {
+	a, _ := pair(t, `CREATE TABLE t (id BLOB NOT NULL, k INTEGER NOT NULL, v, PRIMARY KEY (id, k))`)
+	for _, q := range []string{
+		`INSERT INTO t (id, k) VALUES (1.5, 1)`,       // a REAL in a BLOB key
+		`INSERT INTO t (id, k) VALUES (x'01', 'abc')`, // TEXT in an INTEGER key
+	} {
+		_, err := a.Transact(context.Background(), []Statement{stmt(q)})
+		if err == nil || !strings.Contains(err.Error(), "patina: key column") {
+			t.Errorf("%s: %v, want the key-class error", q, err)
+		}
+	}
+	if v := exec(t, a, stmt(`INSERT INTO t (id, k) VALUES (x'01', 1), ('txt', 2), (7, 3)`)).Version; v != 1 {
+		t.Fatalf("valid keys: version %d", v)
+	}
+}
+
+func TestKeyColumnsNamedLikeIndexColumns(t *testing.T) {
+	a, b := pair(t, `CREATE TABLE t (site TEXT NOT NULL, version INTEGER NOT NULL, v TEXT, PRIMARY KEY (site, version))`)
+	exec(t, a, stmt(`INSERT INTO t VALUES ('ams', 1, 'x')`))
+	replicate(t, a, b)
+	if dumpTable(t, b, "t") != dumpTable(t, a, "t") {
+		t.Fatal("diverged")
+	}
+}
+
+// TestKeyChangesAroundTheTriggers: changing an INTEGER PRIMARY KEY through
+// rowid, and REPLACE deleting a row through a rowid conflict, replicate.
+func TestKeyChangesAroundTheTriggers(t *testing.T) {
+	t.Run("rowid alias", func(t *testing.T) {
+		a, b := pair(t, `CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)`)
+		exec(t, a, stmt(`INSERT INTO t VALUES (1, 'x')`))
+		if v := exec(t, a, stmt(`UPDATE t SET rowid = 5 WHERE id = 1`)).Version; v != 2 {
+			t.Fatalf("rowid update: version %d, want 2", v)
+		}
+		replicate(t, a, b)
+		if got := dumpTable(t, b, "t"); got != "integer:5 text:'x'\n" || got != dumpTable(t, a, "t") {
+			t.Fatalf("b: %q, a: %q", got, dumpTable(t, a, "t"))
+		}
+	})
+	t.Run("replace through rowid", func(t *testing.T) {
+		a, b := pair(t, `CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, v TEXT)`)
+		exec(t, a, stmt(`INSERT INTO t (rowid, id, v) VALUES (1, 'a', 'x')`))
+		exec(t, a, stmt(`INSERT OR REPLACE INTO t (rowid, id, v) VALUES (1, 'b', 'y')`))
+		replicate(t, a, b)
+		if got, want := dumpTable(t, b, "t"), dumpTable(t, a, "t"); got != want || want != "text:'b' text:'y'\n" {
+			t.Fatalf("b: %q, a: %q", got, want)
+		}
+		if dumpClock(t, a, "t") != dumpClock(t, b, "t") {
+			t.Fatal("clocks diverged")
+		}
+	})
+}
+
+func TestOwnActorVersionsRefused(t *testing.T) {
+	a, _ := pair(t, `CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY)`)
+	exec(t, a, stmt(`INSERT INTO t VALUES ('k')`))
+	forged := &crdt.Changeset{Actor: a.Actor(), Version: 2, Changes: []crdt.Change{{Table: "t", PK: crdt.PackPK([]crdt.Value{crdt.TextValue("z")}), CL: 1}}}
+	res, err := a.Apply(context.Background(), []*crdt.Changeset{forged})
+	if err != nil || len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error(), "own actor") {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if v := exec(t, a, stmt(`INSERT INTO t VALUES ('l')`)).Version; v != 2 {
+		t.Fatalf("next local version %d, want 2", v)
+	}
+}
