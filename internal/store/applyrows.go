@@ -7,20 +7,21 @@ import (
 	"github.com/patina-db/patina/internal/crdt"
 )
 
-// Applying one changeset works a table at a time: read the clocks and
-// values of all its rows in the changeset with one statement, decide each
-// row with the crdt rules, then write the outcome grouped into multi-row
-// statements. Statement count per changeset stays small whatever its size.
+// Applying one changeset works a table at a time: read the clocks of all
+// its rows in the changeset with one statement (and, with a second, the
+// current values of the rows where a col_version tie must be broken by
+// value), decide each row with the crdt rules, then write the outcome
+// grouped into multi-row statements. Statement count per changeset stays
+// small whatever its size.
 
-// rowClock is a row's clock as stored, with the row's current values.
+// rowClock is a row's clock as stored.
 type rowClock struct {
 	exists bool
 	cl     int64
 	clSD   int64       // packSD of the version the causal length is credited to
 	cells  []cellClock // per value column
 
-	rowExists bool  // the data row is present
-	values    []any // its values, per value column
+	values []any // the row's current values, read only when a tie needs them
 }
 
 type cellClock struct{ ver, sd int64 }
@@ -129,6 +130,23 @@ func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL,
 	if err != nil {
 		return err
 	}
+	var tieKeys [][]any
+	for i, r := range rows {
+		if needsValues(ts, locals[string(r.pk)], r.changes) {
+			tieKeys = append(tieKeys, keys[i])
+		}
+	}
+	if len(tieKeys) > 0 {
+		values, err := s.readValues(ctx, ts, tieKeys)
+		if err != nil {
+			return err
+		}
+		for pk, v := range values {
+			rc := locals[pk]
+			rc.values = v
+			locals[pk] = rc
+		}
+	}
 	plans := make([]rowPlan, 0, len(rows))
 	for i, r := range rows {
 		p, err := s.planRow(b, ts, ord, cs, keys[i], locals[string(r.pk)], r.changes)
@@ -154,60 +172,96 @@ func keyValueFits(c Column, v crdt.Value) bool {
 	return false
 }
 
-// readClocks reads the clocks and values of the given keys, in chunks.
+// readClocks reads the clocks of the given keys, in chunks.
 func (s *Store) readClocks(ctx context.Context, ts *tableSQL, keys [][]any) (map[string]rowClock, error) {
-	t := ts.t
-	nPK, nVal := len(t.PK), len(t.Values)
+	nVal := len(ts.t.Values)
 	out := make(map[string]rowClock, len(keys))
+	err := s.readByKeys(ctx, ts, keys, ts.clockRead, 2+2*nVal, func(pk string, cols []any) {
+		rc := rowClock{exists: true, cl: asInt(cols[0]), clSD: asInt(cols[1]), cells: make([]cellClock, nVal)}
+		for i := range rc.cells {
+			rc.cells[i] = cellClock{ver: asInt(cols[2+2*i]), sd: asInt(cols[3+2*i])}
+		}
+		out[pk] = rc
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read clocks of %q: %w", ts.t.Name, err)
+	}
+	return out, nil
+}
+
+// readValues reads the current values of the given data rows.
+func (s *Store) readValues(ctx context.Context, ts *tableSQL, keys [][]any) (map[string][]any, error) {
+	out := make(map[string][]any, len(keys))
+	err := s.readByKeys(ctx, ts, keys, ts.valuesRead, len(ts.t.Values), func(pk string, cols []any) {
+		out[pk] = append([]any(nil), cols...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read rows of %q: %w", ts.t.Name, err)
+	}
+	return out, nil
+}
+
+// readByKeys runs query(n) for chunks of keys; each result row starts with
+// the key columns, then width more columns, handed to fn by packed key.
+func (s *Store) readByKeys(ctx context.Context, ts *tableSQL, keys [][]any, query func(n int) string, width int, fn func(pk string, cols []any)) error {
+	nPK := len(ts.t.PK)
 	chunk := rowsPerStmt(nPK)
+	dest := make([]any, nPK+width)
+	ptrs := make([]any, len(dest))
+	for i := range dest {
+		ptrs[i] = &dest[i]
+	}
+	vals := make([]crdt.Value, nPK)
 	for start := 0; start < len(keys); start += chunk {
 		end := min(start+chunk, len(keys))
 		args := make([]any, 0, (end-start)*nPK)
 		for _, k := range keys[start:end] {
 			args = append(args, k...)
 		}
-		st, err := s.applierStmt(ctx, ts.clockRead(end-start))
+		st, err := s.applierStmt(ctx, query(end-start))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rows, err := st.QueryContext(ctx, args...)
 		if err != nil {
-			return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+			return err
 		}
 		for rows.Next() {
-			pk := make([]any, nPK)
-			rc := rowClock{exists: true, cells: make([]cellClock, nVal), values: make([]any, nVal)}
-			dest := make([]any, 0, nPK+3+3*nVal)
-			for i := range pk {
-				dest = append(dest, &pk[i])
-			}
-			dest = append(dest, &rc.cl, &rc.clSD)
-			for i := range rc.cells {
-				dest = append(dest, &rc.cells[i].ver, &rc.cells[i].sd)
-			}
-			dest = append(dest, &rc.rowExists)
-			for i := range rc.values {
-				dest = append(dest, &rc.values[i])
-			}
-			if err := rows.Scan(dest...); err != nil {
+			if err := rows.Scan(ptrs...); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+				return err
 			}
-			vals := make([]crdt.Value, nPK)
-			for i, v := range pk {
-				if vals[i], err = crdt.FromGo(v); err != nil {
+			for i := range vals {
+				if vals[i], err = crdt.FromGo(dest[i]); err != nil {
 					rows.Close()
-					return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+					return err
 				}
 			}
-			out[string(crdt.PackPK(vals))] = rc
+			fn(string(crdt.PackPK(vals)), dest[nPK:])
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("read clocks of %q: %w", t.Name, err)
+			return err
 		}
 	}
-	return out, nil
+	return nil
+}
+
+// needsValues reports whether deciding a row's changes compares values:
+// some cell of the same life with the local col_version.
+func needsValues(ts *tableSQL, local rowClock, changes []crdt.Change) bool {
+	if !local.exists || local.cl%2 == 0 {
+		return false
+	}
+	for _, c := range changes {
+		if c.IsSentinel() || c.CL != uint64(local.cl) {
+			continue
+		}
+		if i, ok := ts.valueIndex[c.Column]; ok && uint64(local.cells[i].ver) == c.ColVersion {
+			return true
+		}
+	}
+	return false
 }
 
 // planRow decides what one row's changes do against its local clock.
@@ -239,7 +293,9 @@ func (s *Store) planRow(b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changes
 	}
 	if local.cells == nil {
 		local.cells = make([]cellClock, len(t.Values))
-		local.values = make([]any, len(t.Values))
+	}
+	if local.values == nil {
+		local.values = make([]any, len(t.Values)) // a missing row reads as NULLs
 	}
 	localCL := uint64(0)
 	if local.exists {

@@ -12,11 +12,11 @@
 //
 //	T                    the data, exactly as the schema declares it
 //	__patina_clock_T     one row per primary key ever seen: the causal length
-//	                     and the version that set it, and per column its
-//	                     col_version and the (site, version) that wrote it
-//	__patina_vx_T        (site, version, pk): which rows a version touched,
-//	                     insert-only, pruned of entries that no longer hold
-//	                     any surviving change
+//	                     and the version credited with it, and per column
+//	                     its col_version and the version that wrote it
+//	__patina_vx_T        (site, version, key): which rows a version touched,
+//	                     insert-only; entries whose row no longer holds a
+//	                     change of that version are stale and ignored
 //
 // plus __patina_sites (actor ids by small ordinal; 0 is this node) and
 // __patina_bookkeeping (known and cleared version ranges per actor).

@@ -71,18 +71,16 @@ func (ts *tableSQL) keyIn(alias string, n int) string {
 	return "(" + prefixAll(alias, ts.pkCols) + ") IN (VALUES " + strings.TrimSuffix(strings.Repeat(row+", ", n), ", ") + ")"
 }
 
-// clockRead reads the key, clock, presence and values of n rows.
+// clockRead reads the key and clock of n rows.
 func (ts *tableSQL) clockRead(n int) string {
-	var join []string
-	for _, c := range ts.pkCols {
-		join = append(join, "d."+c+" = c."+c)
-	}
-	sel := prefixAll("+c.", ts.pkCols) + ", " + prefixAll("c.", ts.clockCols()) + ", " + existsExpr(ts.t, "d")
-	if len(ts.t.Values) > 0 {
-		sel += ", " + prefixAll("+d.", valueCols(ts.t))
-	}
-	return fmt.Sprintf("SELECT %s FROM %s AS c LEFT JOIN %s AS d ON %s WHERE %s",
-		sel, quoteIdent(clockTable(ts.t.Name)), quoteIdent(ts.t.Name), strings.Join(join, " AND "), ts.keyIn("c.", n))
+	return fmt.Sprintf("SELECT %s, %s FROM %s AS c WHERE %s",
+		prefixAll("+c.", ts.pkCols), prefixAll("c.", ts.clockCols()), quoteIdent(clockTable(ts.t.Name)), ts.keyIn("c.", n))
+}
+
+// valuesRead reads the key and values of n data rows.
+func (ts *tableSQL) valuesRead(n int) string {
+	return fmt.Sprintf("SELECT %s, %s FROM %s AS d WHERE %s",
+		prefixAll("+d.", ts.pkCols), prefixAll("+d.", valueCols(ts.t)), quoteIdent(ts.t.Name), ts.keyIn("d.", n))
 }
 
 // clockWrite replaces the whole clock of n rows.
