@@ -52,6 +52,22 @@ func parseParam(s string) any {
 	return s
 }
 
+// sqlAction parses the statement and its parameters, connects, and hands
+// both to run.
+func sqlAction(run func(c *cli.Context, cl *client.Client, st client.Statement) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		st, err := statementFromArgs(c)
+		if err != nil {
+			return err
+		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		return run(c, cl, st)
+	}
+}
+
 func statementFromArgs(c *cli.Context) (client.Statement, error) {
 	if c.NArg() != 1 {
 		return client.Statement{}, cli.Exit("want exactly one SQL statement argument (quote it)", 2)
@@ -69,15 +85,7 @@ func execCommand() *cli.Command {
 		Usage:     "run a write statement in one transaction",
 		ArgsUsage: "'SQL'",
 		Flags:     sqlFlags(),
-		Action: func(c *cli.Context) error {
-			st, err := statementFromArgs(c)
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: sqlAction(func(c *cli.Context, cl *client.Client, st client.Statement) error {
 			res, err := cl.Transact(c.Context, st)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
@@ -98,7 +106,7 @@ func execCommand() *cli.Command {
 			}
 			fmt.Fprintf(out, "rows affected: %d\nversion: %s\nactor: %s\ntime: %.3fms\n", rows, version, res.ActorID, res.Time*1000)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -108,15 +116,7 @@ func queryCommand() *cli.Command {
 		Usage:     "run a read-only query and print its rows",
 		ArgsUsage: "'SQL'",
 		Flags:     sqlFlags(),
-		Action: func(c *cli.Context) error {
-			st, err := statementFromArgs(c)
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: sqlAction(func(c *cli.Context, cl *client.Client, st client.Statement) error {
 			rows, err := cl.Query(c.Context, st)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
@@ -126,7 +126,7 @@ func queryCommand() *cli.Command {
 				return cli.Exit(err.Error(), 1)
 			}
 			return nil
-		},
+		}),
 	}
 }
 

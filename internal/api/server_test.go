@@ -214,6 +214,7 @@ func TestMigrations(t *testing.T) {
 		{`["ALTER TABLE machines DROP COLUMN image"]`, `column \"image\": dropping`},
 		{`["CREATE TABLE machines (id INTEGER NOT NULL PRIMARY KEY)"]`, `changing the type`},
 		{`["CREATE TABLE t (a TEXT)"]`, `PRIMARY KEY`},
+		{`["CREATE TABLE machine_checks (machine_id TEXT NOT NULL PRIMARY KEY, name TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'unknown', output TEXT NOT NULL DEFAULT '', updated_at INTEGER NOT NULL DEFAULT 0)"]`, `column \"name\": changing the primary key`},
 	} {
 		code, raw := f.do("POST", "/v1/migrations", c.body)
 		if code != 400 || !strings.Contains(raw, c.want) {

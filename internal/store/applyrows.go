@@ -373,123 +373,112 @@ func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version
 	}
 	t := ts.t
 	nPK := len(t.PK)
-	type group struct {
-		op   dataOp
-		cols []int
-		rows []*rowPlan
-	}
-	var groups []*group
-	index := map[string]*group{}
+	all := make([]*rowPlan, len(plans))
 	for i := range plans {
-		p := &plans[i]
-		if p.op == opNone {
-			continue
-		}
-		key := fmt.Sprint(p.op, p.cols)
-		g := index[key]
-		if g == nil {
-			g = &group{op: p.op, cols: p.cols}
-			index[key] = g
-			groups = append(groups, g)
-		}
-		g.rows = append(g.rows, p)
+		all[i] = &plans[i]
 	}
-	for _, g := range groups {
+	for _, g := range groupPlans(all, func(p *rowPlan) (string, bool) { return fmt.Sprint(p.op, p.cols), p.op != opNone }) {
+		op, cols := g[0].op, g[0].cols
 		width := nPK
-		if g.op != opDelete {
-			width += len(g.cols)
+		if op != opDelete {
+			width += len(cols)
 		}
-		chunk := rowsPerStmt(width)
-		for start := 0; start < len(g.rows); start += chunk {
-			part := g.rows[start:min(start+chunk, len(g.rows))]
-			args := make([]any, 0, len(part)*width)
-			for _, p := range part {
-				args = append(args, p.pk...)
-				if g.op != opDelete {
-					args = append(args, p.vals...)
-				}
+		query := map[dataOp]func(int) string{
+			opDelete:  ts.dataDelete,
+			opReplace: func(n int) string { return ts.dataReplace(cols, n) },
+			opUpsert:  func(n int) string { return ts.dataUpsert(cols, n) },
+		}[op]
+		err := s.execChunks(ctx, g, width, nil, query, func(p *rowPlan, args []any) []any {
+			args = append(args, p.pk...)
+			if op != opDelete {
+				args = append(args, p.vals...)
 			}
-			var q string
-			switch g.op {
-			case opDelete:
-				q = ts.dataDelete(len(part))
-			case opReplace:
-				q = ts.dataReplace(g.cols, len(part))
-			case opUpsert:
-				q = ts.dataUpsert(g.cols, len(part))
+			return args
+		})
+		if err != nil {
+			if isClientError(err) {
+				// A value the schema refuses (a type the column cannot
+				// take): the changeset's fault.
+				return badChange("table %q: %v", t.Name, err)
 			}
-			if err := s.execApplier(ctx, q, args...); err != nil {
-				if isClientError(err) {
-					// A value the schema refuses (a CHECK, a type the
-					// column cannot take): the changeset's fault.
-					return badChange("table %q: %v", t.Name, err)
-				}
-				return fmt.Errorf("write %q: %w", t.Name, err)
-			}
+			return fmt.Errorf("write %q: %w", t.Name, err)
 		}
 	}
 	// Clocks: whole rows for new lives and deletes, only the changed
 	// columns for same-life updates, grouped by those columns.
-	var whole []*rowPlan
-	partial := map[string][]*rowPlan{}
-	var partialKeys []string
-	for i := range plans {
-		p := &plans[i]
-		if !p.partial {
-			whole = append(whole, p)
-			continue
-		}
-		key := fmt.Sprint(p.cols)
-		if _, ok := partial[key]; !ok {
-			partialKeys = append(partialKeys, key)
-		}
-		partial[key] = append(partial[key], p)
-	}
-	clockWidth := nPK + 2 + 2*len(t.Values)
-	chunk := rowsPerStmt(clockWidth)
-	for start := 0; start < len(whole); start += chunk {
-		part := whole[start:min(start+chunk, len(whole))]
-		args := make([]any, 0, len(part)*clockWidth)
-		for _, p := range part {
+	whole := groupPlans(all, func(p *rowPlan) (string, bool) { return "", !p.partial })
+	for _, g := range whole {
+		err := s.execChunks(ctx, g, nPK+2+2*len(t.Values), nil, ts.clockWrite, func(p *rowPlan, args []any) []any {
 			args = append(args, p.pk...)
 			args = append(args, p.clock.cl, p.clock.clSD)
 			for _, c := range p.clock.cells {
 				args = append(args, c.ver, c.sd)
 			}
-		}
-		if err := s.execApplier(ctx, ts.clockWrite(len(part)), args...); err != nil {
+			return args
+		})
+		if err != nil {
 			return fmt.Errorf("write clocks of %q: %w", t.Name, err)
 		}
 	}
-	for _, key := range partialKeys {
-		rows := partial[key]
-		cols := rows[0].cols
-		width := nPK + 1 + 2*len(cols)
-		chunk := rowsPerStmt(width)
-		for start := 0; start < len(rows); start += chunk {
-			part := rows[start:min(start+chunk, len(rows))]
-			args := make([]any, 0, len(part)*width)
-			for _, p := range part {
-				args = append(args, p.pk...)
-				args = append(args, p.clock.clSD)
-				for _, i := range cols {
-					args = append(args, p.clock.cells[i].ver, p.clock.cells[i].sd)
-				}
+	for _, g := range groupPlans(all, func(p *rowPlan) (string, bool) { return fmt.Sprint(p.cols), p.partial }) {
+		cols := g[0].cols
+		err := s.execChunks(ctx, g, nPK+1+2*len(cols), nil, func(n int) string { return ts.clockUpdate(cols, n) }, func(p *rowPlan, args []any) []any {
+			args = append(args, p.pk...)
+			args = append(args, p.clock.clSD)
+			for _, i := range cols {
+				args = append(args, p.clock.cells[i].ver, p.clock.cells[i].sd)
 			}
-			if err := s.execApplier(ctx, ts.clockUpdate(cols, len(part)), args...); err != nil {
-				return fmt.Errorf("update clocks of %q: %w", t.Name, err)
-			}
+			return args
+		})
+		if err != nil {
+			return fmt.Errorf("update clocks of %q: %w", t.Name, err)
 		}
 	}
-	chunk = rowsPerStmt(nPK)
-	for start := 0; start < len(plans); start += chunk {
-		part := plans[start:min(start+chunk, len(plans))]
-		args := []any{ord, int64(version)}
-		for _, p := range part {
-			args = append(args, p.pk...)
+	err := s.execChunks(ctx, all, nPK, []any{ord, int64(version)}, ts.vxWrite, func(p *rowPlan, args []any) []any {
+		return append(args, p.pk...)
+	})
+	if err != nil {
+		return fmt.Errorf("index version of %q: %w", t.Name, err)
+	}
+	return nil
+}
+
+// groupPlans groups the plans that key selects by their key, in order of
+// first appearance.
+func groupPlans(plans []*rowPlan, key func(p *rowPlan) (string, bool)) [][]*rowPlan {
+	var order []string
+	groups := map[string][]*rowPlan{}
+	for _, p := range plans {
+		k, ok := key(p)
+		if !ok {
+			continue
 		}
-		if err := s.execApplier(ctx, ts.vxWrite(len(part)), args...); err != nil {
-			return fmt.Errorf("index version of %q: %w", t.Name, err)
+		if _, seen := groups[k]; !seen {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], p)
+	}
+	out := make([][]*rowPlan, len(order))
+	for i, k := range order {
+		out[i] = groups[k]
+	}
+	return out
+}
+
+// execChunks runs query(n) over the rows in chunks that keep each
+// statement's parameters bounded: prefix, then width parameters per row
+// appended by rowArgs.
+func (s *Store) execChunks(ctx context.Context, rows []*rowPlan, width int, prefix []any, query func(n int) string, rowArgs func(p *rowPlan, args []any) []any) error {
+	chunk := rowsPerStmt(width)
+	for start := 0; start < len(rows); start += chunk {
+		part := rows[start:min(start+chunk, len(rows))]
+		args := make([]any, 0, len(prefix)+len(part)*width)
+		args = append(args, prefix...)
+		for _, p := range part {
+			args = rowArgs(p, args)
+		}
+		if err := s.execApplier(ctx, query(len(part)), args...); err != nil {
+			return err
 		}
 	}
 	return nil
