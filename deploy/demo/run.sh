@@ -22,7 +22,7 @@ trap 'stop; exit 0' INT TERM
 trap stop EXIT
 export PATINA_API="http://$ADDR"
 for _ in $(seq 1 100); do
-	curl -fs "$PATINA_API/v1/health" >/dev/null 2>&1 && break
+	"$BIN" query 'SELECT 1' >/dev/null 2>&1 && break
 	kill -0 $agent 2>/dev/null || { echo "agent exited" >&2; exit 1; }
 	sleep 0.1
 done
