@@ -6,6 +6,8 @@ cd "$(dirname "$0")/../.."
 BIN=${BIN:-bin/patina}
 DATA=${DATA:-.demo}
 ADDR=${ADDR:-127.0.0.1:8080}
+# Every demo starts from an empty database.
+rm -rf "$DATA"
 mkdir -p "$DATA"
 cat > "$DATA/agent.toml" <<TOML
 [db]

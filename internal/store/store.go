@@ -131,6 +131,10 @@ func (s *Store) open(ctx context.Context) error {
 }
 
 const internalDDL = `
+CREATE TABLE IF NOT EXISTS __patina_meta (
+	key   TEXT NOT NULL PRIMARY KEY,
+	value ANY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS __patina_sites (
 	ordinal INTEGER PRIMARY KEY,
 	actor   BLOB NOT NULL
@@ -145,9 +149,32 @@ CREATE TABLE IF NOT EXISTS __patina_bookkeeping (
 ) WITHOUT ROWID;
 `
 
+// formatVersion is the layout of patina's own tables and clocks. A
+// database of another format is refused rather than misread.
+const formatVersion = 1
+
 func (s *Store) initInternal(ctx context.Context) error {
+	var sites, meta int
+	if err := queryRow(ctx, s.writer, `SELECT count(*) FILTER (WHERE name = '__patina_sites'), count(*) FILTER (WHERE name = '__patina_meta') FROM main.sqlite_master WHERE type = 'table'`, nil, &sites, &meta); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	if sites == 1 && meta == 0 {
+		return fmt.Errorf("open %s: a patina database of an older development format; this patina reads format %d", s.cfg.Path, formatVersion)
+	}
 	if _, err := s.writer.ExecContext(ctx, internalDDL); err != nil {
 		return fmt.Errorf("create internal tables: %w", err)
+	}
+	var format int
+	err := queryRow(ctx, s.writer, `SELECT value FROM __patina_meta WHERE key = 'format'`, nil, &format)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := s.writer.ExecContext(ctx, `INSERT INTO __patina_meta (key, value) VALUES ('format', ?)`, formatVersion); err != nil {
+			return fmt.Errorf("record format: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("read format: %w", err)
+	case format != formatVersion:
+		return fmt.Errorf("open %s: database format %d; this patina reads format %d", s.cfg.Path, format, formatVersion)
 	}
 	// REPLACE conflict resolution deletes rows; with recursive triggers
 	// those deletes are captured like any other.
@@ -158,7 +185,7 @@ func (s *Store) initInternal(ctx context.Context) error {
 		return fmt.Errorf("create pending-version table: %w", err)
 	}
 	var raw []byte
-	err := queryRow(ctx, s.writer, `SELECT actor FROM __patina_sites WHERE ordinal = 0`, nil, &raw)
+	err = queryRow(ctx, s.writer, `SELECT actor FROM __patina_sites WHERE ordinal = 0`, nil, &raw)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		var a crdt.ActorID

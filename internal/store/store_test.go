@@ -105,3 +105,16 @@ func TestCanceledTransactionKeepsTheWriter(t *testing.T) {
 		t.Fatalf("canceled rows were written: %s", got)
 	}
 }
+
+func TestOpenRefusesOtherFormats(t *testing.T) {
+	dir := t.TempDir()
+	s := regionalStore(t, dir, "a")
+	if _, err := s.writer.ExecContext(context.Background(), `UPDATE __patina_meta SET value = 99 WHERE key = 'format'`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err := Open(context.Background(), Config{Path: s.Path()})
+	if err == nil || !strings.Contains(err.Error(), "database format 99; this patina reads format 1") {
+		t.Fatalf("opening format 99: %v", err)
+	}
+}
