@@ -25,12 +25,14 @@ bench:
 demo: build
 	./deploy/demo/run.sh
 
-# Regenerates protobuf code from proto/ (none is defined yet; the cluster
-# wire protocol will be).
+# Regenerates the protobuf code from proto/ (the generated code is
+# committed, so builds need no protoc). Needs protoc (Debian:
+# protobuf-compiler); installs protoc-gen-go at the version go.mod pins.
+PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 proto:
-	@if ls proto/*/*.proto >/dev/null 2>&1; then \
-		protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative proto/*/*.proto; \
-	else echo "proto: no .proto files yet"; fi
+	@command -v protoc >/dev/null || { echo "proto: protoc not found (apt-get install protobuf-compiler)"; exit 1; }
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
+	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=. --go_opt=paths=source_relative $$(find proto -name '*.proto')
 
 lint:
 	$(GO) vet $(PKGS)

@@ -218,3 +218,35 @@ func TestChangesetValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestRangeSetSubtractModel(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		draw := func(label string) (*RangeSet, map[uint64]bool) {
+			s, m := &RangeSet{}, map[uint64]bool{}
+			for i, n := 0, rapid.IntRange(0, 8).Draw(t, label); i < n; i++ {
+				a := rapid.Uint64Range(1, 40).Draw(t, label+"a")
+				b := a + rapid.Uint64Range(0, 6).Draw(t, label+"b")
+				s.AddRange(Range{a, b})
+				for v := a; v <= b; v++ {
+					m[v] = true
+				}
+			}
+			return s, m
+		}
+		s, sm := draw("s")
+		o, om := draw("o")
+		diff := RangeSetOf(s.Subtract(o)...)
+		for v := uint64(0); v <= 50; v++ {
+			if want := sm[v] && !om[v]; diff.Contains(v) != want {
+				t.Fatalf("version %d: in difference %v, want %v (s=%v o=%v)", v, diff.Contains(v), want, s.Ranges(), o.Ranges())
+			}
+		}
+		head := rapid.Uint64Range(0, 40).Draw(t, "head")
+		hg := HeadAndGaps(head, o.Ranges())
+		for v := uint64(0); v <= 50; v++ {
+			if want := v >= 1 && v <= head && !om[v]; hg.Contains(v) != want {
+				t.Fatalf("HeadAndGaps: version %d", v)
+			}
+		}
+	})
+}

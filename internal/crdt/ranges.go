@@ -105,3 +105,55 @@ func (s *RangeSet) Neighbors(v uint64) []Range {
 	}
 	return out
 }
+
+// Subtract returns the versions in s that are not in o, as ranges in
+// ascending order.
+func (s *RangeSet) Subtract(o *RangeSet) []Range {
+	var out []Range
+	j := 0
+	for _, r := range s.ranges {
+		start := r.Start
+		for j < len(o.ranges) && o.ranges[j].End < start {
+			j++
+		}
+		k := j
+		for k < len(o.ranges) && o.ranges[k].Start <= r.End {
+			if o.ranges[k].Start > start {
+				out = append(out, Range{start, o.ranges[k].Start - 1})
+			}
+			if o.ranges[k].End >= r.End {
+				start = r.End + 1
+				break
+			}
+			start = o.ranges[k].End + 1
+			k++
+		}
+		if start <= r.End {
+			out = append(out, Range{start, r.End})
+		}
+	}
+	return out
+}
+
+// RangeSetOf builds a set from ranges.
+func RangeSetOf(ranges ...Range) *RangeSet {
+	s := &RangeSet{}
+	for _, r := range ranges {
+		s.AddRange(r)
+	}
+	return s
+}
+
+// HeadAndGaps builds the set 1..head minus the gaps, the form in which a
+// peer announces what it knows.
+func HeadAndGaps(head uint64, gaps []Range) *RangeSet {
+	s := &RangeSet{}
+	if head == 0 {
+		return s
+	}
+	s.AddRange(Range{1, head})
+	if len(gaps) == 0 {
+		return s
+	}
+	return RangeSetOf(s.Subtract(RangeSetOf(gaps...))...)
+}

@@ -136,6 +136,13 @@ func (s *Store) Bookkeeping() *crdt.Bookkeeping {
 	return s.book.Clone()
 }
 
+// Knows reports whether version v of actor a was applied (or cleared) here.
+func (s *Store) Knows(a crdt.ActorID, v uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.book.Knows(a, v)
+}
+
 // Head is this node's last version, 0 before its first write.
 func (s *Store) Head() uint64 {
 	s.mu.Lock()

@@ -50,7 +50,8 @@ type Store struct {
 	clientSQL atomic.Bool
 	stmts     map[string]*sql.Stmt // applier statements by SQL
 	closed    bool
-	broken    error // set when a rollback failed: the writer's state is unknown
+	onCommit  func(version uint64) // called after each local version commits
+	broken    error                // set when a rollback failed: the writer's state is unknown
 }
 
 func dsn(path string, params url.Values) string {
@@ -225,6 +226,14 @@ func (s *Store) installCapture(ctx context.Context, t *Table) error {
 		}
 	}
 	return nil
+}
+
+// OnCommit registers fn to be called, outside the store's lock, after each
+// local transaction that became a version. Set it before writing.
+func (s *Store) OnCommit(fn func(version uint64)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onCommit = fn
 }
 
 // Actor is this node's actor id.

@@ -1,0 +1,132 @@
+package cluster
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+// The broadcast decisions, free of I/O so they can be tested and, later,
+// simulated.
+
+// MaxTransmissions is how many hops a changeset may travel in a cluster
+// of n members: mult·⌈log₂(n+1)⌉, at least 1. Epidemic broadcast reaches
+// every member with high probability within O(log n) rounds; the bound
+// keeps a changeset that keeps failing somewhere from circulating forever.
+func MaxTransmissions(mult, n int) int {
+	if n < 1 {
+		n = 1
+	}
+	return max(1, mult*int(math.Ceil(math.Log2(float64(n+1)))))
+}
+
+// queued is a changeset waiting to be sent, with the hops it has made.
+type queued struct {
+	cs   *crdt.Changeset
+	hops uint32
+}
+
+// sendQueue is a bounded priority queue of changesets: fewer hops first
+// (fresh writes before relays), FIFO within a hop count. When full, it
+// drops the changeset with the most hops: the one most likely to have
+// reached everyone already. What it drops, sync repairs.
+type sendQueue struct {
+	limit   int
+	size    int
+	buckets [][]queued // by hops
+	dropped uint64
+}
+
+func newSendQueue(limit int) *sendQueue { return &sendQueue{limit: max(1, limit)} }
+
+// push adds a changeset; it reports false when it had to drop one (that
+// one or another).
+func (q *sendQueue) push(cs *crdt.Changeset, hops uint32) bool {
+	for int(hops) >= len(q.buckets) {
+		q.buckets = append(q.buckets, nil)
+	}
+	if q.size >= q.limit {
+		worst := len(q.buckets) - 1
+		for worst >= 0 && len(q.buckets[worst]) == 0 {
+			worst--
+		}
+		q.dropped++
+		if worst < int(hops) {
+			return false // the newcomer is the most travelled
+		}
+		q.buckets[worst] = q.buckets[worst][:len(q.buckets[worst])-1]
+		q.size--
+		q.buckets[hops] = append(q.buckets[hops], queued{cs, hops})
+		q.size++
+		return false
+	}
+	q.buckets[hops] = append(q.buckets[hops], queued{cs, hops})
+	q.size++
+	return true
+}
+
+// pop takes up to n changesets, fewest hops first.
+func (q *sendQueue) pop(n int) []queued {
+	var out []queued
+	for h := range q.buckets {
+		for len(q.buckets[h]) > 0 && len(out) < n {
+			out = append(out, q.buckets[h][0])
+			q.buckets[h][0] = queued{}
+			q.buckets[h] = q.buckets[h][1:]
+			q.size--
+		}
+	}
+	return out
+}
+
+func (q *sendQueue) len() int { return q.size }
+
+// seenSet remembers which (actor, version) pairs arrived by broadcast, so
+// a node relays each only the first time, whether or not it could apply it.
+type seenSet struct {
+	actors map[crdt.ActorID]*crdt.RangeSet
+}
+
+func newSeenSet() *seenSet { return &seenSet{actors: map[crdt.ActorID]*crdt.RangeSet{}} }
+
+// see records (a, v) and reports whether it was new.
+func (s *seenSet) see(a crdt.ActorID, v uint64) bool {
+	rs := s.actors[a]
+	if rs == nil {
+		rs = &crdt.RangeSet{}
+		s.actors[a] = rs
+	}
+	if rs.Contains(v) {
+		return false
+	}
+	rs.Add(v)
+	return true
+}
+
+// Member is a peer as the data plane sees it.
+type Member struct {
+	Name     string
+	Actor    crdt.ActorID
+	Region   string
+	QUICAddr string
+	APIAddr  string
+	GRPCAddr string
+	Alive    bool // not suspect, not dead, not left
+}
+
+// pickTargets chooses up to fanout distinct alive members other than
+// self, at random.
+func pickTargets(members []Member, self string, fanout int, rnd *rand.Rand) []Member {
+	var pool []Member
+	for _, m := range members {
+		if m.Alive && m.Name != self && m.QUICAddr != "" {
+			pool = append(pool, m)
+		}
+	}
+	rnd.Shuffle(len(pool), func(i, j int) { pool[i], pool[j] = pool[j], pool[i] })
+	if len(pool) > fanout {
+		pool = pool[:fanout]
+	}
+	return pool
+}

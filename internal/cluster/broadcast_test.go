@@ -1,0 +1,77 @@
+package cluster
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+func TestMaxTransmissions(t *testing.T) {
+	for _, c := range []struct{ mult, n, want int }{{2, 1, 2}, {2, 3, 4}, {2, 4, 6}, {2, 7, 6}, {3, 1000, 30}, {1, 0, 1}} {
+		if got := MaxTransmissions(c.mult, c.n); got != c.want {
+			t.Errorf("MaxTransmissions(%d, %d) = %d, want %d", c.mult, c.n, got, c.want)
+		}
+	}
+}
+
+func TestSendQueuePriorityAndDrops(t *testing.T) {
+	q := newSendQueue(3)
+	cs := func(v uint64) *crdt.Changeset { return &crdt.Changeset{Version: v} }
+	q.push(cs(1), 2)
+	q.push(cs(2), 0)
+	q.push(cs(3), 1)
+	if ok := q.push(cs(4), 0); ok {
+		t.Fatal("push into a full queue reported no drop")
+	}
+	// The most travelled (version 1, 2 hops) made room for version 4.
+	got := q.pop(10)
+	var versions []uint64
+	for _, g := range got {
+		versions = append(versions, g.cs.Version)
+	}
+	if len(versions) != 3 || versions[0] != 2 || versions[1] != 4 || versions[2] != 3 {
+		t.Fatalf("pop order %v, want [2 4 3]", versions)
+	}
+	q.push(cs(5), 0)
+	q.push(cs(6), 0)
+	q.push(cs(7), 0)
+	if q.push(cs(8), 5); q.len() != 3 || q.dropped != 2 {
+		t.Fatalf("a newcomer with the most hops must be the one dropped: len %d dropped %d", q.len(), q.dropped)
+	}
+}
+
+func TestSeenSet(t *testing.T) {
+	s := newSeenSet()
+	a := crdt.ActorID{1}
+	if !s.see(a, 3) || s.see(a, 3) || !s.see(a, 2) || !s.see(crdt.ActorID{2}, 3) {
+		t.Fatal("seen set")
+	}
+}
+
+func TestPickTargets(t *testing.T) {
+	members := []Member{
+		{Name: "self", Alive: true, QUICAddr: "x"},
+		{Name: "a", Alive: true, QUICAddr: "x"},
+		{Name: "b", Alive: true, QUICAddr: "x"},
+		{Name: "suspect", Alive: false, QUICAddr: "x"},
+		{Name: "c", Alive: true, QUICAddr: "x"},
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	seen := map[string]bool{}
+	for i := 0; i < 100; i++ {
+		got := pickTargets(members, "self", 2, rnd)
+		if len(got) != 2 || got[0].Name == got[1].Name {
+			t.Fatalf("picked %v", got)
+		}
+		for _, m := range got {
+			if m.Name == "self" || m.Name == "suspect" {
+				t.Fatalf("picked %s", m.Name)
+			}
+			seen[m.Name] = true
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("not random: only %v picked", seen)
+	}
+}

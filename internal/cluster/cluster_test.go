@@ -1,0 +1,440 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/patina-db/patina/internal/cluster"
+	"github.com/patina-db/patina/internal/store"
+	"github.com/patina-db/patina/schemas"
+)
+
+type testNode struct {
+	name string
+	path string
+	st   *store.Store
+	node *cluster.Node
+}
+
+type testCluster struct {
+	t      *testing.T
+	name   string
+	ca     *cluster.CA
+	faults *cluster.Faults
+	nodes  []*testNode
+	tweak  func(*cluster.Config)
+	dir    string
+	logger *slog.Logger
+	schema string
+}
+
+func newTestCluster(t *testing.T, n int, tweak func(*cluster.Config)) *testCluster {
+	t.Helper()
+	ca, err := cluster.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &testCluster{t: t, name: "ams", ca: ca, faults: &cluster.Faults{}, tweak: tweak, dir: t.TempDir(),
+		logger: slog.New(slog.NewTextHandler(io.Discard, nil)), schema: schemas.Regional()}
+	for i := 0; i < n; i++ {
+		c.add()
+	}
+	t.Cleanup(c.stop)
+	return c
+}
+
+// add starts a new node that joins through the first one.
+func (c *testCluster) add() *testNode {
+	c.t.Helper()
+	name := fmt.Sprintf("n%d", len(c.nodes))
+	tn := &testNode{name: name, path: filepath.Join(c.dir, name+".db")}
+	c.nodes = append(c.nodes, tn)
+	c.start(tn)
+	return tn
+}
+
+func (c *testCluster) start(tn *testNode) {
+	c.t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{Path: tn.path})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := st.ApplySchemaSQL(ctx, c.schema); err != nil {
+		c.t.Fatal(err)
+	}
+	creds, err := cluster.DevCredentials(c.ca, tn.name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cfg := cluster.Config{Name: tn.name, Cluster: c.name, Region: "ams", GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0",
+		Credentials: creds, Local: true, SyncInterval: 300 * time.Millisecond, RetryInterval: 200 * time.Millisecond}
+	for _, other := range c.nodes {
+		if other != tn && other.node != nil {
+			cfg.Bootstrap = append(cfg.Bootstrap, other.node.GossipAddr())
+			break
+		}
+	}
+	if c.tweak != nil {
+		c.tweak(&cfg)
+	}
+	node, err := cluster.Start(ctx, cfg, st, c.faults, c.logger)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	st.OnCommit(func(v uint64) { node.Committed(context.Background(), v) })
+	tn.st, tn.node = st, node
+}
+
+// kill stops a node, keeping its database.
+func (c *testCluster) kill(tn *testNode) {
+	tn.node.Close()
+	tn.st.Close()
+	tn.node, tn.st = nil, nil
+}
+
+func (c *testCluster) stop() {
+	for _, tn := range c.nodes {
+		if tn.node != nil {
+			c.kill(tn)
+		}
+	}
+}
+
+func (c *testCluster) live() []*testNode {
+	var out []*testNode
+	for _, tn := range c.nodes {
+		if tn.node != nil {
+			out = append(out, tn)
+		}
+	}
+	return out
+}
+
+// waitMembers waits until every live node sees want alive members.
+func (c *testCluster) waitMembers(want int) {
+	c.t.Helper()
+	waitFor(c.t, 30*time.Second, fmt.Sprintf("%d alive members everywhere", want), func() bool {
+		for _, tn := range c.live() {
+			if alive, _, _ := tn.node.MemberStates(); alive != want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitConverged waits until every live node holds the same digest and
+// no gaps.
+func (c *testCluster) waitConverged(timeout time.Duration) {
+	c.t.Helper()
+	var last []string
+	ok := poll(timeout, func() bool {
+		last = last[:0]
+		var first string
+		same := true
+		for i, tn := range c.live() {
+			d, err := tn.st.Digest(context.Background())
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			last = append(last, fmt.Sprintf("%s=%s gaps=%d", tn.name, d[:12], tn.st.Gaps()))
+			if i == 0 {
+				first = d
+			}
+			if d != first || tn.st.Gaps() != 0 {
+				same = false
+			}
+		}
+		return same
+	})
+	if !ok {
+		c.t.Fatalf("no convergence within %s: %v", timeout, last)
+	}
+}
+
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// writeRandomly runs ops random transactions on a node against a few
+// shared rows: inserts, updates, deletes and re-inserts.
+func writeRandomly(t *testing.T, tn *testNode, seed uint64, ops int) {
+	rnd := rand.New(rand.NewPCG(seed, 1))
+	ctx := context.Background()
+	for i := 0; i < ops; i++ {
+		id := fmt.Sprintf("m%d", rnd.IntN(8))
+		var q store.Statement
+		switch rnd.IntN(4) {
+		case 0, 1:
+			q = store.Statement{SQL: `INSERT INTO machines (id, app, state, port) VALUES (?, ?, ?, ?)
+				ON CONFLICT (id) DO UPDATE SET app = excluded.app, state = excluded.state, port = excluded.port`,
+				Args: []any{id, fmt.Sprint("app", rnd.IntN(3)), []string{"started", "stopped"}[rnd.IntN(2)], int64(rnd.IntN(5))}}
+		case 2:
+			q = store.Statement{SQL: `UPDATE machines SET host = ? WHERE id = ?`, Args: []any{fmt.Sprint("h", rnd.IntN(4)), id}}
+		default:
+			q = store.Statement{SQL: `DELETE FROM machines WHERE id = ?`, Args: []any{id}}
+		}
+		if _, err := tn.st.Transact(ctx, []store.Statement{q}); err != nil {
+			t.Errorf("%s: %v", tn.name, err)
+			return
+		}
+	}
+}
+
+func writeEverywhere(t *testing.T, nodes []*testNode, ops int) {
+	var wg sync.WaitGroup
+	for i, tn := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			writeRandomly(t, tn, uint64(i)+uint64(time.Now().UnixNano()), ops)
+		}()
+	}
+	wg.Wait()
+}
+
+func TestFiveNodesConverge(t *testing.T) {
+	c := newTestCluster(t, 5, nil)
+	c.waitMembers(5)
+	writeEverywhere(t, c.nodes, 200)
+	c.waitConverged(60 * time.Second)
+}
+
+func TestConvergeWithBroadcastLoss(t *testing.T) {
+	c := newTestCluster(t, 5, nil)
+	c.waitMembers(5)
+	c.faults.DropBroadcasts(0.3)
+	writeEverywhere(t, c.nodes, 200)
+	c.waitConverged(60 * time.Second)
+	var failures uint64
+	for _, tn := range c.nodes {
+		failures += tn.node.Stats.BroadcastFailures.Load()
+	}
+	if failures == 0 {
+		t.Fatal("no broadcast was dropped: the fault did not apply")
+	}
+}
+
+func TestPartitionHeals(t *testing.T) {
+	c := newTestCluster(t, 5, nil)
+	c.waitMembers(5)
+	c.faults.Partition([]string{"n0", "n1"}, []string{"n2", "n3", "n4"})
+	writeEverywhere(t, c.nodes, 100)
+	// Each side converges on its own, and the sides differ.
+	d0, _ := c.nodes[0].st.Digest(context.Background())
+	d2, _ := c.nodes[2].st.Digest(context.Background())
+	if d0 == d2 {
+		t.Fatal("partitioned sides hold the same state: the partition did not apply")
+	}
+	c.faults.Partition()
+	c.waitConverged(60 * time.Second)
+}
+
+func TestRestartedAndNewNodesCatchUp(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.waitMembers(3)
+	down := c.nodes[2]
+	c.kill(down)
+	ctx := context.Background()
+	const versions = 10_000
+	for i := 0; i < versions; i++ {
+		if _, err := c.nodes[0].st.Transact(ctx, []store.Statement{{SQL: `INSERT INTO machines (id, port) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET port = excluded.port`, Args: []any{fmt.Sprint("m", i%500), int64(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.nodes[0].st.Head() != versions {
+		t.Fatalf("head %d", c.nodes[0].st.Head())
+	}
+	c.start(down) // same database, behind by 10k versions
+	late := c.add()
+	c.waitConverged(90 * time.Second)
+	if late.st.Bookkeeping().Head(c.nodes[0].st.Actor()) != versions {
+		t.Fatal("the late node does not know every version")
+	}
+}
+
+func TestOtherCAAndOtherClusterAreRefused(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.waitMembers(3)
+	ctx := context.Background()
+	open := func(name string) *store.Store {
+		st, err := store.Open(ctx, store.Config{Path: filepath.Join(c.dir, name+".db")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.ApplySchemaSQL(ctx, c.schema); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	otherCA, _ := cluster.NewCA("other")
+	badCreds, _ := cluster.DevCredentials(otherCA, "intruder")
+	goodCreds, _ := cluster.DevCredentials(c.ca, "foreigner")
+	var outsiders []*store.Store
+	var intruder *cluster.Node
+	for _, o := range []struct {
+		name, cluster string
+		creds         *cluster.Credentials
+	}{{"intruder", "ams", badCreds}, {"foreigner", "iad", goodCreds}} {
+		st := open(o.name)
+		node, err := cluster.Start(ctx, cluster.Config{Name: o.name, Cluster: o.cluster, GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0",
+			Credentials: o.creds, Local: true, SyncInterval: 200 * time.Millisecond, Bootstrap: []string{c.nodes[0].node.GossipAddr()}}, st, nil, c.logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { node.Close() })
+		if o.name == "intruder" {
+			intruder = node
+		}
+		st.OnCommit(func(v uint64) { node.Committed(ctx, v) })
+		if _, err := st.Transact(ctx, []store.Statement{{SQL: `INSERT INTO machines (id) VALUES (?)`, Args: []any{o.name}}}); err != nil {
+			t.Fatal(err)
+		}
+		outsiders = append(outsiders, st)
+	}
+	writeEverywhere(t, c.nodes, 50)
+	c.waitConverged(30 * time.Second)
+	// The intruder shares the gossip label, so it sees the members and
+	// keeps trying to sync with them; the members keep trying to send to it.
+	waitFor(t, 30*time.Second, "the intruder's sync attempts", func() bool {
+		var memberFailures uint64
+		for _, tn := range c.nodes {
+			memberFailures += tn.node.Stats.BroadcastFailures.Load()
+		}
+		return intruder.Stats.SyncRounds.Load() >= 3 && memberFailures > 0
+	})
+	for i, st := range outsiders {
+		if st.Head() != 1 || len(st.Bookkeeping().Actors()) != 1 {
+			t.Errorf("outsider %d received data: it knows %d actors", i, len(st.Bookkeeping().Actors()))
+		}
+	}
+	for _, tn := range c.nodes {
+		if n := len(tn.st.Bookkeeping().Actors()); n != 3 {
+			t.Errorf("%s knows %d actors, want the 3 members only", tn.name, n)
+		}
+		for _, m := range tn.node.Members() {
+			if m.Name == "foreigner" {
+				t.Errorf("%s lists the other cluster's node as a member", tn.name)
+			}
+		}
+	}
+}
+
+// TestGarbageDoesNotHurt sends random bytes to every QUIC and gossip port
+// (UDP and TCP); the cluster keeps converging.
+func TestGarbageDoesNotHurt(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.waitMembers(3)
+	rnd := rand.New(rand.NewPCG(7, 7))
+	junk := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rnd.IntN(256))
+		}
+		return b
+	}
+	for _, tn := range c.nodes {
+		for _, addr := range []string{tn.node.QUICAddr(), tn.node.GossipAddr()} {
+			u, err := net.Dial("udp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 200; i++ {
+				u.Write(junk(1 + rnd.IntN(1400)))
+			}
+			u.Close()
+		}
+		for i := 0; i < 20; i++ {
+			conn, err := net.DialTimeout("tcp", tn.node.GossipAddr(), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetDeadline(time.Now().Add(time.Second))
+			conn.Write(junk(1 + rnd.IntN(4096)))
+			conn.Close()
+		}
+	}
+	writeEverywhere(t, c.nodes, 50)
+	c.waitConverged(30 * time.Second)
+	c.waitMembers(3)
+}
+
+// TestFailedApplyDoesNotStorm: a version one node cannot apply (it lacks
+// a column) is retried there, never relayed; the broadcast messages that
+// carry it stay within fanout × max_transmissions × n, and once the node
+// has the column, the version applies.
+func TestFailedApplyDoesNotStorm(t *testing.T) {
+	c := newTestCluster(t, 5, nil)
+	c.waitMembers(5)
+	ctx := context.Background()
+	for _, tn := range c.nodes[:4] {
+		if err := tn.st.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lacking := c.nodes[4]
+	if _, err := c.nodes[0].st.Transact(ctx, []store.Statement{{SQL: `INSERT INTO machines (id, cpus) VALUES ('m1', 4)`}}); err != nil {
+		t.Fatal(err)
+	}
+	sent := func() (total uint64) {
+		for _, tn := range c.nodes {
+			total += tn.node.Stats.ChangesetsSent.Load()
+		}
+		return total
+	}
+	waitFor(t, 30*time.Second, "the lacking node to fail the version", func() bool { return lacking.node.Stats.ApplyFailures.Load() > 0 })
+	// Wait for broadcasting to settle: nothing queued and the count still.
+	var last uint64
+	stable := 0
+	waitFor(t, 30*time.Second, "broadcasts to settle", func() bool {
+		n := sent()
+		queued := 0
+		for _, tn := range c.nodes {
+			queued += tn.node.QueueSize()
+		}
+		if n == last && queued == 0 {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = n
+		return stable >= 10
+	})
+	limit := uint64(3 * cluster.MaxTransmissions(2, 5) * 5)
+	if n := sent(); n > limit {
+		t.Fatalf("the version was sent %d times, above fanout × max_transmissions × n = %d", n, limit)
+	}
+	if lacking.st.Knows(c.nodes[0].st.Actor(), 1) {
+		t.Fatal("the version applied without the column")
+	}
+	if err := lacking.st.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitConverged(30 * time.Second)
+}

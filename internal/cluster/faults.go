@@ -1,0 +1,68 @@
+package cluster
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Faults injects failures into the data plane, for tests and benchmarks:
+// dropping a share of broadcasts, delaying messages, and partitioning the
+// members into groups that cannot reach each other. The zero value (and a
+// nil *Faults) injects nothing.
+type Faults struct {
+	mu        sync.Mutex
+	dropRate  float64
+	delay     time.Duration
+	partition map[string]int // member name → group; members in different groups are cut off
+	rnd       *rand.Rand
+}
+
+// DropBroadcasts makes a share (0..1) of outgoing broadcast messages vanish.
+func (f *Faults) DropBroadcasts(rate float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dropRate = rate
+}
+
+// Delay holds every outgoing message for d.
+func (f *Faults) Delay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = d
+}
+
+// Partition cuts the named members into groups; members not named are in
+// group 0 with each other. Partition() with no groups heals.
+func (f *Faults) Partition(groups ...[]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.partition = map[string]int{}
+	for i, g := range groups {
+		for _, name := range g {
+			f.partition[name] = i + 1
+		}
+	}
+}
+
+// allow decides one message from one member to another: whether it may
+// go, and after how long.
+func (f *Faults) allow(from, to string, broadcast bool) (bool, time.Duration) {
+	if f == nil {
+		return true, 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.partition[from] != f.partition[to] {
+		return false, 0
+	}
+	if broadcast && f.dropRate > 0 {
+		if f.rnd == nil {
+			f.rnd = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+		}
+		if f.rnd.Float64() < f.dropRate {
+			return false, 0
+		}
+	}
+	return true, f.delay
+}

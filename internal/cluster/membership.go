@@ -1,0 +1,182 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/patina-db/patina/internal/crdt"
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
+)
+
+// membership wraps memberlist: SWIM failure detection, this member's
+// metadata, and the refusal of members of other clusters.
+type membership struct {
+	ml      *memberlist.Memberlist
+	cluster string
+	meta    []byte
+}
+
+// metaLimit is memberlist's bound on node metadata.
+const metaLimit = memberlist.MetaMaxSize
+
+func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
+	data, err := proto.Marshal(meta)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > metaLimit {
+		return nil, fmt.Errorf("member metadata is %d bytes, above memberlist's %d", len(data), metaLimit)
+	}
+	m := &membership{cluster: cfg.Cluster, meta: data}
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Local {
+		mc = memberlist.DefaultLocalConfig()
+	}
+	host, port, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return nil, err
+	}
+	mc.BindAddr = host
+	if mc.BindPort, err = strconv.Atoi(port); err != nil {
+		return nil, fmt.Errorf("gossip port %q: %w", port, err)
+	}
+	mc.AdvertisePort = mc.BindPort
+	if cfg.AdvertiseAddr != "" {
+		ah, ap, err := net.SplitHostPort(cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, err
+		}
+		mc.AdvertiseAddr = ah
+		if mc.AdvertisePort, err = strconv.Atoi(ap); err != nil {
+			return nil, err
+		}
+	}
+	mc.Name = cfg.Name
+	// Packets of another cluster carry another label and are dropped
+	// before they are parsed.
+	mc.Label = "patina/" + cfg.Cluster
+	mc.SecretKey = cfg.SecretKey
+	mc.Delegate = m
+	mc.Alive = m
+	mc.Merge = m
+	mc.Logger = log.New(io.Discard, "", 0)
+	if m.ml, err = memberlist.Create(mc); err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	return m, nil
+}
+
+// Delegate: only the metadata is used; data travels over QUIC.
+func (m *membership) NodeMeta(limit int) []byte                  { return m.meta }
+func (m *membership) NotifyMsg([]byte)                           {}
+func (m *membership) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (m *membership) LocalState(join bool) []byte                { return nil }
+func (m *membership) MergeRemoteState(buf []byte, join bool)     {}
+
+// NotifyAlive refuses a member of another cluster (or with unreadable
+// metadata): memberlist then ignores it.
+func (m *membership) NotifyAlive(peer *memberlist.Node) error { return m.check(peer) }
+
+// NotifyMerge refuses to merge with a cluster containing foreign members.
+func (m *membership) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if err := m.check(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *membership) check(peer *memberlist.Node) error {
+	meta, err := decodeMeta(peer.Meta)
+	if err != nil {
+		return fmt.Errorf("member %s: %w", peer.Name, err)
+	}
+	if meta.GetCluster() != m.cluster {
+		return fmt.Errorf("member %s is in cluster %q, not %q", peer.Name, meta.GetCluster(), m.cluster)
+	}
+	return nil
+}
+
+func decodeMeta(data []byte) (*wirev1.NodeMeta, error) {
+	var meta wirev1.NodeMeta
+	if err := proto.Unmarshal(data, &meta); err != nil {
+		return nil, fmt.Errorf("unreadable metadata: %w", err)
+	}
+	return &meta, nil
+}
+
+// members lists the cluster as this member sees it.
+func (m *membership) members() []Member {
+	var out []Member
+	for _, n := range m.ml.Members() {
+		meta, err := decodeMeta(n.Meta)
+		if err != nil {
+			continue
+		}
+		a, _ := crdt.ActorIDFromBytes(meta.GetActor())
+		out = append(out, Member{
+			Name: n.Name, Actor: a, Region: meta.GetRegion(), QUICAddr: meta.GetQuicAddr(),
+			APIAddr: meta.GetApiAddr(), GRPCAddr: meta.GetGrpcAddr(),
+			Alive: n.State == memberlist.StateAlive,
+		})
+	}
+	return out
+}
+
+// states counts members by SWIM state.
+func (m *membership) states() (alive, suspect, dead int) {
+	for _, n := range m.ml.Members() {
+		switch n.State {
+		case memberlist.StateAlive:
+			alive++
+		case memberlist.StateSuspect:
+			suspect++
+		default:
+			dead++
+		}
+	}
+	return
+}
+
+// joinLoop joins through the bootstrap members, retrying until one
+// answers or ctx ends.
+func (m *membership) joinLoop(ctx context.Context, bootstrap []string, logf func(string, ...any)) {
+	if len(bootstrap) == 0 {
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		n, err := m.ml.Join(bootstrap)
+		if n > 0 {
+			return
+		}
+		if attempt%10 == 0 {
+			logf("gossip join failed, retrying", "bootstrap", bootstrap, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// leave announces departure and stops gossip.
+func (m *membership) leave(timeout time.Duration) error {
+	err := m.ml.Leave(timeout)
+	return errors.Join(err, m.ml.Shutdown())
+}
+
+func (m *membership) addr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}

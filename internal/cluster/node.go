@@ -1,0 +1,514 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/patina-db/patina/internal/crdt"
+	"github.com/patina-db/patina/internal/store"
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
+)
+
+// Store is what a cluster member needs of its database.
+type Store interface {
+	Actor() crdt.ActorID
+	Knows(a crdt.ActorID, v uint64) bool
+	Bookkeeping() *crdt.Bookkeeping
+	Changes(ctx context.Context, a crdt.ActorID, v uint64) (*crdt.Changeset, bool, error)
+	Apply(ctx context.Context, changesets []*crdt.Changeset) (store.ApplyResult, error)
+}
+
+// Stats are a member's data-plane counters.
+type Stats struct {
+	BroadcastsSent    atomic.Uint64 // messages
+	BroadcastFailures atomic.Uint64 // sends that failed (or a fault dropped)
+	ChangesetsSent    atomic.Uint64 // changesets inside those messages
+	Received          atomic.Uint64 // changesets received by broadcast
+	Duplicates        atomic.Uint64 // received ones already seen or known
+	Invalid           atomic.Uint64 // received ones that failed validation
+	ApplyFailures     atomic.Uint64 // versions that could not be applied (retried locally)
+	QueueDropped      atomic.Uint64
+	SyncRounds        atomic.Uint64
+	SyncPulled        atomic.Uint64 // versions received by sync
+	SyncServed        atomic.Uint64 // versions sent by sync
+	SyncRefused       atomic.Uint64 // exchanges refused at the serve limit
+}
+
+// versionKey names a version.
+type versionKey struct {
+	actor   crdt.ActorID
+	version uint64
+}
+
+// maxFailed bounds the versions kept for local retry; beyond it, sync
+// brings them again.
+const maxFailed = 10_000
+
+// Node is one member of a cluster.
+type Node struct {
+	cfg    Config
+	st     Store
+	log    *slog.Logger
+	faults *Faults
+	tr     *transport
+	ms     *membership
+	Stats  Stats
+
+	mu      sync.Mutex
+	queue   *sendQueue
+	seen    *seenSet
+	failed  map[versionKey]*crdt.Changeset
+	rnd     *rand.Rand
+	serving chan struct{} // sync serve slots
+
+	wake   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start joins (or starts) the cluster. faults may be nil.
+func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.Logger) (*Node, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{
+		cfg: cfg, st: st, log: log, faults: faults,
+		queue: newSendQueue(cfg.QueueLimit), seen: newSeenSet(), failed: map[versionKey]*crdt.Changeset{},
+		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(st.Actor()[0]))),
+		serving: make(chan struct{}, cfg.SyncServeLimit),
+		wake:    make(chan struct{}, 1),
+	}
+	actor := st.Actor()
+	var err error
+	if n.tr, err = newTransport(cfg.QUICAddr, cfg.Cluster, cfg.Name, actor, cfg.Credentials, n, log); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	gossipAddr := cfg.GossipAddr
+	if n.cfg.Name == "" {
+		host, _ := os.Hostname()
+		n.cfg.Name = host + "/" + actor.String()[:8]
+	}
+	n.tr.self.Name = n.cfg.Name
+	meta := &wirev1.NodeMeta{Actor: actor[:], Cluster: cfg.Cluster, Region: cfg.Region, QuicAddr: advertised(n.tr.addr(), gossipAddr), ApiAddr: cfg.APIAddr, GrpcAddr: cfg.GRPCAddr}
+	if n.ms, err = newMembership(&n.cfg, meta); err != nil {
+		n.tr.close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	n.spawn(func() { n.tr.run(ctx) })
+	n.spawn(func() { n.ms.joinLoop(ctx, cfg.Bootstrap, n.log.Warn) })
+	n.spawn(func() { n.broadcastLoop(ctx) })
+	n.spawn(func() { n.syncLoop(ctx) })
+	n.spawn(func() { n.retryLoop(ctx) })
+	log.Info("cluster member started", "name", n.cfg.Name, "cluster", cfg.Cluster, "gossip", n.ms.addr(), "quic", n.tr.addr())
+	return n, nil
+}
+
+// advertised replaces an unspecified host in a bound address with the
+// gossip address's host.
+func advertised(bound, gossip string) string {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if gh, _, err := net.SplitHostPort(gossip); err == nil {
+			host = gh
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (n *Node) spawn(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+// Name is this member's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// GossipAddr is the address other members join through.
+func (n *Node) GossipAddr() string { return n.ms.addr() }
+
+// QUICAddr is the data plane's address.
+func (n *Node) QUICAddr() string { return n.tr.addr() }
+
+// Members lists the cluster as this member sees it, itself included.
+func (n *Node) Members() []Member { return n.ms.members() }
+
+// MemberStates counts members by SWIM state.
+func (n *Node) MemberStates() (alive, suspect, dead int) { return n.ms.states() }
+
+// QueueSize is the number of changesets waiting to be broadcast.
+func (n *Node) QueueSize() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.queue.len()
+}
+
+// Close leaves the cluster and stops every goroutine.
+func (n *Node) Close() error {
+	n.cancel()
+	err := n.ms.leave(time.Second)
+	n.tr.close()
+	n.wg.Wait()
+	return err
+}
+
+// Committed announces a local version: it goes out with the next batch.
+func (n *Node) Committed(ctx context.Context, v uint64) {
+	cs, _, err := n.st.Changes(ctx, n.st.Actor(), v)
+	if err != nil {
+		n.log.Warn("read committed version", "version", v, "err", err)
+		return // sync will send it
+	}
+	n.mu.Lock()
+	n.seen.see(cs.Actor, cs.Version)
+	if !n.queue.push(cs, 0) {
+		n.Stats.QueueDropped.Add(1)
+	}
+	n.mu.Unlock()
+	n.poke()
+}
+
+func (n *Node) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// maxBatch is how many changesets one broadcast message carries at most.
+const maxBatch = 128
+
+func (n *Node) broadcastLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.wake:
+		}
+		// Micro-batch: let the versions committed meanwhile join.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(n.cfg.BatchDelay):
+		}
+		for {
+			n.mu.Lock()
+			batch := n.queue.pop(maxBatch)
+			n.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			n.send(ctx, batch)
+		}
+	}
+}
+
+// send gives every changeset of the batch to Fanout random alive members,
+// one message per member.
+func (n *Node) send(ctx context.Context, batch []queued) {
+	members := n.ms.members()
+	perTarget := map[string]*wirev1.Broadcast{}
+	targets := map[string]Member{}
+	n.mu.Lock()
+	for _, q := range batch {
+		for _, m := range pickTargets(members, n.cfg.Name, n.cfg.Fanout, n.rnd) {
+			b := perTarget[m.Name]
+			if b == nil {
+				b = &wirev1.Broadcast{}
+				perTarget[m.Name] = b
+				targets[m.Name] = m
+			}
+			b.Changesets = append(b.Changesets, toWire(q.cs, q.hops, false))
+		}
+	}
+	n.mu.Unlock()
+	var wg sync.WaitGroup
+	for name, b := range perTarget {
+		m := targets[name]
+		ok, delay := n.faults.allow(n.cfg.Name, m.Name, true)
+		if !ok {
+			n.Stats.BroadcastFailures.Add(1)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if delay > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(delay):
+				}
+			}
+			if err := n.tr.sendBroadcast(ctx, m.QUICAddr, b); err != nil {
+				n.Stats.BroadcastFailures.Add(1)
+				n.log.Debug("broadcast failed", "to", m.Name, "err", err)
+				return
+			}
+			n.Stats.BroadcastsSent.Add(1)
+			n.Stats.ChangesetsSent.Add(uint64(len(b.Changesets)))
+		}()
+	}
+	wg.Wait()
+}
+
+// handleBroadcast applies what is new in a broadcast and relays what
+// applied, once, while its hop count allows.
+func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broadcast) {
+	type fresh struct {
+		cs   *crdt.Changeset
+		hops uint32
+	}
+	var batch []fresh
+	for _, w := range b.GetChangesets() {
+		n.Stats.Received.Add(1)
+		cs, err := fromWire(w)
+		if err != nil {
+			n.Stats.Invalid.Add(1)
+			n.log.Debug("invalid changeset", "from", from, "err", err)
+			continue
+		}
+		if n.st.Knows(cs.Actor, cs.Version) {
+			n.Stats.Duplicates.Add(1)
+			continue
+		}
+		n.mu.Lock()
+		isNew := n.seen.see(cs.Actor, cs.Version)
+		n.mu.Unlock()
+		if !isNew {
+			n.Stats.Duplicates.Add(1)
+			continue
+		}
+		batch = append(batch, fresh{cs, w.GetHops()})
+	}
+	if len(batch) == 0 {
+		return
+	}
+	css := make([]*crdt.Changeset, len(batch))
+	for i, f := range batch {
+		css[i] = f.cs
+	}
+	failed := n.apply(ctx, css)
+	limit := uint32(MaxTransmissions(n.cfg.TransmitMult, len(n.ms.members())))
+	n.mu.Lock()
+	for _, f := range batch {
+		if failed[versionKey{f.cs.Actor, f.cs.Version}] {
+			continue // retried locally, never relayed
+		}
+		if f.hops+1 < limit {
+			if !n.queue.push(f.cs, f.hops+1) {
+				n.Stats.QueueDropped.Add(1)
+			}
+		}
+	}
+	n.mu.Unlock()
+	n.poke()
+}
+
+// apply applies changesets and keeps the ones that failed for local
+// retry; it returns them.
+func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]bool {
+	failed := map[versionKey]bool{}
+	res, err := n.st.Apply(ctx, css)
+	if err != nil {
+		n.log.Warn("apply failed", "changesets", len(css), "err", err)
+		for _, cs := range css {
+			failed[versionKey{cs.Actor, cs.Version}] = true
+		}
+	}
+	for _, e := range res.Failed {
+		var ae *store.ApplyError
+		if errors.As(e, &ae) {
+			failed[versionKey{ae.Actor, ae.Version}] = true
+			n.log.Debug("version not applied, will retry", "err", e)
+		}
+	}
+	if len(failed) == 0 {
+		return failed
+	}
+	n.Stats.ApplyFailures.Add(uint64(len(failed)))
+	n.mu.Lock()
+	for _, cs := range css {
+		k := versionKey{cs.Actor, cs.Version}
+		if failed[k] && len(n.failed) < maxFailed {
+			n.failed[k] = cs
+		}
+	}
+	n.mu.Unlock()
+	return failed
+}
+
+// retryLoop re-applies versions that failed, on this node only.
+func (n *Node) retryLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		var css []*crdt.Changeset
+		for k, cs := range n.failed {
+			delete(n.failed, k)
+			if !n.st.Knows(k.actor, k.version) {
+				css = append(css, cs)
+			}
+		}
+		n.mu.Unlock()
+		if len(css) > 0 {
+			n.apply(ctx, css)
+		}
+	}
+}
+
+func (n *Node) syncLoop(ctx context.Context) {
+	for {
+		jitter := time.Duration(n.rndInt64(int64(n.cfg.SyncInterval)/2)) - n.cfg.SyncInterval/4
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(n.cfg.SyncInterval + jitter):
+		}
+		n.mu.Lock()
+		peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd)
+		n.mu.Unlock()
+		for _, p := range peers {
+			if err := n.SyncWith(ctx, p); err != nil {
+				n.log.Debug("sync failed", "peer", p.Name, "err", err)
+			}
+		}
+	}
+}
+
+func (n *Node) rndInt64(max int64) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if max <= 0 {
+		return 0
+	}
+	return n.rnd.Int64N(max)
+}
+
+// syncState is this node's bookkeeping as a peer reads it: per actor the
+// head and the gaps below it.
+func syncState(b *crdt.Bookkeeping) *wirev1.SyncState {
+	s := &wirev1.SyncState{}
+	for _, a := range b.Actors() {
+		av := &wirev1.ActorVersions{Actor: append([]byte(nil), a[:]...), Head: b.Head(a)}
+		for _, g := range b.Gaps(a) {
+			av.Gaps = append(av.Gaps, &wirev1.Range{Start: g.Start, End: g.End})
+		}
+		s.Actors = append(s.Actors, av)
+	}
+	return s
+}
+
+// SyncWith pulls from peer every version it has and this node lacks.
+func (n *Node) SyncWith(ctx context.Context, peer Member) error {
+	if ok, _ := n.faults.allow(n.cfg.Name, peer.Name, false); !ok {
+		return fmt.Errorf("sync with %s: cut off", peer.Name)
+	}
+	n.Stats.SyncRounds.Add(1)
+	return n.tr.sync(ctx, peer.QUICAddr, syncState(n.st.Bookkeeping()), func(c *wirev1.SyncChunk) error {
+		var css []*crdt.Changeset
+		for _, w := range c.GetChangesets() {
+			cs, err := fromWire(w)
+			if err != nil {
+				n.Stats.Invalid.Add(1)
+				continue
+			}
+			css = append(css, cs)
+		}
+		if len(css) > 0 {
+			n.Stats.SyncPulled.Add(uint64(len(css)))
+			n.apply(ctx, css)
+		}
+		return nil
+	})
+}
+
+// syncChunkSize bounds the changesets of one sync chunk.
+const syncChunkSize = 256
+
+// handleSync streams to a peer what it lacks, newest versions first.
+func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncState, send func(*wirev1.SyncChunk) error) error {
+	select {
+	case n.serving <- struct{}{}:
+		defer func() { <-n.serving }()
+	default:
+		n.Stats.SyncRefused.Add(1)
+		return send(&wirev1.SyncChunk{Done: true})
+	}
+	if ok, _ := n.faults.allow(n.cfg.Name, from, false); !ok {
+		return send(&wirev1.SyncChunk{Done: true})
+	}
+	peer := map[crdt.ActorID]*crdt.RangeSet{}
+	for _, av := range state.GetActors() {
+		a, err := crdt.ActorIDFromBytes(av.GetActor())
+		if err != nil {
+			return fmt.Errorf("sync state from %s: %w", from, err)
+		}
+		gaps := make([]crdt.Range, 0, len(av.GetGaps()))
+		for _, g := range av.GetGaps() {
+			gaps = append(gaps, crdt.Range{Start: g.GetStart(), End: g.GetEnd()})
+		}
+		peer[a] = crdt.HeadAndGaps(av.GetHead(), gaps)
+	}
+	book := n.st.Bookkeeping()
+	chunk := &wirev1.SyncChunk{}
+	sent := 0
+	flush := func(done bool) error {
+		chunk.Done = done
+		err := send(chunk)
+		chunk = &wirev1.SyncChunk{}
+		return err
+	}
+	for _, a := range book.Actors() {
+		have := book.Versions(a).Known
+		theirs := peer[a]
+		if theirs == nil {
+			theirs = &crdt.RangeSet{}
+		}
+		missing := have.Subtract(theirs)
+		for i := len(missing) - 1; i >= 0; i-- {
+			for v := missing[i].End; v >= missing[i].Start && v > 0; v-- {
+				if sent >= n.cfg.SyncMaxVersions || ctx.Err() != nil {
+					return flush(true)
+				}
+				cs, cleared, err := n.st.Changes(ctx, a, v)
+				if err != nil {
+					return fmt.Errorf("sync serve %s/%d: %w", a, v, err)
+				}
+				chunk.Changesets = append(chunk.Changesets, toWire(cs, 0, cleared))
+				sent++
+				n.Stats.SyncServed.Add(1)
+				if len(chunk.Changesets) >= syncChunkSize {
+					if err := flush(false); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return flush(true)
+}

@@ -1,0 +1,392 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/patina-db/patina/internal/crdt"
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
+)
+
+// Stream kinds: the first byte of every stream after the hello.
+const (
+	streamBroadcast byte = 'B' // uni: one Broadcast frame
+	streamSync      byte = 'S' // bidi: SyncState, then SyncChunk frames back
+)
+
+// Stream error codes.
+const (
+	streamDone    quic.StreamErrorCode = 0
+	streamRefused quic.StreamErrorCode = 0x201
+)
+
+// QUIC application error codes.
+const (
+	codeOK           quic.ApplicationErrorCode = 0
+	codeWrongCluster quic.ApplicationErrorCode = 0x101
+	codeBadHello     quic.ApplicationErrorCode = 0x102
+)
+
+// handler is what the transport delivers to.
+type handler interface {
+	handleBroadcast(ctx context.Context, from string, b *wirev1.Broadcast)
+	handleSync(ctx context.Context, from string, state *wirev1.SyncState, send func(*wirev1.SyncChunk) error) error
+}
+
+// transport is the QUIC data plane: one UDP socket for listening and
+// dialing, one connection per peer, reused; every connection starts with a
+// hello in each direction naming the cluster.
+type transport struct {
+	cluster string
+	self    *wirev1.Hello
+	tlsConf *tls.Config
+	qconf   *quic.Config
+	udp     net.PacketConn
+	tr      *quic.Transport
+	ln      *quic.Listener
+	h       handler
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*peerConn // by address
+	wg    sync.WaitGroup
+}
+
+type peerConn struct {
+	conn  *quic.Conn
+	ready chan struct{} // closed once the hello exchange finished
+	err   error
+	name  string
+}
+
+const (
+	helloTimeout = 5 * time.Second
+	dialTimeout  = 3 * time.Second
+)
+
+func newTransport(addr, cluster, name string, actor crdt.ActorID, creds *Credentials, h handler, log *slog.Logger) (*transport, error) {
+	tlsConf, err := creds.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("quic address %q: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", udpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("quic listen %s: %w", addr, err)
+	}
+	t := &transport{
+		cluster: cluster,
+		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name},
+		tlsConf: tlsConf,
+		qconf:   &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 1000, MaxIncomingUniStreams: 1000},
+		udp:     udp,
+		tr:      &quic.Transport{Conn: udp},
+		h:       h,
+		log:     log,
+		conns:   map[string]*peerConn{},
+	}
+	if t.ln, err = t.tr.Listen(tlsConf, t.qconf); err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("quic listen %s: %w", addr, err)
+	}
+	return t, nil
+}
+
+func (t *transport) addr() string { return t.udp.LocalAddr().String() }
+
+// run accepts connections until ctx ends.
+func (t *transport) run(ctx context.Context) {
+	for {
+		conn, err := t.ln.Accept(ctx)
+		if err != nil {
+			return
+		}
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.serveConn(ctx, conn)
+		}()
+	}
+}
+
+// close stops listening and closes every connection, then waits for the
+// connection goroutines.
+func (t *transport) close() {
+	t.ln.Close()
+	t.mu.Lock()
+	for _, pc := range t.conns {
+		if pc.conn != nil {
+			pc.conn.CloseWithError(codeOK, "shutting down")
+		}
+	}
+	t.conns = map[string]*peerConn{}
+	t.mu.Unlock()
+	t.tr.Close()
+	t.udp.Close()
+	t.wg.Wait()
+}
+
+// serveConn handles an accepted connection: the peer's hello first, then
+// its streams.
+func (t *transport) serveConn(ctx context.Context, conn *quic.Conn) {
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	peer, err := t.acceptHello(hctx, conn)
+	cancel()
+	if err != nil {
+		t.log.Debug("refused connection", "from", conn.RemoteAddr(), "err", err)
+		return
+	}
+	t.serveStreams(ctx, conn, peer.GetName())
+}
+
+func (t *transport) acceptHello(ctx context.Context, conn *quic.Conn) (*wirev1.Hello, error) {
+	st, err := conn.AcceptStream(ctx)
+	if err != nil {
+		conn.CloseWithError(codeBadHello, "no hello")
+		return nil, err
+	}
+	var hello wirev1.Hello
+	if err := readFrame(bufio.NewReader(st), &hello); err != nil {
+		conn.CloseWithError(codeBadHello, "bad hello")
+		return nil, err
+	}
+	if hello.GetCluster() != t.cluster {
+		conn.CloseWithError(codeWrongCluster, "wrong cluster")
+		return nil, fmt.Errorf("peer %q is in cluster %q, not %q", hello.GetName(), hello.GetCluster(), t.cluster)
+	}
+	if err := writeFrame(st, t.self); err != nil {
+		return nil, err
+	}
+	st.Close()
+	return &hello, nil
+}
+
+func (t *transport) serveStreams(ctx context.Context, conn *quic.Conn, from string) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			st, err := conn.AcceptUniStream(ctx)
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t.serveBroadcast(ctx, st, from)
+			}()
+		}
+	}()
+	for {
+		st, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.serveSync(ctx, st, from)
+		}()
+	}
+}
+
+func (t *transport) serveBroadcast(ctx context.Context, st *quic.ReceiveStream, from string) {
+	r := bufio.NewReader(st)
+	kind, err := r.ReadByte()
+	if err != nil || kind != streamBroadcast {
+		st.CancelRead(streamRefused)
+		return
+	}
+	var b wirev1.Broadcast
+	if err := readFrame(r, &b); err != nil {
+		t.log.Debug("bad broadcast", "from", from, "err", err)
+		st.CancelRead(streamRefused)
+		return
+	}
+	t.h.handleBroadcast(ctx, from, &b)
+}
+
+func (t *transport) serveSync(ctx context.Context, st *quic.Stream, from string) {
+	defer st.Close()
+	r := bufio.NewReader(st)
+	kind, err := r.ReadByte()
+	if err != nil || kind != streamSync {
+		st.CancelRead(streamRefused)
+		return
+	}
+	var state wirev1.SyncState
+	if err := readFrame(r, &state); err != nil {
+		t.log.Debug("bad sync request", "from", from, "err", err)
+		st.CancelRead(streamRefused)
+		return
+	}
+	err = t.h.handleSync(ctx, from, &state, func(c *wirev1.SyncChunk) error { return writeFrame(st, c) })
+	if err != nil {
+		t.log.Debug("sync serve", "to", from, "err", err)
+		st.CancelWrite(streamRefused)
+	}
+}
+
+// connect returns the connection to addr, dialing (and exchanging hellos)
+// if needed.
+func (t *transport) connect(ctx context.Context, addr string) (*quic.Conn, error) {
+	t.mu.Lock()
+	pc := t.conns[addr]
+	if pc != nil {
+		t.mu.Unlock()
+		select {
+		case <-pc.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if pc.err == nil && pc.conn.Context().Err() == nil {
+			return pc.conn, nil
+		}
+		t.mu.Lock()
+		if t.conns[addr] == pc {
+			delete(t.conns, addr)
+		}
+		t.mu.Unlock()
+		return t.connect(ctx, addr)
+	}
+	pc = &peerConn{ready: make(chan struct{})}
+	t.conns[addr] = pc
+	t.mu.Unlock()
+
+	pc.conn, pc.err = t.dial(ctx, addr)
+	close(pc.ready)
+	if pc.err != nil {
+		t.mu.Lock()
+		if t.conns[addr] == pc {
+			delete(t.conns, addr)
+		}
+		t.mu.Unlock()
+		return nil, pc.err
+	}
+	return pc.conn, nil
+}
+
+func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, error) {
+	udpAddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	conn, err := t.tr.Dial(dctx, udpAddr, t.tlsConf, t.qconf)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	st, err := conn.OpenStreamSync(dctx)
+	if err != nil {
+		conn.CloseWithError(codeBadHello, "")
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if err := writeFrame(st, t.self); err != nil {
+		conn.CloseWithError(codeBadHello, "")
+		return nil, fmt.Errorf("dial %s: hello: %w", addr, err)
+	}
+	var hello wirev1.Hello
+	if err := readFrame(bufio.NewReader(st), &hello); err != nil {
+		conn.CloseWithError(codeBadHello, "")
+		return nil, fmt.Errorf("dial %s: hello: %w", addr, err)
+	}
+	st.Close()
+	if hello.GetCluster() != t.cluster {
+		conn.CloseWithError(codeWrongCluster, "wrong cluster")
+		return nil, fmt.Errorf("dial %s: peer is in cluster %q, not %q", addr, hello.GetCluster(), t.cluster)
+	}
+	// Serve what the peer opens on this connection too.
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		t.serveStreams(conn.Context(), conn, hello.GetName())
+	}()
+	return conn, nil
+}
+
+// sendBroadcast sends one Broadcast message to addr on its own stream.
+func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Broadcast) error {
+	conn, err := t.connect(ctx, addr)
+	if err != nil {
+		return err
+	}
+	st, err := conn.OpenUniStreamSync(ctx)
+	if err != nil {
+		t.forget(addr, conn)
+		return fmt.Errorf("broadcast to %s: %w", addr, err)
+	}
+	w := bufio.NewWriter(st)
+	w.WriteByte(streamBroadcast)
+	if err := writeFrame(w, b); err != nil {
+		st.CancelWrite(streamDone)
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		st.CancelWrite(streamDone)
+		return fmt.Errorf("broadcast to %s: %w", addr, err)
+	}
+	return st.Close()
+}
+
+// sync sends our state to addr and hands every chunk it streams back to fn.
+func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncState, fn func(*wirev1.SyncChunk) error) error {
+	conn, err := t.connect(ctx, addr)
+	if err != nil {
+		return err
+	}
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.forget(addr, conn)
+		return fmt.Errorf("sync with %s: %w", addr, err)
+	}
+	defer st.CancelRead(streamDone)
+	w := bufio.NewWriter(st)
+	w.WriteByte(streamSync)
+	if err := writeFrame(w, state); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("sync with %s: %w", addr, err)
+	}
+	st.Close() // our side is done writing
+	r := bufio.NewReader(st)
+	for {
+		var chunk wirev1.SyncChunk
+		if err := readFrame(r, &chunk); err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("sync with %s: stream ended before done", addr)
+			}
+			return fmt.Errorf("sync with %s: %w", addr, err)
+		}
+		if err := fn(&chunk); err != nil {
+			return err
+		}
+		if chunk.GetDone() {
+			return nil
+		}
+	}
+}
+
+func (t *transport) forget(addr string, conn *quic.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if pc := t.conns[addr]; pc != nil && pc.conn == conn {
+		delete(t.conns, addr)
+	}
+}

@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/patina-db/patina/internal/crdt"
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
+)
+
+// maxFrame bounds one message on the wire; a peer announcing more is cut off.
+const maxFrame = 16 << 20
+
+// writeFrame writes a varint length and the message.
+func writeFrame(w io.Writer, m proto.Message) error {
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", m, err)
+	}
+	if len(data) > maxFrame {
+		return fmt.Errorf("encode %T: %d bytes, above the %d-byte frame limit", m, len(data), maxFrame)
+	}
+	buf := binary.AppendUvarint(make([]byte, 0, len(data)+binary.MaxVarintLen32), uint64(len(data)))
+	_, err = w.Write(append(buf, data...))
+	return err
+}
+
+// errFrameTooLarge is a peer announcing a frame above maxFrame.
+var errFrameTooLarge = errors.New("frame above the size limit")
+
+// readFrame reads one frame into m.
+func readFrame(r *bufio.Reader, m proto.Message) error {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return err
+	}
+	if n > maxFrame {
+		return fmt.Errorf("%w: %d bytes", errFrameTooLarge, n)
+	}
+	data := make([]byte, n)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(data, m); err != nil {
+		return fmt.Errorf("decode %T: %w", m, err)
+	}
+	return nil
+}
+
+func toWireValue(v crdt.Value) *wirev1.Value {
+	return &wirev1.Value{Kind: wirev1.Kind(v.Kind), Integer: v.Int, Real: v.Float, Bytes: v.Bytes}
+}
+
+func fromWireValue(w *wirev1.Value) (crdt.Value, error) {
+	if w == nil {
+		return crdt.NullValue(), nil
+	}
+	switch w.Kind {
+	case wirev1.Kind_KIND_NULL:
+		return crdt.NullValue(), nil
+	case wirev1.Kind_KIND_INTEGER:
+		return crdt.IntValue(w.Integer), nil
+	case wirev1.Kind_KIND_REAL:
+		return crdt.RealValue(w.Real), nil
+	case wirev1.Kind_KIND_TEXT:
+		return crdt.Value{Kind: crdt.Text, Bytes: w.Bytes}, nil
+	case wirev1.Kind_KIND_BLOB:
+		return crdt.Value{Kind: crdt.Blob, Bytes: w.Bytes}, nil
+	}
+	return crdt.Value{}, fmt.Errorf("unknown value kind %d", w.Kind)
+}
+
+// toWire encodes a changeset with its hop count.
+func toWire(cs *crdt.Changeset, hops uint32, cleared bool) *wirev1.Changeset {
+	w := &wirev1.Changeset{Actor: cs.Actor[:], Version: cs.Version, Hops: hops, Cleared: cleared, Changes: make([]*wirev1.Change, len(cs.Changes))}
+	for i, c := range cs.Changes {
+		w.Changes[i] = &wirev1.Change{Table: c.Table, Pk: c.PK, Column: c.Column, Value: toWireValue(c.Value), ColVersion: c.ColVersion, Cl: c.CL, Seq: c.Seq}
+	}
+	return w
+}
+
+// fromWire decodes a changeset from a peer and validates it.
+func fromWire(w *wirev1.Changeset) (*crdt.Changeset, error) {
+	a, err := crdt.ActorIDFromBytes(w.GetActor())
+	if err != nil {
+		return nil, err
+	}
+	cs := &crdt.Changeset{Actor: a, Version: w.GetVersion(), Changes: make([]crdt.Change, len(w.GetChanges()))}
+	for i, c := range w.GetChanges() {
+		v, err := fromWireValue(c.GetValue())
+		if err != nil {
+			return nil, fmt.Errorf("change %d: %w", i, err)
+		}
+		cs.Changes[i] = crdt.Change{Table: c.GetTable(), PK: c.GetPk(), Column: c.GetColumn(), Value: v, ColVersion: c.GetColVersion(), CL: c.GetCl(), Seq: c.GetSeq()}
+	}
+	if err := cs.Validate(); err != nil {
+		return nil, err
+	}
+	return cs, nil
+}
