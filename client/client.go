@@ -227,3 +227,27 @@ func (c *Client) Health(ctx context.Context, thresholds string) (*api.Health, er
 	}
 	return &h.Response, nil
 }
+
+// Members lists the cluster as the agent sees it.
+func (c *Client) Members(ctx context.Context) ([]api.Member, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/members", nil)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, readError(resp)
+	}
+	var out api.MembersResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("client: members: %w", err)
+	}
+	return out.Members, nil
+}

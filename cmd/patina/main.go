@@ -37,6 +37,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			agentCommand(),
 			execCommand(),
 			queryCommand(),
+			clusterCommand(),
+			tlsCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {
@@ -50,6 +52,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 }
 
+// sqlCommands take a SQL statement as their argument, which flags may follow.
+var sqlCommands = map[string]bool{"exec": true, "query": true}
+
 // boolFlags are the flags that take no value, for flagsFirst.
 var boolFlags = map[string]bool{"json": true, "help": true, "h": true}
 
@@ -57,7 +62,7 @@ var boolFlags = map[string]bool{"json": true, "help": true, "h": true}
 // --param 1`), which urfave/cli stops parsing at: after the command name,
 // it moves every flag (with its value) ahead of the positional arguments.
 func flagsFirst(args []string) []string {
-	if len(args) < 3 {
+	if len(args) < 3 || !sqlCommands[args[1]] {
 		return args
 	}
 	out := []string{args[0], args[1]}

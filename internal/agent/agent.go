@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/patina-db/patina/internal/api"
+	"github.com/patina-db/patina/internal/cluster"
 	"github.com/patina-db/patina/internal/store"
 )
 
@@ -23,13 +24,34 @@ type Agent struct {
 	cfg    Config
 	log    *slog.Logger
 	store  *store.Store
+	node   *cluster.Node // nil when the agent runs alone
 	ln     net.Listener
 	server *http.Server
+}
+
+// Options are what a process embedding agents (tests, patina dev) may
+// add to the configuration.
+type Options struct {
+	// Credentials replace the [gossip.tls] files (an ephemeral dev CA).
+	Credentials *cluster.Credentials
+	// Faults inject data-plane failures (tests and benchmarks).
+	Faults *cluster.Faults
+	// LocalGossip uses memberlist's single-host timings.
+	LocalGossip bool
 }
 
 // New opens the store, applies the schema and binds the API listener. The
 // API serves once Run is called.
 func New(ctx context.Context, cfg Config, logOut io.Writer) (*Agent, error) {
+	return NewWithOptions(ctx, cfg, logOut, Options{})
+}
+
+// NewWithOptions is New with what an embedding process may add.
+func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Options) (*Agent, error) {
+	if opts.Credentials != nil && cfg.Gossip.Addr != "" {
+		// Credentials given in code stand in for the files.
+		cfg.Gossip.TLS = cluster.TLSFiles{CAFile: "-", CertFile: "-", KeyFile: "-"}
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -52,11 +74,41 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Agent, error) {
 		st.Close()
 		return nil, fmt.Errorf("agent: api listen: %w", err)
 	}
-	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger})
+	var node *cluster.Node
+	if cfg.Gossip.Addr != "" {
+		creds := opts.Credentials
+		if creds == nil {
+			if creds, err = cluster.LoadCredentials(cfg.Gossip.TLS); err != nil {
+				ln.Close()
+				st.Close()
+				return nil, fmt.Errorf("agent: %w", err)
+			}
+		}
+		cc, err := cfg.clusterConfig(creds, ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		cc.Local = opts.LocalGossip
+		if node, err = cluster.Start(ctx, cc, st, opts.Faults, logger); err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		// Every local version goes out by broadcast as soon as it commits.
+		st.OnCommit(func(v uint64) { node.Committed(context.Background(), v) })
+	}
+	var members api.Cluster
+	if node != nil {
+		members = clusterView{node}
+	}
+	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members})
 	a := &Agent{
 		cfg:   cfg,
 		log:   logger,
 		store: st,
+		node:  node,
 		ln:    ln,
 		server: &http.Server{
 			Handler:           handler,
@@ -73,6 +125,9 @@ func (a *Agent) APIAddr() string { return a.ln.Addr().String() }
 
 // Store is the node's store.
 func (a *Agent) Store() *store.Store { return a.store }
+
+// Node is the agent's cluster membership, nil when it runs alone.
+func (a *Agent) Node() *cluster.Node { return a.node }
 
 // Run serves until ctx ends, then shuts down: the listener closes,
 // in-flight requests get up to api.shutdown_timeout to finish, and the
@@ -96,7 +151,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if errors.Is(serveErr, http.ErrServerClosed) {
 		serveErr = nil
 	}
-	closeErr := a.store.Close()
+	var leaveErr error
+	if a.node != nil {
+		leaveErr = a.node.Close()
+	}
+	closeErr := errors.Join(leaveErr, a.store.Close())
 	a.log.Info("agent stopped")
 	return errors.Join(serveErr, shutErr, closeErr)
 }

@@ -1,20 +1,52 @@
 package agent
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/patina-db/patina/internal/cluster"
 )
 
 // Config is an agent's TOML configuration. Every key has a default except
 // the database path.
 type Config struct {
-	DB  DBConfig  `toml:"db"`
-	API APIConfig `toml:"api"`
-	Log LogConfig `toml:"log"`
+	DB     DBConfig     `toml:"db"`
+	Gossip GossipConfig `toml:"gossip"`
+	API    APIConfig    `toml:"api"`
+	Log    LogConfig    `toml:"log"`
+}
+
+// GossipConfig makes the agent a cluster member. Without an addr the agent
+// runs alone.
+type GossipConfig struct {
+	// Addr is memberlist's address (UDP and TCP), e.g. "10.0.0.5:7946".
+	Addr string `toml:"addr"`
+	// AdvertiseAddr is announced to peers instead of Addr when set.
+	AdvertiseAddr string `toml:"advertise_addr"`
+	// QUICAddr is the data plane's UDP address, e.g. "10.0.0.5:7947".
+	QUICAddr string `toml:"quic_addr"`
+	// Bootstrap lists gossip addresses of members to join through.
+	Bootstrap []string `toml:"bootstrap"`
+	// Cluster names the cluster; members of different clusters never mix.
+	Cluster string `toml:"cluster"`
+	// Region is where this agent runs (default: the cluster name).
+	Region string `toml:"region"`
+	// Name identifies this member (default: host name and actor id).
+	Name string `toml:"name"`
+	// SecretKey is a base64 memberlist key (16, 24 or 32 bytes) that
+	// encrypts gossip; empty: gossip is not encrypted.
+	SecretKey string `toml:"secret_key"`
+	// Fanout is how many random members each broadcast goes to (default 3).
+	Fanout int `toml:"fanout"`
+	// SyncInterval is how often the agent syncs with random peers (default "1s").
+	SyncInterval string `toml:"sync_interval"`
+	// TLS names the cluster CA and this agent's certificate; required.
+	TLS cluster.TLSFiles `toml:"tls"`
 }
 
 // DBConfig says where the database and its schema live.
@@ -101,6 +133,25 @@ func (c Config) Validate() error {
 	if c.API.MaxBodyBytes < 1024 {
 		errs = append(errs, errors.New("api.max_body_bytes must be at least 1024"))
 	}
+	if c.Gossip.Addr != "" {
+		if c.Gossip.QUICAddr == "" {
+			errs = append(errs, errors.New("gossip.quic_addr is required with gossip.addr"))
+		}
+		if c.Gossip.Cluster == "" {
+			errs = append(errs, errors.New("gossip.cluster is required with gossip.addr"))
+		}
+		if c.Gossip.TLS.CAFile == "" || c.Gossip.TLS.CertFile == "" || c.Gossip.TLS.KeyFile == "" {
+			errs = append(errs, errors.New("gossip.tls ca_file, cert_file and key_file are required: the data plane has no plaintext mode"))
+		}
+		if c.Gossip.SyncInterval != "" {
+			if _, err := parseDuration(c.Gossip.SyncInterval); err != nil {
+				errs = append(errs, fmt.Errorf("gossip.sync_interval: %w", err))
+			}
+		}
+		if _, err := base64.StdEncoding.DecodeString(c.Gossip.SecretKey); err != nil {
+			errs = append(errs, fmt.Errorf("gossip.secret_key: not base64: %w", err))
+		}
+	}
 	if _, err := parseDuration(c.API.ShutdownTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("api.shutdown_timeout: %w", err))
 	}
@@ -113,4 +164,25 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// clusterConfig turns [gossip] into the cluster package's configuration.
+func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr string) (cluster.Config, error) {
+	g := c.Gossip
+	key, err := base64.StdEncoding.DecodeString(g.SecretKey)
+	if err != nil {
+		return cluster.Config{}, fmt.Errorf("gossip.secret_key: %w", err)
+	}
+	cc := cluster.Config{
+		Name: g.Name, Cluster: g.Cluster, Region: g.Region, GossipAddr: g.Addr, AdvertiseAddr: g.AdvertiseAddr,
+		QUICAddr: g.QUICAddr, Bootstrap: g.Bootstrap, SecretKey: key, Credentials: creds, APIAddr: apiAddr,
+		Fanout: g.Fanout,
+	}
+	if cc.Region == "" {
+		cc.Region = g.Cluster
+	}
+	if g.SyncInterval != "" {
+		cc.SyncInterval, _ = parseDuration(g.SyncInterval)
+	}
+	return cc, nil
 }

@@ -24,8 +24,18 @@ type Store interface {
 	Gaps() uint64
 }
 
+// Cluster is what the handlers show of the agent's cluster.
+type Cluster interface {
+	Members() []Member
+	AliveMembers() int
+	QueueSize() int
+	P99LagSeconds() float64
+}
+
 // Options configure the handlers.
 type Options struct {
+	// Cluster is nil for an agent running alone.
+	Cluster Cluster
 	// MaxBodyBytes bounds every request body; larger ones get 413.
 	MaxBodyBytes int64
 	// BearerToken, when set, is required on every route but /v1/health.
@@ -56,6 +66,7 @@ func NewServer(st Store, opts Options) *Server {
 	s.mux.HandleFunc("POST /v1/queries", s.auth(s.handleQueries))
 	s.mux.HandleFunc("POST /v1/migrations", s.auth(s.handleMigrations))
 	s.mux.HandleFunc("GET /v1/health", s.handleHealth)
+	s.mux.HandleFunc("GET /v1/members", s.auth(s.handleMembers))
 	return s
 }
 
@@ -253,6 +264,9 @@ func (s *Server) handleMigrations(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	h := Health{Gaps: s.store.Gaps(), Members: 1}
+	if c := s.opts.Cluster; c != nil {
+		h.Members, h.QueueSize, h.P99Lag = c.AliveMembers(), c.QueueSize(), c.P99LagSeconds()
+	}
 	q := r.URL.Query()
 	var problems []string
 	for _, key := range []string{"gaps", "p99_lag", "max_queue"} {
@@ -290,3 +304,13 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 var nowFunc = time.Now
 
 func sinceSeconds(t time.Time) float64 { return time.Since(t).Seconds() }
+
+func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
+	out := MembersResponse{Members: []Member{}}
+	if c := s.opts.Cluster; c != nil {
+		out.Members = append(out.Members, c.Members()...)
+	} else {
+		out.Members = append(out.Members, Member{ID: s.store.Actor().String(), Name: "self", State: "alive", Self: true})
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -318,3 +318,27 @@ type Health struct {
 	P99Lag    float64 `json:"p99_lag"`
 	QueueSize int     `json:"queue_size"`
 }
+
+// MembersResponse answers GET /v1/members.
+type MembersResponse struct {
+	Members []Member `json:"members"`
+}
+
+// Member is a cluster member as the answering agent sees it.
+type Member struct {
+	ID     string      `json:"id"` // actor id
+	Name   string      `json:"name"`
+	Region string      `json:"region"`
+	State  string      `json:"state"` // alive, suspect, dead, left
+	Addrs  MemberAddrs `json:"addrs"`
+	RTTSec float64     `json:"rtt"` // seconds, last SWIM probe; 0 when not measured
+	Self   bool        `json:"self,omitempty"`
+}
+
+// MemberAddrs are a member's announced addresses.
+type MemberAddrs struct {
+	Gossip string `json:"gossip,omitempty"`
+	QUIC   string `json:"quic,omitempty"`
+	API    string `json:"api,omitempty"`
+	GRPC   string `json:"grpc,omitempty"`
+}

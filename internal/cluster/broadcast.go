@@ -3,6 +3,8 @@ package cluster
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
+	"time"
 
 	"github.com/patina-db/patina/internal/crdt"
 )
@@ -21,10 +23,12 @@ func MaxTransmissions(mult, n int) int {
 	return max(1, mult*int(math.Ceil(math.Log2(float64(n+1)))))
 }
 
-// queued is a changeset waiting to be sent, with the hops it has made.
+// queued is a changeset waiting to be sent, with the hops it has made and
+// the writer's commit time (unix nanoseconds, 0 when unknown).
 type queued struct {
-	cs   *crdt.Changeset
-	hops uint32
+	cs        *crdt.Changeset
+	hops      uint32
+	committed int64
 }
 
 // sendQueue is a bounded priority queue of changesets: fewer hops first
@@ -42,7 +46,8 @@ func newSendQueue(limit int) *sendQueue { return &sendQueue{limit: max(1, limit)
 
 // push adds a changeset; it reports false when it had to drop one (that
 // one or another).
-func (q *sendQueue) push(cs *crdt.Changeset, hops uint32) bool {
+func (q *sendQueue) push(item queued) bool {
+	hops := item.hops
 	for int(hops) >= len(q.buckets) {
 		q.buckets = append(q.buckets, nil)
 	}
@@ -57,11 +62,11 @@ func (q *sendQueue) push(cs *crdt.Changeset, hops uint32) bool {
 		}
 		q.buckets[worst] = q.buckets[worst][:len(q.buckets[worst])-1]
 		q.size--
-		q.buckets[hops] = append(q.buckets[hops], queued{cs, hops})
+		q.buckets[hops] = append(q.buckets[hops], item)
 		q.size++
 		return false
 	}
-	q.buckets[hops] = append(q.buckets[hops], queued{cs, hops})
+	q.buckets[hops] = append(q.buckets[hops], item)
 	q.size++
 	return true
 }
@@ -106,13 +111,16 @@ func (s *seenSet) see(a crdt.ActorID, v uint64) bool {
 
 // Member is a peer as the data plane sees it.
 type Member struct {
-	Name     string
-	Actor    crdt.ActorID
-	Region   string
-	QUICAddr string
-	APIAddr  string
-	GRPCAddr string
-	Alive    bool // not suspect, not dead, not left
+	Name       string
+	Actor      crdt.ActorID
+	Region     string
+	GossipAddr string
+	QUICAddr   string
+	APIAddr    string
+	GRPCAddr   string
+	State      string        // alive, suspect, dead or left
+	Alive      bool          // State is alive
+	RTT        time.Duration // last probe round trip, 0 when not measured
 }
 
 // pickTargets chooses up to fanout distinct alive members other than
@@ -129,4 +137,36 @@ func pickTargets(members []Member, self string, fanout int, rnd *rand.Rand) []Me
 		pool = pool[:fanout]
 	}
 	return pool
+}
+
+// lagWindow keeps the last replication lags measured, for a p99.
+type lagWindow struct {
+	samples []time.Duration
+	next    int
+	full    bool
+}
+
+const lagSamples = 2048
+
+func (w *lagWindow) add(d time.Duration) {
+	if w.samples == nil {
+		w.samples = make([]time.Duration, lagSamples)
+	}
+	w.samples[w.next] = d
+	w.next = (w.next + 1) % lagSamples
+	w.full = w.full || w.next == 0
+}
+
+// p99 is the 99th percentile of the window, 0 when empty.
+func (w *lagWindow) p99() time.Duration {
+	n := w.next
+	if w.full {
+		n = lagSamples
+	}
+	if n == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), w.samples[:n]...)
+	slices.Sort(s)
+	return s[min(n-1, int(math.Ceil(float64(n)*0.99))-1)]
 }

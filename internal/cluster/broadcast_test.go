@@ -3,6 +3,7 @@ package cluster
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/patina-db/patina/internal/crdt"
 )
@@ -18,10 +19,10 @@ func TestMaxTransmissions(t *testing.T) {
 func TestSendQueuePriorityAndDrops(t *testing.T) {
 	q := newSendQueue(3)
 	cs := func(v uint64) *crdt.Changeset { return &crdt.Changeset{Version: v} }
-	q.push(cs(1), 2)
-	q.push(cs(2), 0)
-	q.push(cs(3), 1)
-	if ok := q.push(cs(4), 0); ok {
+	q.push(queued{cs: cs(1), hops: 2})
+	q.push(queued{cs: cs(2)})
+	q.push(queued{cs: cs(3), hops: 1})
+	if ok := q.push(queued{cs: cs(4)}); ok {
 		t.Fatal("push into a full queue reported no drop")
 	}
 	// The most travelled (version 1, 2 hops) made room for version 4.
@@ -33,10 +34,10 @@ func TestSendQueuePriorityAndDrops(t *testing.T) {
 	if len(versions) != 3 || versions[0] != 2 || versions[1] != 4 || versions[2] != 3 {
 		t.Fatalf("pop order %v, want [2 4 3]", versions)
 	}
-	q.push(cs(5), 0)
-	q.push(cs(6), 0)
-	q.push(cs(7), 0)
-	if q.push(cs(8), 5); q.len() != 3 || q.dropped != 2 {
+	q.push(queued{cs: cs(5)})
+	q.push(queued{cs: cs(6)})
+	q.push(queued{cs: cs(7)})
+	if q.push(queued{cs: cs(8), hops: 5}); q.len() != 3 || q.dropped != 2 {
 		t.Fatalf("a newcomer with the most hops must be the one dropped: len %d dropped %d", q.len(), q.dropped)
 	}
 }
@@ -73,5 +74,24 @@ func TestPickTargets(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Fatalf("not random: only %v picked", seen)
+	}
+}
+
+func TestLagWindowP99(t *testing.T) {
+	var w lagWindow
+	if w.p99() != 0 {
+		t.Fatal("empty window")
+	}
+	for i := 1; i <= 100; i++ {
+		w.add(time.Duration(i) * time.Millisecond)
+	}
+	if got := w.p99(); got != 99*time.Millisecond {
+		t.Fatalf("p99 %v", got)
+	}
+	for i := 0; i < lagSamples; i++ {
+		w.add(time.Millisecond)
+	}
+	if got := w.p99(); got != time.Millisecond {
+		t.Fatalf("p99 after the window rolled %v", got)
 	}
 }

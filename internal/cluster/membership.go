@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -23,6 +24,9 @@ type membership struct {
 	ml      *memberlist.Memberlist
 	cluster string
 	meta    []byte
+
+	mu  sync.Mutex
+	rtt map[string]time.Duration // by member name, from SWIM probes
 }
 
 // metaLimit is memberlist's bound on node metadata.
@@ -36,7 +40,7 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	if len(data) > metaLimit {
 		return nil, fmt.Errorf("member metadata is %d bytes, above memberlist's %d", len(data), metaLimit)
 	}
-	m := &membership{cluster: cfg.Cluster, meta: data}
+	m := &membership{cluster: cfg.Cluster, meta: data, rtt: map[string]time.Duration{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
 		mc = memberlist.DefaultLocalConfig()
@@ -68,6 +72,7 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	mc.Delegate = m
 	mc.Alive = m
 	mc.Merge = m
+	mc.Ping = m
 	mc.Logger = log.New(io.Discard, "", 0)
 	if m.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -81,6 +86,15 @@ func (m *membership) NotifyMsg([]byte)                           {}
 func (m *membership) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (m *membership) LocalState(join bool) []byte                { return nil }
 func (m *membership) MergeRemoteState(buf []byte, join bool)     {}
+
+// AckPayload and NotifyPingComplete record probe round trips.
+func (m *membership) AckPayload() []byte { return nil }
+
+func (m *membership) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rtt[other.Name] = rtt
+}
 
 // NotifyAlive refuses a member of another cluster (or with unreadable
 // metadata): memberlist then ignores it.
@@ -117,6 +131,8 @@ func decodeMeta(data []byte) (*wirev1.NodeMeta, error) {
 
 // members lists the cluster as this member sees it.
 func (m *membership) members() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var out []Member
 	for _, n := range m.ml.Members() {
 		meta, err := decodeMeta(n.Meta)
@@ -125,12 +141,25 @@ func (m *membership) members() []Member {
 		}
 		a, _ := crdt.ActorIDFromBytes(meta.GetActor())
 		out = append(out, Member{
-			Name: n.Name, Actor: a, Region: meta.GetRegion(), QUICAddr: meta.GetQuicAddr(),
+			Name: n.Name, Actor: a, Region: meta.GetRegion(),
+			GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), QUICAddr: meta.GetQuicAddr(),
 			APIAddr: meta.GetApiAddr(), GRPCAddr: meta.GetGrpcAddr(),
-			Alive: n.State == memberlist.StateAlive,
+			State: stateName(n.State), Alive: n.State == memberlist.StateAlive, RTT: m.rtt[n.Name],
 		})
 	}
 	return out
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	}
+	return "left"
 }
 
 // states counts members by SWIM state.

@@ -63,6 +63,7 @@ type Node struct {
 	Stats  Stats
 
 	mu      sync.Mutex
+	lag     lagWindow
 	queue   *sendQueue
 	seen    *seenSet
 	failed  map[versionKey]*crdt.Changeset
@@ -161,6 +162,16 @@ func (n *Node) QueueSize() int {
 	return n.queue.len()
 }
 
+// P99Lag is the 99th percentile of the last replication lags measured
+// here: the writer's commit to this member's apply, for versions that came
+// by broadcast. It compares two hosts' wall clocks, so it is only as
+// good as their synchronization.
+func (n *Node) P99Lag() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lag.p99()
+}
+
 // Close leaves the cluster and stops every goroutine.
 func (n *Node) Close() error {
 	n.cancel()
@@ -179,7 +190,7 @@ func (n *Node) Committed(ctx context.Context, v uint64) {
 	}
 	n.mu.Lock()
 	n.seen.see(cs.Actor, cs.Version)
-	if !n.queue.push(cs, 0) {
+	if !n.queue.push(queued{cs: cs, committed: time.Now().UnixNano()}) {
 		n.Stats.QueueDropped.Add(1)
 	}
 	n.mu.Unlock()
@@ -236,7 +247,7 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 				perTarget[m.Name] = b
 				targets[m.Name] = m
 			}
-			b.Changesets = append(b.Changesets, toWire(q.cs, q.hops, false))
+			b.Changesets = append(b.Changesets, toWire(q.cs, q.hops, false, q.committed))
 		}
 	}
 	n.mu.Unlock()
@@ -274,8 +285,9 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 // applied, once, while its hop count allows.
 func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broadcast) {
 	type fresh struct {
-		cs   *crdt.Changeset
-		hops uint32
+		cs        *crdt.Changeset
+		hops      uint32
+		committed int64
 	}
 	var batch []fresh
 	for _, w := range b.GetChangesets() {
@@ -297,7 +309,7 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 			n.Stats.Duplicates.Add(1)
 			continue
 		}
-		batch = append(batch, fresh{cs, w.GetHops()})
+		batch = append(batch, fresh{cs, w.GetHops(), w.GetCommittedUnixNano()})
 	}
 	if len(batch) == 0 {
 		return
@@ -308,13 +320,17 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 	}
 	failed := n.apply(ctx, css)
 	limit := uint32(MaxTransmissions(n.cfg.TransmitMult, len(n.ms.members())))
+	now := time.Now().UnixNano()
 	n.mu.Lock()
 	for _, f := range batch {
 		if failed[versionKey{f.cs.Actor, f.cs.Version}] {
 			continue // retried locally, never relayed
 		}
+		if f.committed > 0 && now > f.committed {
+			n.lag.add(time.Duration(now - f.committed))
+		}
 		if f.hops+1 < limit {
-			if !n.queue.push(f.cs, f.hops+1) {
+			if !n.queue.push(queued{cs: f.cs, hops: f.hops + 1, committed: f.committed}) {
 				n.Stats.QueueDropped.Add(1)
 			}
 		}
@@ -499,7 +515,7 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 				if err != nil {
 					return fmt.Errorf("sync serve %s/%d: %w", a, v, err)
 				}
-				chunk.Changesets = append(chunk.Changesets, toWire(cs, 0, cleared))
+				chunk.Changesets = append(chunk.Changesets, toWire(cs, 0, cleared, 0))
 				sent++
 				n.Stats.SyncServed.Add(1)
 				if len(chunk.Changesets) >= syncChunkSize {

@@ -75,9 +75,9 @@ func fromWireValue(w *wirev1.Value) (crdt.Value, error) {
 	return crdt.Value{}, fmt.Errorf("unknown value kind %d", w.Kind)
 }
 
-// toWire encodes a changeset with its hop count.
-func toWire(cs *crdt.Changeset, hops uint32, cleared bool) *wirev1.Changeset {
-	w := &wirev1.Changeset{Actor: cs.Actor[:], Version: cs.Version, Hops: hops, Cleared: cleared, Changes: make([]*wirev1.Change, len(cs.Changes))}
+// toWire encodes a changeset with its hop count and commit time.
+func toWire(cs *crdt.Changeset, hops uint32, cleared bool, committed int64) *wirev1.Changeset {
+	w := &wirev1.Changeset{Actor: cs.Actor[:], Version: cs.Version, Hops: hops, Cleared: cleared, CommittedUnixNano: committed, Changes: make([]*wirev1.Change, len(cs.Changes))}
 	for i, c := range cs.Changes {
 		w.Changes[i] = &wirev1.Change{Table: c.Table, Pk: c.PK, Column: c.Column, Value: toWireValue(c.Value), ColVersion: c.ColVersion, Cl: c.CL, Seq: c.Seq}
 	}

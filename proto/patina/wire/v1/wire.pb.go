@@ -251,9 +251,12 @@ type Changeset struct {
 	// hops is how many nodes relayed it before the sender (0: the writer).
 	Hops uint32 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`
 	// cleared: the version is known to have no surviving change.
-	Cleared       bool `protobuf:"varint,5,opt,name=cleared,proto3" json:"cleared,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cleared bool `protobuf:"varint,5,opt,name=cleared,proto3" json:"cleared,omitempty"`
+	// committed_unix_nano is the writer's wall clock at commit, carried by
+	// broadcasts to measure replication lag. It never decides anything.
+	CommittedUnixNano int64 `protobuf:"varint,6,opt,name=committed_unix_nano,json=committedUnixNano,proto3" json:"committed_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Changeset) Reset() {
@@ -319,6 +322,13 @@ func (x *Changeset) GetCleared() bool {
 		return x.Cleared
 	}
 	return false
+}
+
+func (x *Changeset) GetCommittedUnixNano() int64 {
+	if x != nil {
+		return x.CommittedUnixNano
+	}
+	return 0
 }
 
 // Hello opens every connection, both ways.
@@ -743,13 +753,14 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\vcol_version\x18\x05 \x01(\x04R\n" +
 	"colVersion\x12\x0e\n" +
 	"\x02cl\x18\x06 \x01(\x04R\x02cl\x12\x10\n" +
-	"\x03seq\x18\a \x01(\rR\x03seq\"\x9b\x01\n" +
+	"\x03seq\x18\a \x01(\rR\x03seq\"\xcb\x01\n" +
 	"\tChangeset\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\fR\x05actor\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x120\n" +
 	"\achanges\x18\x03 \x03(\v2\x16.patina.wire.v1.ChangeR\achanges\x12\x12\n" +
 	"\x04hops\x18\x04 \x01(\rR\x04hops\x12\x18\n" +
-	"\acleared\x18\x05 \x01(\bR\acleared\"K\n" +
+	"\acleared\x18\x05 \x01(\bR\acleared\x12.\n" +
+	"\x13committed_unix_nano\x18\x06 \x01(\x03R\x11committedUnixNano\"K\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\fR\x05actor\x12\x12\n" +
