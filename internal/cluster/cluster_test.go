@@ -80,7 +80,6 @@ func (c *testCluster) start(tn *testNode) {
 	for _, other := range c.nodes {
 		if other != tn && other.node != nil {
 			cfg.Bootstrap = append(cfg.Bootstrap, other.node.GossipAddr())
-			break
 		}
 	}
 	if c.tweak != nil {

@@ -44,6 +44,9 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
 		mc = memberlist.DefaultLocalConfig()
+		// On one host a missed alive message is repaired by push/pull;
+		// make that quick (the default is 15 s).
+		mc.PushPullInterval = 2 * time.Second
 	}
 	host, port, err := net.SplitHostPort(cfg.GossipAddr)
 	if err != nil {
