@@ -251,3 +251,59 @@ func (c *Client) Members(ctx context.Context) ([]api.Member, error) {
 	}
 	return out.Members, nil
 }
+
+// UpdateStream follows POST /v1/updates/{table}.
+type UpdateStream struct {
+	resp *http.Response
+	sc   *bufio.Scanner
+	ev   api.Notify
+	err  error
+}
+
+// Updates follows the changes to a table's rows: every insert, update
+// and delete, local or from peers, by primary key.
+func (c *Client) Updates(ctx context.Context, table string) (*UpdateStream, error) {
+	resp, err := c.post(ctx, "/v1/updates/"+table, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	return &UpdateStream{resp: resp, sc: sc}, nil
+}
+
+// Next waits for the next change; false when the stream ends (see Err).
+func (u *UpdateStream) Next() bool {
+	if !u.sc.Scan() {
+		u.err = u.sc.Err()
+		return false
+	}
+	var ev api.UpdateEvent
+	if err := json.Unmarshal(u.sc.Bytes(), &ev); err != nil {
+		u.err = fmt.Errorf("client: updates: %w", err)
+		return false
+	}
+	if ev.Error != nil {
+		u.err = &Error{Status: http.StatusOK, Message: *ev.Error}
+		return false
+	}
+	if ev.Notify == nil {
+		u.err = errors.New("client: updates: empty event")
+		return false
+	}
+	u.ev = *ev.Notify
+	return true
+}
+
+// Notify is the current change: "update" or "delete" and the key values.
+func (u *UpdateStream) Notify() api.Notify { return u.ev }
+
+// Err is what ended the stream.
+func (u *UpdateStream) Err() error { return u.err }
+
+// Close stops following.
+func (u *UpdateStream) Close() error { return u.resp.Body.Close() }

@@ -17,6 +17,7 @@ import (
 	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/cluster"
 	"github.com/patina-db/patina/internal/store"
+	"github.com/patina-db/patina/internal/subs"
 )
 
 // Agent is a running node.
@@ -96,14 +97,18 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 			st.Close()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
-		// Every local version goes out by broadcast as soon as it commits.
-		st.OnCommit(func(v uint64) { node.Committed(context.Background(), v) })
+
 	}
+	updates := subs.NewUpdates()
+	hooks := store.Hooks{Rows: updates.Publish}
 	var members api.Cluster
 	if node != nil {
 		members = clusterView{node}
+		// Every local version goes out by broadcast as soon as it commits.
+		hooks.Committed = node.Committed
 	}
-	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members})
+	st.SetHooks(hooks)
+	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members, Updates: updates})
 	a := &Agent{
 		cfg:   cfg,
 		log:   logger,

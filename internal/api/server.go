@@ -13,6 +13,7 @@ import (
 
 	"github.com/patina-db/patina/internal/crdt"
 	"github.com/patina-db/patina/internal/store"
+	"github.com/patina-db/patina/internal/subs"
 )
 
 // Store is what the handlers need of a node's database.
@@ -22,6 +23,7 @@ type Store interface {
 	Migrate(ctx context.Context, stmts []string) error
 	Actor() crdt.ActorID
 	Gaps() uint64
+	Schema() *store.Schema
 }
 
 // Cluster is what the handlers show of the agent's cluster.
@@ -32,8 +34,16 @@ type Cluster interface {
 	P99LagSeconds() float64
 }
 
+// Updates is the fan-out of changed rows behind POST /v1/updates/{table}.
+type Updates interface {
+	Subscribe(table string, buffer int) *subs.UpdateSub
+	Unsubscribe(s *subs.UpdateSub)
+}
+
 // Options configure the handlers.
 type Options struct {
+	// Updates feeds POST /v1/updates/{table}; nil disables the route.
+	Updates Updates
 	// Cluster is nil for an agent running alone.
 	Cluster Cluster
 	// MaxBodyBytes bounds every request body; larger ones get 413.
@@ -67,6 +77,7 @@ func NewServer(st Store, opts Options) *Server {
 	s.mux.HandleFunc("POST /v1/migrations", s.auth(s.handleMigrations))
 	s.mux.HandleFunc("GET /v1/health", s.handleHealth)
 	s.mux.HandleFunc("GET /v1/members", s.auth(s.handleMembers))
+	s.mux.HandleFunc("POST /v1/updates/{table}", s.auth(s.handleUpdates))
 	return s
 }
 
@@ -313,4 +324,50 @@ func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 		out.Members = append(out.Members, Member{ID: s.store.Actor().String(), Name: "self", State: "alive", Self: true})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// updatesBuffer is how far a follower of /v1/updates may fall behind before
+// it is cut off.
+const updatesBuffer = 4096
+
+func (s *Server) handleUpdates(w http.ResponseWriter, r *http.Request) {
+	table := r.PathValue("table")
+	if s.opts.Updates == nil {
+		writeJSON(w, http.StatusNotFound, ErrorResponse{Error: "updates are not served by this agent"})
+		return
+	}
+	if s.store.Schema().Tables[table] == nil {
+		writeJSON(w, http.StatusNotFound, ErrorResponse{Error: fmt.Sprintf("no such table: %s", table)})
+		return
+	}
+	sub := s.opts.Updates.Subscribe(table, updatesBuffer)
+	defer s.opts.Updates.Unsubscribe(sub)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case n, ok := <-sub.C:
+			if !ok {
+				if sub.Lagged {
+					msg := "cut off: this consumer fell more than 4096 changes behind"
+					_ = enc.Encode(UpdateEvent{Error: &msg})
+				}
+				return
+			}
+			if err := enc.Encode(NewUpdateEvent(n)); err != nil {
+				return
+			}
+			// Flush when caught up, so bursts go out in few writes.
+			if flusher != nil && len(sub.C) == 0 {
+				flusher.Flush()
+			}
+		}
+	}
 }

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/store"
+	"github.com/patina-db/patina/internal/subs"
 	"github.com/patina-db/patina/schemas"
 )
 
@@ -255,5 +257,66 @@ func TestBearerToken(t *testing.T) {
 	}
 	if code, _ := f.do("GET", "/v1/health", ""); code != 200 {
 		t.Fatalf("health without token: %d", code)
+	}
+}
+
+func TestUpdatesStream(t *testing.T) {
+	st, err := store.Open(context.Background(), store.Config{Path: filepath.Join(t.TempDir(), "p.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.ApplySchemaSQL(context.Background(), schemas.Regional()); err != nil {
+		t.Fatal(err)
+	}
+	updates := subs.NewUpdates()
+	st.SetHooks(store.Hooks{Rows: updates.Publish})
+	srv := httptest.NewServer(api.NewServer(st, api.Options{Updates: updates}))
+	defer srv.Close()
+
+	resp, err := http.Post(srv.URL+"/v1/updates/nope", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("unknown table: %d", resp.StatusCode)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/updates/machines", nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	waitFor := func(cond func() bool) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatal("timed out")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(func() bool { return updates.Count() == 1 })
+	for _, q := range []string{
+		`INSERT INTO machines (id, app) VALUES ('m1', 'web')`,
+		`UPDATE machines SET app = 'web' WHERE id = 'm1'`, // no change: no notify
+		`UPDATE machines SET state = 'started' WHERE id = 'm1'`,
+		`DELETE FROM machines WHERE id = 'm1'`,
+	} {
+		if _, err := st.Transact(context.Background(), []store.Statement{{SQL: q}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var got []string
+	for len(got) < 3 && sc.Scan() {
+		got = append(got, sc.Text())
+	}
+	want := []string{`{"notify":["update",["m1"]]}`, `{"notify":["update",["m1"]]}`, `{"notify":["delete",["m1"]]}`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("stream:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

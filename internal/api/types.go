@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/patina-db/patina/internal/subs"
 )
 
 // Statement is one SQL statement with parameters. On the wire it is any of
@@ -341,4 +343,57 @@ type MemberAddrs struct {
 	QUIC   string `json:"quic,omitempty"`
 	API    string `json:"api,omitempty"`
 	GRPC   string `json:"grpc,omitempty"`
+}
+
+// UpdateEvent is one NDJSON line of POST /v1/updates/{table}:
+// {"notify":["update"|"delete",[pk values]]}, or {"error":"…"} when the
+// stream ends because the consumer fell behind.
+type UpdateEvent struct {
+	Notify *Notify `json:"notify,omitempty"`
+	Error  *string `json:"error,omitempty"`
+}
+
+// Notify is a changed row: its kind and primary-key values.
+type Notify struct {
+	Kind string // "update" or "delete"
+	PK   []any
+}
+
+// MarshalJSON writes ["update"|"delete", [pk values]].
+func (n Notify) MarshalJSON() ([]byte, error) {
+	pk := make([]any, len(n.PK))
+	for i, v := range n.PK {
+		pk[i] = EncodeValue(v)
+	}
+	return json.Marshal([]any{n.Kind, pk})
+}
+
+// UnmarshalJSON reads ["update"|"delete", [pk values]].
+func (n *Notify) UnmarshalJSON(data []byte) error {
+	var parts []json.RawMessage
+	if err := json.Unmarshal(data, &parts); err != nil || len(parts) != 2 {
+		return fmt.Errorf("notify: want [kind, [pk]]")
+	}
+	if err := json.Unmarshal(parts[0], &n.Kind); err != nil {
+		return fmt.Errorf("notify kind: %w", err)
+	}
+	pk, err := decodeParams(parts[1])
+	if err != nil {
+		return fmt.Errorf("notify pk: %w", err)
+	}
+	n.PK = pk
+	return nil
+}
+
+// NewUpdateEvent turns a fan-out notification into its wire form.
+func NewUpdateEvent(n subs.Notify) UpdateEvent {
+	kind := "update"
+	if n.Deleted {
+		kind = "delete"
+	}
+	pk := make([]any, len(n.PK))
+	for i, v := range n.PK {
+		pk[i] = v.Go()
+	}
+	return UpdateEvent{Notify: &Notify{Kind: kind, PK: pk}}
 }

@@ -89,7 +89,7 @@ func (c *testCluster) start(tn *testNode) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	st.OnCommit(func(v uint64) { node.Committed(context.Background(), v) })
+	st.SetHooks(store.Hooks{Committed: node.Committed})
 	tn.st, tn.node = st, node
 }
 
@@ -311,7 +311,7 @@ func TestOtherCAAndOtherClusterAreRefused(t *testing.T) {
 		if o.name == "intruder" {
 			intruder = node
 		}
-		st.OnCommit(func(v uint64) { node.Committed(ctx, v) })
+		st.SetHooks(store.Hooks{Committed: node.Committed})
 		if _, err := st.Transact(ctx, []store.Statement{{SQL: `INSERT INTO machines (id) VALUES (?)`, Args: []any{o.name}}}); err != nil {
 			t.Fatal(err)
 		}

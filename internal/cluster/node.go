@@ -182,12 +182,7 @@ func (n *Node) Close() error {
 }
 
 // Committed announces a local version: it goes out with the next batch.
-func (n *Node) Committed(ctx context.Context, v uint64) {
-	cs, _, err := n.st.Changes(ctx, n.st.Actor(), v)
-	if err != nil {
-		n.log.Warn("read committed version", "version", v, "err", err)
-		return // sync will send it
-	}
+func (n *Node) Committed(cs *crdt.Changeset) {
 	n.mu.Lock()
 	n.seen.see(cs.Actor, cs.Version)
 	if !n.queue.push(queued{cs: cs, committed: time.Now().UnixNano()}) {

@@ -35,6 +35,7 @@ type ApplyResult struct {
 // added by its changesets, visible to later changesets of the same batch
 // and folded into the store only once the batch commits.
 type applyBatch struct {
+	rows  []RowChange // rows changed by the changesets applied so far
 	sites map[crdt.ActorID]int64
 	book  map[crdt.ActorID]*crdt.ActorVersions
 	stmts map[string]*sql.Stmt
@@ -46,16 +47,25 @@ type applyBatch struct {
 // alone and reported in the result; the error return is for the node's own
 // faults, after which nothing of the batch is applied.
 func (s *Store) Apply(ctx context.Context, changesets []*crdt.Changeset) (ApplyResult, error) {
+	b := &applyBatch{sites: map[crdt.ActorID]int64{}, book: map[crdt.ActorID]*crdt.ActorVersions{}}
+	res, hooks, err := s.applyLocked(ctx, b, changesets)
+	if err == nil && hooks.Rows != nil && len(b.rows) > 0 {
+		hooks.Rows(b.rows)
+	}
+	return res, err
+}
+
+func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*crdt.Changeset) (_ ApplyResult, hooks Hooks, _ error) {
 	var res ApplyResult
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	hooks = s.hooks
 	if s.closed {
-		return res, ErrClosed
+		return res, hooks, ErrClosed
 	}
-	b := &applyBatch{sites: map[crdt.ActorID]int64{}, book: map[crdt.ActorID]*crdt.ActorVersions{}}
 	conn := s.applier
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return res, fmt.Errorf("apply: begin: %w", err)
+		return res, hooks, fmt.Errorf("apply: begin: %w", err)
 	}
 	rollback := func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") }
 	tables := map[string]*tableSQL{}
@@ -82,13 +92,15 @@ func (s *Store) Apply(ctx context.Context, changesets []*crdt.Changeset) (ApplyR
 		}
 		if _, err := conn.ExecContext(ctx, "SAVEPOINT v"); err != nil {
 			rollback()
-			return ApplyResult{}, fmt.Errorf("apply: savepoint: %w", err)
+			return ApplyResult{}, hooks, fmt.Errorf("apply: savepoint: %w", err)
 		}
+		rowsBefore := len(b.rows)
 		newSite, err := s.applyChangeset(ctx, b, tables, cs)
 		if err != nil {
+			b.rows = b.rows[:rowsBefore]
 			if _, rerr := conn.ExecContext(ctx, "ROLLBACK TO v; RELEASE v"); rerr != nil {
 				rollback()
-				return ApplyResult{}, fmt.Errorf("apply: rollback to savepoint: %w", rerr)
+				return ApplyResult{}, hooks, fmt.Errorf("apply: rollback to savepoint: %w", rerr)
 			}
 			if newSite {
 				delete(b.sites, cs.Actor)
@@ -96,21 +108,21 @@ func (s *Store) Apply(ctx context.Context, changesets []*crdt.Changeset) (ApplyR
 			var ae *ApplyError
 			if !errors.As(err, &ae) {
 				rollback()
-				return ApplyResult{}, err
+				return ApplyResult{}, hooks, err
 			}
 			res.Failed = append(res.Failed, err)
 			continue
 		}
 		if _, err := conn.ExecContext(ctx, "RELEASE v"); err != nil {
 			rollback()
-			return ApplyResult{}, fmt.Errorf("apply: release savepoint: %w", err)
+			return ApplyResult{}, hooks, fmt.Errorf("apply: release savepoint: %w", err)
 		}
 		s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
 		res.Applied++
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
-		return ApplyResult{}, fmt.Errorf("apply: commit: %w", err)
+		return ApplyResult{}, hooks, fmt.Errorf("apply: commit: %w", err)
 	}
 	for a, ord := range b.sites {
 		s.sites[a] = ord
@@ -121,7 +133,7 @@ func (s *Store) Apply(ctx context.Context, changesets []*crdt.Changeset) (ApplyR
 			s.book.MarkKnownRange(a, r)
 		}
 	}
-	return res, nil
+	return res, hooks, nil
 }
 
 func (s *Store) batchVersions(b *applyBatch, a crdt.ActorID) *crdt.ActorVersions {

@@ -157,7 +157,22 @@ func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL,
 			plans = append(plans, p)
 		}
 	}
-	return s.writePlans(ctx, ts, ord, cs.Version, plans)
+	if err := s.writePlans(ctx, ts, ord, cs.Version, plans); err != nil {
+		return err
+	}
+	if s.hooks.Rows != nil {
+		for _, p := range plans {
+			if p.op == opNone {
+				continue
+			}
+			pk := make([]crdt.Value, len(p.pk))
+			for i, v := range p.pk {
+				pk[i], _ = crdt.FromGo(v)
+			}
+			b.rows = append(b.rows, RowChange{Table: t.Name, PK: pk, Deleted: p.op == opDelete})
+		}
+	}
+	return nil
 }
 
 // keyValueFits refuses key values of a storage class the column does not

@@ -50,8 +50,8 @@ type Store struct {
 	clientSQL atomic.Bool
 	stmts     map[string]*sql.Stmt // applier statements by SQL
 	closed    bool
-	onCommit  func(version uint64) // called after each local version commits
-	broken    error                // set when a rollback failed: the writer's state is unknown
+	hooks     Hooks
+	broken    error // set when a rollback failed: the writer's state is unknown
 }
 
 func dsn(path string, params url.Values) string {
@@ -228,12 +228,67 @@ func (s *Store) installCapture(ctx context.Context, t *Table) error {
 	return nil
 }
 
-// OnCommit registers fn to be called, outside the store's lock, after each
-// local transaction that became a version. Set it before writing.
-func (s *Store) OnCommit(fn func(version uint64)) {
+// RowChange is a row that a commit changed, local or applied from a peer.
+type RowChange struct {
+	Table   string
+	PK      []crdt.Value
+	Deleted bool
+}
+
+// Hooks are told about commits. They are called outside the store's lock,
+// after the commit, and must not block for long.
+type Hooks struct {
+	// Committed gets each local version's changeset.
+	Committed func(cs *crdt.Changeset)
+	// Rows gets the rows each commit changed, local or remote.
+	Rows func(rows []RowChange)
+}
+
+// SetHooks registers the commit hooks. Set them before writing.
+func (s *Store) SetHooks(h Hooks) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.onCommit = fn
+	s.hooks = h
+}
+
+// afterLocalCommit reads a fresh local version once and hands it to the hooks.
+func (s *Store) afterLocalCommit(ctx context.Context, h Hooks, v uint64) {
+	if h.Committed == nil && h.Rows == nil {
+		return
+	}
+	cs, _, err := s.Changes(context.WithoutCancel(ctx), s.actor, v)
+	if err != nil {
+		return // the version is committed; sync carries it regardless
+	}
+	if h.Committed != nil {
+		h.Committed(cs)
+	}
+	if h.Rows != nil {
+		h.Rows(rowsOf(cs))
+	}
+}
+
+// rowsOf lists the rows a changeset touches.
+func rowsOf(cs *crdt.Changeset) []RowChange {
+	var out []RowChange
+	index := map[string]int{}
+	for _, c := range cs.Changes {
+		k := c.Table + "\x00" + string(c.PK)
+		i, ok := index[k]
+		if !ok {
+			pk, err := crdt.UnpackPK(c.PK)
+			if err != nil {
+				continue
+			}
+			i = len(out)
+			index[k] = i
+			out = append(out, RowChange{Table: c.Table, PK: pk})
+		}
+		if c.IsSentinel() && c.CL%2 == 0 {
+			out[i].Deleted = true
+		}
+	}
+	return out
 }
 
 // Actor is this node's actor id.

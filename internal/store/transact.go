@@ -107,9 +107,9 @@ func (s *Store) Write(ctx context.Context, fn func(tx Tx) error) (version uint64
 // write runs a local transaction and then, outside the lock, tells the
 // commit hook about a new version.
 func (s *Store) write(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, error) {
-	v, hook, err := s.writeLocked(ctx, client, fn)
-	if err == nil && v != 0 && hook != nil {
-		hook(v)
+	v, hooks, err := s.writeLocked(ctx, client, fn)
+	if err == nil && v != 0 {
+		s.afterLocalCommit(ctx, hooks, v)
 	}
 	return v, err
 }
@@ -117,24 +117,24 @@ func (s *Store) write(ctx context.Context, client bool, fn func(tx Tx) error) (u
 // write runs fn between BEGIN IMMEDIATE and COMMIT issued on the writer
 // connection itself. Not database/sql's Tx: when a Tx's context ends it
 // throws the connection away, and with it the TEMP capture triggers.
-func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, func(uint64), error) {
+func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, Hooks, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, nil, ErrClosed
+		return 0, Hooks{}, ErrClosed
 	}
 	if s.broken != nil {
-		return 0, nil, fmt.Errorf("store: writer unusable: %w", s.broken)
+		return 0, Hooks{}, fmt.Errorf("store: writer unusable: %w", s.broken)
 	}
 	next := s.head + 1
 	if s.pending != next {
 		if _, err := s.writer.ExecContext(ctx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
-			return 0, nil, fmt.Errorf("set pending version: %w", err)
+			return 0, Hooks{}, fmt.Errorf("set pending version: %w", err)
 		}
 		s.pending = next
 	}
 	if _, err := s.writer.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return 0, nil, fmt.Errorf("begin: %w", err)
+		return 0, Hooks{}, fmt.Errorf("begin: %w", err)
 	}
 	rollback := func() {
 		if _, err := s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
@@ -146,30 +146,30 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 	s.clientSQL.Store(false)
 	if err != nil {
 		rollback()
-		return 0, nil, err
+		return 0, Hooks{}, err
 	}
 	changed, err := s.versionTouched(ctx, next)
 	if err != nil {
 		rollback()
-		return 0, nil, err
+		return 0, Hooks{}, err
 	}
 	var apply func()
 	if changed {
 		if apply, err = s.persistVersion(ctx, s.writer, s.actor, 0, next, false); err != nil {
 			rollback()
-			return 0, nil, err
+			return 0, Hooks{}, err
 		}
 	}
 	if _, err := s.writer.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
-		return 0, nil, fmt.Errorf("commit: %w", err)
+		return 0, Hooks{}, fmt.Errorf("commit: %w", err)
 	}
 	if !changed {
-		return 0, nil, nil
+		return 0, Hooks{}, nil
 	}
 	apply()
 	s.head = next
-	return next, s.onCommit, nil
+	return next, s.hooks, nil
 }
 
 // versionTouched reports whether the open transaction wrote any row under
