@@ -307,3 +307,27 @@ func (u *UpdateStream) Err() error { return u.err }
 
 // Close stops following.
 func (u *UpdateStream) Close() error { return u.resp.Body.Close() }
+
+// ClusterStats reads the data plane's counters (GET /v1/debug/cluster).
+func (c *Client) ClusterStats(ctx context.Context) (map[string]uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/debug/cluster", nil)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, readError(resp)
+	}
+	var out api.ClusterStatsResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("client: cluster stats: %w", err)
+	}
+	return out.Stats, nil
+}

@@ -28,3 +28,5 @@ func (v clusterView) AliveMembers() int {
 func (v clusterView) QueueSize() int { return v.n.QueueSize() }
 
 func (v clusterView) P99LagSeconds() float64 { return v.n.P99Lag().Seconds() }
+
+func (v clusterView) Stats() map[string]uint64 { return v.n.Stats.Snapshot() }

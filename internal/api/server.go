@@ -32,6 +32,7 @@ type Cluster interface {
 	AliveMembers() int
 	QueueSize() int
 	P99LagSeconds() float64
+	Stats() map[string]uint64
 }
 
 // Updates is the fan-out of changed rows behind POST /v1/updates/{table}.
@@ -78,6 +79,7 @@ func NewServer(st Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/health", s.handleHealth)
 	s.mux.HandleFunc("GET /v1/members", s.auth(s.handleMembers))
 	s.mux.HandleFunc("POST /v1/updates/{table}", s.auth(s.handleUpdates))
+	s.mux.HandleFunc("GET /v1/debug/cluster", s.auth(s.handleClusterStats))
 	return s
 }
 
@@ -370,4 +372,15 @@ func (s *Server) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// handleClusterStats shows the data plane's counters, for operators and
+// benchmarks (Prometheus metrics will carry them too).
+func (s *Server) handleClusterStats(w http.ResponseWriter, r *http.Request) {
+	out := ClusterStatsResponse{Stats: map[string]uint64{}}
+	if c := s.opts.Cluster; c != nil {
+		out.Stats = c.Stats()
+		out.Stats["queue_size"] = uint64(c.QueueSize())
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -397,3 +397,9 @@ func NewUpdateEvent(n subs.Notify) UpdateEvent {
 	}
 	return UpdateEvent{Notify: &Notify{Kind: kind, PK: pk}}
 }
+
+// ClusterStatsResponse answers GET /v1/debug/cluster: counters of the
+// data plane since start (empty for an agent running alone).
+type ClusterStatsResponse struct {
+	Stats map[string]uint64 `json:"stats"`
+}

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -202,10 +201,12 @@ func (m *membership) joinLoop(ctx context.Context, bootstrap []string, logf func
 	}
 }
 
-// leave announces departure and stops gossip.
+// leave announces departure and stops gossip. A leave nobody heard (the
+// other members are gone too) is not an error: they will see this member
+// dead instead.
 func (m *membership) leave(timeout time.Duration) error {
-	err := m.ml.Leave(timeout)
-	return errors.Join(err, m.ml.Shutdown())
+	_ = m.ml.Leave(timeout)
+	return m.ml.Shutdown()
 }
 
 func (m *membership) addr() string {

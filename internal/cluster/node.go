@@ -40,6 +40,18 @@ type Stats struct {
 	SyncPulled        atomic.Uint64 // versions received by sync
 	SyncServed        atomic.Uint64 // versions sent by sync
 	SyncRefused       atomic.Uint64 // exchanges refused at the serve limit
+	BytesSent         atomic.Uint64 // data-plane payload written (frames; QUIC framing excluded)
+}
+
+// Snapshot reads every counter.
+func (s *Stats) Snapshot() map[string]uint64 {
+	return map[string]uint64{
+		"broadcasts_sent": s.BroadcastsSent.Load(), "broadcast_failures": s.BroadcastFailures.Load(),
+		"changesets_sent": s.ChangesetsSent.Load(), "received": s.Received.Load(), "duplicates": s.Duplicates.Load(),
+		"invalid": s.Invalid.Load(), "apply_failures": s.ApplyFailures.Load(), "queue_dropped": s.QueueDropped.Load(),
+		"sync_rounds": s.SyncRounds.Load(), "sync_pulled": s.SyncPulled.Load(), "sync_served": s.SyncServed.Load(),
+		"sync_refused": s.SyncRefused.Load(), "bytes_sent": s.BytesSent.Load(),
+	}
 }
 
 // versionKey names a version.
@@ -96,6 +108,7 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 	if n.tr, err = newTransport(cfg.QUICAddr, cfg.Cluster, cfg.Name, actor, cfg.Credentials, n, log); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	n.tr.sent = &n.Stats.BytesSent
 	gossipAddr := cfg.GossipAddr
 	if n.cfg.Name == "" {
 		host, _ := os.Hostname()

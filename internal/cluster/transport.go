@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -56,6 +57,7 @@ type transport struct {
 	ln      *quic.Listener
 	h       handler
 	log     *slog.Logger
+	sent    *atomic.Uint64 // payload bytes written, when set
 
 	mu    sync.Mutex
 	conns map[string]*peerConn // by address
@@ -235,7 +237,7 @@ func (t *transport) serveSync(ctx context.Context, st *quic.Stream, from string)
 		st.CancelRead(streamRefused)
 		return
 	}
-	err = t.h.handleSync(ctx, from, &state, func(c *wirev1.SyncChunk) error { return writeFrame(st, c) })
+	err = t.h.handleSync(ctx, from, &state, func(c *wirev1.SyncChunk) error { return writeFrame(t.counting(st), c) })
 	if err != nil {
 		t.log.Debug("sync serve", "to", from, "err", err)
 		st.CancelWrite(streamRefused)
@@ -331,7 +333,7 @@ func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Br
 		t.forget(addr, conn)
 		return fmt.Errorf("broadcast to %s: %w", addr, err)
 	}
-	w := bufio.NewWriter(st)
+	w := bufio.NewWriter(t.counting(st))
 	w.WriteByte(streamBroadcast)
 	if err := writeFrame(w, b); err != nil {
 		st.CancelWrite(streamDone)
@@ -389,4 +391,23 @@ func (t *transport) forget(addr string, conn *quic.Conn) {
 	if pc := t.conns[addr]; pc != nil && pc.conn == conn {
 		delete(t.conns, addr)
 	}
+}
+
+// counting counts what is written through it into t.sent.
+func (t *transport) counting(w io.Writer) io.Writer {
+	if t.sent == nil {
+		return w
+	}
+	return countingWriter{w, t.sent}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(uint64(n))
+	return n, err
 }

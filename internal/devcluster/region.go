@@ -1,0 +1,288 @@
+// Package devcluster starts whole patina topologies on one machine, on
+// loopback with fresh ports: for tests, benchmarks and `patina dev`.
+// Agents run in this process or each as its own `patina agent` process,
+// always with a real store, real gossip and QUIC with mutual TLS under a
+// CA made on the spot.
+package devcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/cluster"
+)
+
+// RegionOptions describe a regional cluster to start.
+type RegionOptions struct {
+	// Cluster names the cluster and the region (default "ams").
+	Cluster string
+	// Nodes is the number of agents (default 3).
+	Nodes int
+	// Dir holds databases, certificates, configs and logs.
+	Dir string
+	// Binary, when set, runs each agent as `Binary agent --config ...`;
+	// otherwise agents run in this process.
+	Binary string
+	// SchemaPaths for every agent (default: the regional schema files
+	// must be given by the caller).
+	SchemaPaths []string
+	// Faults inject failures into in-process agents' data plane.
+	Faults *cluster.Faults
+	// Log receives in-process agents' logs (default: discarded).
+	Log io.Writer
+	// SyncInterval overrides the agents' sync interval.
+	SyncInterval time.Duration
+}
+
+// Region is a running regional cluster.
+type Region struct {
+	Nodes  []*RegionNode
+	opts   RegionOptions
+	cancel context.CancelFunc
+}
+
+// RegionNode is one agent of a region.
+type RegionNode struct {
+	Name string
+	// API is the agent's HTTP address, http://host:port.
+	API    string
+	Gossip string
+	// Agent is set for in-process agents.
+	Agent *agent.Agent
+	cmd   *exec.Cmd
+	done  chan error
+}
+
+// StartRegion starts the agents, joins them, and returns once every agent
+// serves its API and sees every other as alive.
+func StartRegion(ctx context.Context, opts RegionOptions) (*Region, error) {
+	if opts.Cluster == "" {
+		opts.Cluster = "ams"
+	}
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Dir == "" {
+		return nil, errors.New("devcluster: no directory")
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	ca, err := cluster.NewCA(opts.Cluster + " dev CA")
+	if err != nil {
+		return nil, err
+	}
+	tlsDir := filepath.Join(opts.Dir, "tls")
+	if err := ca.Write(tlsDir); err != nil {
+		return nil, fmt.Errorf("devcluster: %w (start a region in an empty directory)", err)
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r := &Region{opts: opts, cancel: cancel}
+	var bootstrap []string
+	for i := 0; i < opts.Nodes; i++ {
+		name := fmt.Sprintf("%s-%d", opts.Cluster, i+1)
+		ports, err := freePorts(3)
+		if err != nil {
+			r.Stop()
+			return nil, err
+		}
+		gossip := fmt.Sprintf("127.0.0.1:%d", ports[0])
+		cfgText := fmt.Sprintf(`[db]
+path = %q
+schema_paths = %s
+[gossip]
+addr = %q
+quic_addr = "127.0.0.1:%d"
+bootstrap = %s
+cluster = %q
+name = %q
+%s[gossip.tls]
+ca_file = %q
+cert_file = %q
+key_file = %q
+[api]
+addr = "127.0.0.1:%d"
+`, filepath.Join(opts.Dir, name+".db"), tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
+			syncLine(opts.SyncInterval), filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, name+".pem"), filepath.Join(tlsDir, name+"-key.pem"), ports[2])
+		nc, err := ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+		if err != nil {
+			r.Stop()
+			return nil, err
+		}
+		if err := nc.Write(tlsDir, name); err != nil {
+			r.Stop()
+			return nil, err
+		}
+		cfgPath := filepath.Join(opts.Dir, name+".toml")
+		if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
+			r.Stop()
+			return nil, err
+		}
+		node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip, done: make(chan error, 1)}
+		if opts.Binary != "" {
+			err = node.startProcess(opts.Binary, cfgPath, filepath.Join(opts.Dir, name+".log"))
+		} else {
+			err = node.startInProcess(rctx, cfgPath, opts)
+		}
+		if err != nil {
+			r.Stop()
+			return nil, fmt.Errorf("devcluster: %s: %w", name, err)
+		}
+		r.Nodes = append(r.Nodes, node)
+		bootstrap = append(bootstrap, gossip)
+	}
+	if err := r.WaitMembers(ctx, opts.Nodes, 60*time.Second); err != nil {
+		r.Stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+func syncLine(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf("sync_interval = %q\n", d.String())
+}
+
+func tomlList(items []string) string {
+	out := "["
+	for i, s := range items {
+		if i > 0 {
+			out += ", "
+		}
+		out += fmt.Sprintf("%q", s)
+	}
+	return out + "]"
+}
+
+func (n *RegionNode) startInProcess(ctx context.Context, cfgPath string, opts RegionOptions) error {
+	cfg, err := agent.LoadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	a, err := agent.NewWithOptions(ctx, cfg, opts.Log, agent.Options{Faults: opts.Faults, LocalGossip: true})
+	if err != nil {
+		return err
+	}
+	n.Agent = a
+	go func() { n.done <- a.Run(ctx) }()
+	return nil
+}
+
+func (n *RegionNode) startProcess(binary, cfgPath, logPath string) error {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	n.cmd = exec.Command(binary, "agent", "--config", cfgPath)
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	go func() {
+		err := n.cmd.Wait()
+		logf.Close()
+		n.done <- err
+	}()
+	return nil
+}
+
+// Client returns a client for the node's API.
+func (n *RegionNode) Client() *client.Client {
+	c, _ := client.New(n.API, "")
+	return c
+}
+
+// WaitMembers waits until every node answers and sees want alive members.
+func (r *Region) WaitMembers(ctx context.Context, want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok := true
+		for _, n := range r.Nodes {
+			members, err := n.Client().Members(ctx)
+			alive := 0
+			for _, m := range members {
+				if m.State == "alive" {
+					alive++
+				}
+			}
+			if err != nil || alive != want {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("devcluster: %d members not alive everywhere after %s", want, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops every agent and waits for them.
+func (r *Region) Stop() error {
+	var errs []error
+	r.cancel()
+	for _, n := range r.Nodes {
+		if n.cmd != nil && n.cmd.Process != nil {
+			n.cmd.Process.Signal(os.Interrupt)
+		}
+	}
+	for _, n := range r.Nodes {
+		select {
+		case err := <-n.done:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+			}
+		case <-time.After(30 * time.Second):
+			if n.cmd != nil {
+				n.cmd.Process.Kill()
+			}
+			errs = append(errs, fmt.Errorf("%s: did not stop", n.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// freePorts finds n free TCP ports on loopback that are free for UDP too.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var hold []io.Closer
+	defer func() {
+		for _, c := range hold {
+			c.Close()
+		}
+	}()
+	for len(ports) < n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		udp, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			ln.Close()
+			continue
+		}
+		hold = append(hold, ln, udp)
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
