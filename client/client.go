@@ -28,11 +28,17 @@ type Client struct {
 
 // New returns a client for the agent at baseURL (http://host:port).
 func New(baseURL, token string) (*Client, error) {
+	return NewWithHTTP(baseURL, token, &http.Client{})
+}
+
+// NewWithHTTP is New with the HTTP client to use (connection pooling,
+// timeouts).
+func NewWithHTTP(baseURL, token string, hc *http.Client) (*Client, error) {
 	baseURL = strings.TrimRight(baseURL, "/")
 	if !strings.HasPrefix(baseURL, "http://") && !strings.HasPrefix(baseURL, "https://") {
 		return nil, fmt.Errorf("client: API address %q: want http://host:port", baseURL)
 	}
-	return &Client{base: baseURL, token: token, http: &http.Client{}}, nil
+	return &Client{base: baseURL, token: token, http: hc}, nil
 }
 
 // Error is a request the agent refused, with its status and message.

@@ -39,6 +39,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			queryCommand(),
 			clusterCommand(),
 			tlsCommand(),
+			benchCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {

@@ -29,6 +29,7 @@ type queued struct {
 	cs        *crdt.Changeset
 	hops      uint32
 	committed int64
+	from      string // the member it came from, "" for a local write
 }
 
 // sendQueue is a bounded priority queue of changesets: fewer hops first
@@ -123,12 +124,13 @@ type Member struct {
 	RTT        time.Duration // last probe round trip, 0 when not measured
 }
 
-// pickTargets chooses up to fanout distinct alive members other than
-// self, at random.
-func pickTargets(members []Member, self string, fanout int, rnd *rand.Rand) []Member {
+// pickTargets chooses up to fanout distinct alive members at random,
+// leaving out self and anyone skip names (for a relay: the writer and the
+// member it came from, who have it already).
+func pickTargets(members []Member, self string, fanout int, rnd *rand.Rand, skip func(Member) bool) []Member {
 	var pool []Member
 	for _, m := range members {
-		if m.Alive && m.Name != self && m.QUICAddr != "" {
+		if m.Alive && m.Name != self && m.QUICAddr != "" && (skip == nil || !skip(m)) {
 			pool = append(pool, m)
 		}
 	}

@@ -61,7 +61,7 @@ func TestPickTargets(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	seen := map[string]bool{}
 	for i := 0; i < 100; i++ {
-		got := pickTargets(members, "self", 2, rnd)
+		got := pickTargets(members, "self", 2, rnd, nil)
 		if len(got) != 2 || got[0].Name == got[1].Name {
 			t.Fatalf("picked %v", got)
 		}
@@ -74,6 +74,13 @@ func TestPickTargets(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Fatalf("not random: only %v picked", seen)
+	}
+	for i := 0; i < 20; i++ {
+		for _, m := range pickTargets(members, "self", 3, rnd, func(m Member) bool { return m.Name == "a" }) {
+			if m.Name == "a" {
+				t.Fatal("picked a skipped member")
+			}
+		}
 	}
 }
 

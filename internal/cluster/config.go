@@ -37,7 +37,9 @@ type Config struct {
 	Fanout int
 	// TransmitMult scales the hop limit: TransmitMult·⌈log₂(n+1)⌉.
 	TransmitMult int
-	// BatchDelay is how long committed versions wait to be sent together.
+	// BatchDelay is an extra wait, under load, for more committed versions
+	// to join a batch. Default 0: batches form on their own from what
+	// commits while the previous batch is on the wire.
 	BatchDelay time.Duration
 	// QueueLimit bounds the broadcast queue; what it drops, sync repairs.
 	QueueLimit int
@@ -61,9 +63,6 @@ func (c *Config) Defaults() {
 	}
 	if c.TransmitMult == 0 {
 		c.TransmitMult = 2
-	}
-	if c.BatchDelay == 0 {
-		c.BatchDelay = 2 * time.Millisecond
 	}
 	if c.QueueLimit == 0 {
 		c.QueueLimit = 20_000

@@ -82,6 +82,9 @@ type Node struct {
 	rnd     *rand.Rand
 	serving chan struct{} // sync serve slots
 
+	inbox     []queued // received, waiting to be applied
+	applyWake chan struct{}
+
 	wake   chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -99,9 +102,10 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 	n := &Node{
 		cfg: cfg, st: st, log: log, faults: faults,
 		queue: newSendQueue(cfg.QueueLimit), seen: newSeenSet(), failed: map[versionKey]*crdt.Changeset{},
-		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(st.Actor()[0]))),
-		serving: make(chan struct{}, cfg.SyncServeLimit),
-		wake:    make(chan struct{}, 1),
+		rnd:       rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(st.Actor()[0]))),
+		serving:   make(chan struct{}, cfg.SyncServeLimit),
+		wake:      make(chan struct{}, 1),
+		applyWake: make(chan struct{}, 1),
 	}
 	actor := st.Actor()
 	var err error
@@ -124,6 +128,7 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 	n.spawn(func() { n.tr.run(ctx) })
 	n.spawn(func() { n.ms.joinLoop(ctx, cfg.Bootstrap, n.log.Warn) })
 	n.spawn(func() { n.broadcastLoop(ctx) })
+	n.spawn(func() { n.applyLoop(ctx) })
 	n.spawn(func() { n.syncLoop(ctx) })
 	n.spawn(func() { n.retryLoop(ctx) })
 	log.Info("cluster member started", "name", n.cfg.Name, "cluster", cfg.Cluster, "gossip", n.ms.addr(), "quic", n.tr.addr())
@@ -222,11 +227,15 @@ func (n *Node) broadcastLoop(ctx context.Context) {
 			return
 		case <-n.wake:
 		}
-		// Micro-batch: let the versions committed meanwhile join.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(n.cfg.BatchDelay):
+		// No fixed wait when idle: what committed while the previous batch
+		// was on the wire forms the next batch. Under load a short wait
+		// lets more join.
+		if n.QueueSize() > 1 && n.cfg.BatchDelay > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(n.cfg.BatchDelay):
+			}
 		}
 		for {
 			n.mu.Lock()
@@ -248,7 +257,8 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 	targets := map[string]Member{}
 	n.mu.Lock()
 	for _, q := range batch {
-		for _, m := range pickTargets(members, n.cfg.Name, n.cfg.Fanout, n.rnd) {
+		skip := func(m Member) bool { return q.from != "" && (m.Name == q.from || m.Actor == q.cs.Actor) }
+		for _, m := range pickTargets(members, n.cfg.Name, n.cfg.Fanout, n.rnd, skip) {
 			b := perTarget[m.Name]
 			if b == nil {
 				b = &wirev1.Broadcast{}
@@ -289,15 +299,14 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 	wg.Wait()
 }
 
-// handleBroadcast applies what is new in a broadcast and relays what
-// applied, once, while its hop count allows.
+// inboxLimit bounds received changesets waiting to be applied; beyond
+// it they are dropped and sync brings them.
+const inboxLimit = 50_000
+
+// handleBroadcast keeps what is new in a broadcast for the apply loop,
+// which applies everything waiting in one transaction.
 func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broadcast) {
-	type fresh struct {
-		cs        *crdt.Changeset
-		hops      uint32
-		committed int64
-	}
-	var batch []fresh
+	var fresh []queued
 	for _, w := range b.GetChangesets() {
 		n.Stats.Received.Add(1)
 		cs, err := fromWire(w)
@@ -310,41 +319,74 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 			n.Stats.Duplicates.Add(1)
 			continue
 		}
-		n.mu.Lock()
-		isNew := n.seen.see(cs.Actor, cs.Version)
-		n.mu.Unlock()
-		if !isNew {
+		fresh = append(fresh, queued{cs: cs, hops: w.GetHops(), committed: w.GetCommittedUnixNano(), from: from})
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	n.mu.Lock()
+	for _, f := range fresh {
+		if !n.seen.see(f.cs.Actor, f.cs.Version) {
 			n.Stats.Duplicates.Add(1)
 			continue
 		}
-		batch = append(batch, fresh{cs, w.GetHops(), w.GetCommittedUnixNano()})
-	}
-	if len(batch) == 0 {
-		return
-	}
-	css := make([]*crdt.Changeset, len(batch))
-	for i, f := range batch {
-		css[i] = f.cs
-	}
-	failed := n.apply(ctx, css)
-	limit := uint32(MaxTransmissions(n.cfg.TransmitMult, len(n.ms.members())))
-	now := time.Now().UnixNano()
-	n.mu.Lock()
-	for _, f := range batch {
-		if failed[versionKey{f.cs.Actor, f.cs.Version}] {
-			continue // retried locally, never relayed
+		if len(n.inbox) >= inboxLimit {
+			n.Stats.QueueDropped.Add(1)
+			continue
 		}
-		if f.committed > 0 && now > f.committed {
-			n.lag.add(time.Duration(now - f.committed))
-		}
-		if f.hops+1 < limit {
-			if !n.queue.push(queued{cs: f.cs, hops: f.hops + 1, committed: f.committed}) {
-				n.Stats.QueueDropped.Add(1)
-			}
-		}
+		n.inbox = append(n.inbox, f)
 	}
 	n.mu.Unlock()
-	n.poke()
+	select {
+	case n.applyWake <- struct{}{}:
+	default:
+	}
+}
+
+// applyLoop applies received changesets, as many as are waiting at once,
+// and queues for relay those that applied, once, while their hop count
+// allows.
+func (n *Node) applyLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.applyWake:
+		}
+		for {
+			n.mu.Lock()
+			batch := n.inbox
+			n.inbox = nil
+			n.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			css := make([]*crdt.Changeset, len(batch))
+			for i, f := range batch {
+				css[i] = f.cs
+			}
+			failed := n.apply(ctx, css)
+			limit := uint32(MaxTransmissions(n.cfg.TransmitMult, len(n.ms.members())))
+			now := time.Now().UnixNano()
+			n.mu.Lock()
+			for _, f := range batch {
+				if failed[versionKey{f.cs.Actor, f.cs.Version}] {
+					continue // retried locally, never relayed
+				}
+				if f.committed > 0 && now > f.committed {
+					n.lag.add(time.Duration(now - f.committed))
+				}
+				if f.hops+1 < limit {
+					f.hops++
+					if !n.queue.push(f) {
+						n.Stats.QueueDropped.Add(1)
+					}
+				}
+			}
+			n.mu.Unlock()
+			n.poke()
+		}
+	}
 }
 
 // apply applies changesets and keeps the ones that failed for local
@@ -414,7 +456,7 @@ func (n *Node) syncLoop(ctx context.Context) {
 		case <-time.After(n.cfg.SyncInterval + jitter):
 		}
 		n.mu.Lock()
-		peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd)
+		peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd, nil)
 		n.mu.Unlock()
 		for _, p := range peers {
 			if err := n.SyncWith(ctx, p); err != nil {

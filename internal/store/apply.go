@@ -63,7 +63,7 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 	if s.closed {
 		return res, hooks, ErrClosed
 	}
-	conn := s.applier
+	conn := s.aint
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return res, hooks, fmt.Errorf("apply: begin: %w", err)
 	}
@@ -166,7 +166,7 @@ func (s *Store) batchSite(ctx context.Context, b *applyBatch, a crdt.ActorID) (o
 	if len(s.sites)+len(b.sites) >= maxSites-1 {
 		return 0, false, fmt.Errorf("register actor %s: this node already records %d actors", a, maxSites-1)
 	}
-	err = queryRow(ctx, s.applier, `INSERT INTO __patina_sites (ordinal, actor) VALUES ((SELECT coalesce(max(ordinal), 0) + 1 FROM __patina_sites), ?) RETURNING ordinal`, []any{a[:]}, &ord)
+	err = queryRow(ctx, s.aint, `INSERT INTO __patina_sites (ordinal, actor) VALUES ((SELECT coalesce(max(ordinal), 0) + 1 FROM __patina_sites), ?) RETURNING ordinal`, []any{a[:]}, &ord)
 	if err != nil {
 		return 0, false, fmt.Errorf("register actor %s: %w", a, err)
 	}
@@ -188,34 +188,11 @@ func (s *Store) siteActor(b *applyBatch, ord int64) crdt.ActorID {
 
 func (s *Store) persistBatchVersion(ctx context.Context, b *applyBatch, a crdt.ActorID, ord int64, v uint64) error {
 	av := s.batchVersions(b, a)
-	return persistRange(ctx, s.applier, ord, 0, &av.Known, v)
-}
-
-// maxApplierStmts bounds the prepared-statement cache; updates are keyed
-// by the set of columns they write, which varies.
-const maxApplierStmts = 512
-
-func (s *Store) applierStmt(ctx context.Context, q string) (*sql.Stmt, error) {
-	if st, ok := s.stmts[q]; ok {
-		return st, nil
-	}
-	if len(s.stmts) >= maxApplierStmts {
-		s.dropApplierStmts()
-	}
-	st, err := s.applier.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	s.stmts[q] = st
-	return st, nil
+	return persistRange(ctx, s.aint, ord, 0, &av.Known, v)
 }
 
 func (s *Store) execApplier(ctx context.Context, q string, args ...any) error {
-	st, err := s.applierStmt(ctx, q)
-	if err != nil {
-		return err
-	}
-	_, err = st.ExecContext(ctx, args...)
+	_, err := s.aint.ExecContext(ctx, q, args...)
 	return err
 }
 
@@ -236,8 +213,6 @@ func sentinelWins(local rowClock, localActor crdt.ActorID, remoteActor crdt.Acto
 }
 
 func (s *Store) dropApplierStmts() {
-	for q, st := range s.stmts {
-		_ = st.Close()
-		delete(s.stmts, q)
-	}
+	s.aint.reset()
+	s.wint.reset()
 }

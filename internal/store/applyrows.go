@@ -233,11 +233,7 @@ func (s *Store) readByKeys(ctx context.Context, ts *tableSQL, keys [][]any, quer
 		for _, k := range keys[start:end] {
 			args = append(args, k...)
 		}
-		st, err := s.applierStmt(ctx, query(end-start))
-		if err != nil {
-			return err
-		}
-		rows, err := st.QueryContext(ctx, args...)
+		rows, err := s.aint.QueryContext(ctx, query(end-start), args...)
 		if err != nil {
 			return err
 		}

@@ -128,24 +128,24 @@ func (s *Store) markCleared(ctx context.Context, a crdt.ActorID, ord int64, v ui
 	if s.book.IsCleared(a, v) {
 		return nil
 	}
-	if _, err := s.applier.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := s.aint.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("mark cleared: %w", err)
 	}
 	err := func() error {
 		for _, name := range s.schema.TableNames() {
-			if _, err := s.applier.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE __patina_site = ? AND __patina_version = ?", quoteIdent(vxTable(name))), ord, v); err != nil {
+			if _, err := s.aint.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE __patina_site = ? AND __patina_version = ?", quoteIdent(vxTable(name))), ord, v); err != nil {
 				return err
 			}
 		}
 		av := s.book.Versions(a)
-		return persistRange(ctx, s.applier, ord, 1, &av.Cleared, v)
+		return persistRange(ctx, s.aint, ord, 1, &av.Cleared, v)
 	}()
 	if err != nil {
-		_, _ = s.applier.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		_, _ = s.aint.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		return fmt.Errorf("mark cleared: %w", err)
 	}
-	if _, err := s.applier.ExecContext(ctx, "COMMIT"); err != nil {
-		_, _ = s.applier.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	if _, err := s.aint.ExecContext(ctx, "COMMIT"); err != nil {
+		_, _ = s.aint.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		return fmt.Errorf("mark cleared: %w", err)
 	}
 	s.book.MarkCleared(a, v)

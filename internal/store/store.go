@@ -37,6 +37,8 @@ type Store struct {
 	writer  *sql.Conn // has the TEMP capture triggers
 	applyDB *sql.DB
 	applier *sql.Conn // no triggers: remote changes carry their own clocks
+	wint    *stmtConn // the writer, for the store's own statements
+	aint    *stmtConn // the applier
 	readers *sql.DB   // API queries: the read-only authorizer, no transactions
 	snap    *sql.DB   // the store's own multi-statement read transactions
 
@@ -48,7 +50,6 @@ type Store struct {
 	head      uint64 // this node's last version
 	pending   uint64 // value of temp.__patina_tx
 	clientSQL atomic.Bool
-	stmts     map[string]*sql.Stmt // applier statements by SQL
 	closed    bool
 	hooks     Hooks
 	broken    error // set when a rollback failed: the writer's state is unknown
@@ -71,7 +72,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.BusyTimeoutMS <= 0 {
 		cfg.BusyTimeoutMS = 5000
 	}
-	s := &Store{cfg: cfg, stmts: map[string]*sql.Stmt{}}
+	s := &Store{cfg: cfg}
 	if err := s.open(ctx); err != nil {
 		s.closeConns()
 		return nil, err
@@ -103,9 +104,13 @@ func (s *Store) open(ctx context.Context) error {
 	if s.applier, err = s.applyDB.Conn(ctx); err != nil {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
+	s.wint, s.aint = newStmtConn(s.writer), newStmtConn(s.applier)
 	r := url.Values{}
 	r.Set("_busy_timeout", fmt.Sprint(s.cfg.BusyTimeoutMS))
 	r.Set("_query_only", "1")
+	// Readers only ever run read-only statements under one policy, so the
+	// driver may keep them prepared.
+	r.Set("_stmt_cache_size", "64")
 	if s.readers, err = sql.Open(readerDriver, dsn(s.cfg.Path, r)); err != nil {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
@@ -317,8 +322,10 @@ func (s *Store) Close() error {
 
 func (s *Store) closeConns() error {
 	var errs []error
-	for _, st := range s.stmts {
-		errs = append(errs, st.Close())
+	for _, c := range []*stmtConn{s.wint, s.aint} {
+		if c != nil {
+			c.reset()
+		}
 	}
 	for _, c := range []*sql.Conn{s.writer, s.applier} {
 		if c != nil {

@@ -128,16 +128,16 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 	}
 	next := s.head + 1
 	if s.pending != next {
-		if _, err := s.writer.ExecContext(ctx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
+		if _, err := s.wint.ExecContext(ctx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
 			return 0, Hooks{}, fmt.Errorf("set pending version: %w", err)
 		}
 		s.pending = next
 	}
-	if _, err := s.writer.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := s.wint.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return 0, Hooks{}, fmt.Errorf("begin: %w", err)
 	}
 	rollback := func() {
-		if _, err := s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+		if _, err := s.wint.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
 			s.broken = fmt.Errorf("rollback failed: %w", err)
 		}
 	}
@@ -155,12 +155,12 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 	}
 	var apply func()
 	if changed {
-		if apply, err = s.persistVersion(ctx, s.writer, s.actor, 0, next, false); err != nil {
+		if apply, err = s.persistVersion(ctx, s.wint, s.actor, 0, next, false); err != nil {
 			rollback()
 			return 0, Hooks{}, err
 		}
 	}
-	if _, err := s.writer.ExecContext(ctx, "COMMIT"); err != nil {
+	if _, err := s.wint.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
 		return 0, Hooks{}, fmt.Errorf("commit: %w", err)
 	}
@@ -183,7 +183,7 @@ func (s *Store) versionTouched(ctx context.Context, v uint64) (bool, error) {
 		parts = append(parts, fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE __patina_site = 0 AND __patina_version = ?1)", quoteIdent(vxTable(name))))
 	}
 	var touched bool
-	if err := s.writer.QueryRowContext(ctx, "SELECT "+strings.Join(parts, " OR "), v).Scan(&touched); err != nil {
+	if err := s.wint.QueryRowContext(ctx, "SELECT "+strings.Join(parts, " OR "), v).Scan(&touched); err != nil {
 		return false, fmt.Errorf("detect changes: %w", err)
 	}
 	return touched, nil

@@ -1,0 +1,239 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/internal/devcluster"
+)
+
+// Options describe the region a benchmark runs against.
+type Options struct {
+	Nodes int
+	// Binary runs agents as processes (`Binary agent`); empty: in process.
+	Binary      string
+	Dir         string
+	SchemaPaths []string
+}
+
+// PropagationOptions add the write load.
+type PropagationOptions struct {
+	Options
+	Rate     int // writes per second, spread over the nodes
+	Duration time.Duration
+}
+
+// PropagationResult is what `patina bench propagation` reports.
+type PropagationResult struct {
+	Nodes           int     `json:"nodes"`
+	Processes       bool    `json:"processes"`
+	Rate            int     `json:"rate"`
+	DurationSec     float64 `json:"duration_s"`
+	Versions        int     `json:"versions"`
+	AchievedRate    float64 `json:"achieved_rate"`
+	VisibleP50Ms    float64 `json:"visible_all_p50_ms"`
+	VisibleP99Ms    float64 `json:"visible_all_p99_ms"`
+	VisibleMaxMs    float64 `json:"visible_all_max_ms"`
+	AckP50Ms        float64 `json:"ack_p50_ms"`
+	AckP99Ms        float64 `json:"ack_p99_ms"`
+	BytesPerVersion float64 `json:"bytes_per_version"`
+	NotVisible      int     `json:"not_visible"`
+}
+
+// startRegion starts the region the options describe.
+func startRegion(ctx context.Context, o Options) (*devcluster.Region, error) {
+	return devcluster.StartRegion(ctx, devcluster.RegionOptions{Nodes: o.Nodes, Dir: o.Dir, Binary: o.Binary, SchemaPaths: o.SchemaPaths})
+}
+
+func httpClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256, IdleConnTimeout: time.Minute}}
+}
+
+// Propagation writes Rate rows a second for Duration, each through a
+// node's API in turn, and times each from the moment its request is sent
+// to the moment the last node's change feed reports it.
+func Propagation(ctx context.Context, opts PropagationOptions, progress io.Writer) (*PropagationResult, error) {
+	if opts.Rate <= 0 || opts.Duration <= 0 || opts.Nodes < 1 {
+		return nil, errors.New("bench: rate, duration and nodes must be positive")
+	}
+	region, err := startRegion(ctx, opts.Options)
+	if err != nil {
+		return nil, err
+	}
+	defer region.Stop()
+	n := len(region.Nodes)
+	total := int(float64(opts.Rate) * opts.Duration.Seconds())
+	if total < 1 {
+		total = 1
+	}
+	fmt.Fprintf(progress, "region of %d nodes up; writing %d rows at %d/s\n", n, total, opts.Rate)
+
+	hc := httpClient()
+	clients := make([]*client.Client, n)
+	for i, node := range region.Nodes {
+		c, err := client.NewWithHTTP(node.API, "", hc)
+		if err != nil {
+			return nil, err
+		}
+		clients[i] = c
+	}
+	sent := make([]time.Time, total)
+	acked := make([]time.Duration, total)
+	seen := make([][]time.Time, total) // [seq][node]
+	for i := range seen {
+		seen[i] = make([]time.Time, n)
+	}
+	var mu sync.Mutex
+	remaining := total * n
+	allSeen := make(chan struct{})
+
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	var follow sync.WaitGroup
+	for i, c := range clients {
+		stream, err := c.Updates(fctx, "machines")
+		if err != nil {
+			return nil, err
+		}
+		follow.Add(1)
+		go func() {
+			defer follow.Done()
+			defer stream.Close()
+			for stream.Next() {
+				now := time.Now()
+				id, _ := stream.Notify().PK[0].(string)
+				if len(id) < 2 || id[0] != 'b' {
+					continue
+				}
+				seq, err := strconv.Atoi(id[1:])
+				if err != nil || seq < 0 || seq >= total {
+					continue
+				}
+				mu.Lock()
+				if seen[seq][i].IsZero() {
+					seen[seq][i] = now
+					remaining--
+					if remaining == 0 {
+						close(allSeen)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	before, err := bytesSent(ctx, clients)
+	if err != nil {
+		return nil, err
+	}
+
+	// Pace the writes; a pool of workers sends them so a slow request
+	// does not delay the next.
+	jobs := make(chan int, total)
+	var workers sync.WaitGroup
+	var writeErr error
+	var errOnce sync.Once
+	for w := 0; w < 64; w++ {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for seq := range jobs {
+				c := clients[seq%n]
+				t0 := time.Now()
+				mu.Lock()
+				sent[seq] = t0
+				mu.Unlock()
+				_, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app, state, updated_at) VALUES (?, 'bench', 'started', ?)", Params: []any{fmt.Sprintf("b%d", seq), t0.UnixMilli()}})
+				acked[seq] = time.Since(t0)
+				if err != nil {
+					errOnce.Do(func() { writeErr = err })
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / float64(opts.Rate))
+	for seq := 0; seq < total; seq++ {
+		if d := time.Until(start.Add(time.Duration(seq) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		jobs <- seq
+	}
+	close(jobs)
+	workers.Wait()
+	elapsed := time.Since(start)
+	if writeErr != nil {
+		return nil, fmt.Errorf("bench: write: %w", writeErr)
+	}
+	select {
+	case <-allSeen:
+	case <-time.After(30 * time.Second):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	after, err := bytesSent(ctx, clients)
+	if err != nil {
+		return nil, err
+	}
+	stopFollow()
+
+	mu.Lock()
+	defer mu.Unlock()
+	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Rate: opts.Rate, DurationSec: opts.Duration.Seconds(),
+		Versions: total, AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(total)}
+	var visible, acks []time.Duration
+	for seq := 0; seq < total; seq++ {
+		var last time.Time
+		complete := true
+		for _, t := range seen[seq] {
+			if t.IsZero() {
+				complete = false
+				break
+			}
+			if t.After(last) {
+				last = t
+			}
+		}
+		acks = append(acks, acked[seq])
+		if !complete {
+			res.NotVisible++
+			continue
+		}
+		visible = append(visible, last.Sub(sent[seq]))
+	}
+	res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs = ms(pct(visible, 0.50)), ms(pct(visible, 0.99)), ms(pct(visible, 1))
+	res.AckP50Ms, res.AckP99Ms = ms(pct(acks, 0.50)), ms(pct(acks, 0.99))
+	return res, nil
+}
+
+func bytesSent(ctx context.Context, clients []*client.Client) (uint64, error) {
+	var total uint64
+	for _, c := range clients {
+		s, err := c.ClusterStats(ctx)
+		if err != nil {
+			return 0, err
+		}
+		total += s["bytes_sent"]
+	}
+	return total, nil
+}
+
+// pct is the p-quantile (0..1) of ds, by the nearest-rank method.
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s))*p+0.999999) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func schemaDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "schemas", "regional")
+}
+
+// TestPropagationRuns runs a short in-process propagation benchmark and
+// checks its bookkeeping, not its timings: every version written is
+// counted, seen everywhere, and reported with sane quantiles.
+func TestPropagationRuns(t *testing.T) {
+	rate, dur := 200, time.Second
+	if os.Getenv("PATINA_BENCH_RATE") != "" {
+		rate, dur = 1000, 5*time.Second
+	}
+	res, err := Propagation(context.Background(), PropagationOptions{
+		Options: Options{Nodes: 3, Dir: t.TempDir(), SchemaPaths: []string{schemaDir()}},
+		Rate:    rate, Duration: dur,
+	}, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Versions != int(float64(rate)*dur.Seconds()) || res.NotVisible != 0 {
+		t.Fatalf("versions %d, not visible %d", res.Versions, res.NotVisible)
+	}
+	if !(res.VisibleP50Ms > 0 && res.VisibleP50Ms <= res.VisibleP99Ms && res.VisibleP99Ms <= res.VisibleMaxMs) {
+		t.Fatalf("quantiles out of order: %+v", res)
+	}
+	if res.BytesPerVersion <= 0 {
+		t.Fatal("no data-plane bytes counted")
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
