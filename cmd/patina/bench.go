@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -12,49 +13,94 @@ import (
 	"github.com/patina-db/patina/schemas"
 )
 
+func regionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "nodes", Value: 3, Usage: "agents in the region"},
+		&cli.BoolFlag{Name: "in-process", Usage: "run the agents in this process instead of one process each"},
+		&cli.StringFlag{Name: "dir", Usage: "working directory (default: a temporary one, removed after)"},
+		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+	}
+}
+
+// benchAction prepares the region options, runs a benchmark and prints
+// its result, as JSON or through human.
+func benchAction[R any](run func(c *cli.Context, opts bench.Options) (R, error), human func(c *cli.Context, r R)) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		opts, cleanup, err := benchOptions(c)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		res, err := run(c, opts)
+		if err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+		if c.Bool("json") {
+			return json.NewEncoder(c.App.Writer).Encode(res)
+		}
+		human(c, res)
+		return nil
+	}
+}
+
+func mode(processes bool) string {
+	if processes {
+		return "one process per agent"
+	}
+	return "agents in one process"
+}
+
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "benchmarks against a region started on this machine",
-		Subcommands: []*cli.Command{{
-			Name:  "propagation",
-			Usage: "time writes from request to visibility on every node",
-			Flags: []cli.Flag{
-				&cli.IntFlag{Name: "nodes", Value: 3, Usage: "agents in the region"},
-				&cli.IntFlag{Name: "rate", Value: 100, Usage: "writes per second, spread over the agents"},
-				&cli.DurationFlag{Name: "duration", Value: 10_000_000_000, Usage: "how long to write"},
-				&cli.BoolFlag{Name: "in-process", Usage: "run the agents in this process instead of one process each"},
-				&cli.StringFlag{Name: "dir", Usage: "working directory (default: a temporary one, removed after)"},
-				&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		Subcommands: []*cli.Command{
+			{
+				Name:  "propagation",
+				Usage: "time writes from request to visibility on every node",
+				Flags: append(regionFlags(),
+					&cli.IntFlag{Name: "rate", Value: 100, Usage: "writes per second, spread over the agents"},
+					&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"}),
+				Action: benchAction(func(c *cli.Context, opts bench.Options) (*bench.PropagationResult, error) {
+					return bench.Propagation(c.Context, bench.PropagationOptions{Options: opts, Rate: c.Int("rate"), Duration: c.Duration("duration")}, c.App.ErrWriter)
+				}, func(c *cli.Context, res *bench.PropagationResult) {
+					w := c.App.Writer
+					fmt.Fprintf(w, "propagation: %d nodes (%s), %d writes/s for %.0fs: %d versions (%.0f/s achieved)\n",
+						res.Nodes, mode(res.Processes), res.Rate, res.DurationSec, res.Versions, res.AchievedRate)
+					fmt.Fprintf(w, "  visible on every node  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs)
+					fmt.Fprintf(w, "  write acknowledged     p50 %.2f ms  p99 %.2f ms\n", res.AckP50Ms, res.AckP99Ms)
+					fmt.Fprintf(w, "  data plane             %.0f bytes sent per version\n", res.BytesPerVersion)
+					if res.NotVisible > 0 {
+						fmt.Fprintf(w, "  %d versions not visible everywhere within 30 s\n", res.NotVisible)
+					}
+				}),
 			},
-			Action: func(c *cli.Context) error {
-				opts, cleanup, err := benchOptions(c)
-				if err != nil {
-					return err
-				}
-				defer cleanup()
-				res, err := bench.Propagation(c.Context, bench.PropagationOptions{Options: opts, Rate: c.Int("rate"), Duration: c.Duration("duration")}, c.App.ErrWriter)
-				if err != nil {
-					return cli.Exit(err.Error(), 1)
-				}
-				if c.Bool("json") {
-					return json.NewEncoder(c.App.Writer).Encode(res)
-				}
-				mode := "one process per agent"
-				if !res.Processes {
-					mode = "agents in one process"
-				}
-				fmt.Fprintf(c.App.Writer, "propagation: %d nodes (%s), %d writes/s for %.0fs: %d versions (%.0f/s achieved)\n",
-					res.Nodes, mode, res.Rate, res.DurationSec, res.Versions, res.AchievedRate)
-				fmt.Fprintf(c.App.Writer, "  visible on every node  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs)
-				fmt.Fprintf(c.App.Writer, "  write acknowledged     p50 %.2f ms  p99 %.2f ms\n", res.AckP50Ms, res.AckP99Ms)
-				fmt.Fprintf(c.App.Writer, "  data plane             %.0f bytes sent per version\n", res.BytesPerVersion)
-				if res.NotVisible > 0 {
-					fmt.Fprintf(c.App.Writer, "  %d versions not visible everywhere within 30 s\n", res.NotVisible)
-				}
-				return nil
+			{
+				Name:  "throughput",
+				Usage: "aggregate write throughput of concurrent writers spread over the agents",
+				Flags: append(regionFlags(),
+					&cli.IntFlag{Name: "writers", Value: 16, Usage: "concurrent writers"},
+					&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"}),
+				Action: benchAction(func(c *cli.Context, opts bench.Options) (*bench.ThroughputResult, error) {
+					return bench.Throughput(c.Context, bench.ThroughputOptions{Options: opts, Writers: c.Int("writers"), Duration: c.Duration("duration")}, c.App.ErrWriter)
+				}, func(c *cli.Context, res *bench.ThroughputResult) {
+					fmt.Fprintf(c.App.Writer, "throughput: %d nodes (%s), %d writers: %d writes in %.1fs = %.0f writes/s; every node had them %.2fs after the last\n",
+						res.Nodes, mode(res.Processes), res.Writers, res.Writes, res.DurationSec, res.WritesPerSec, res.ConvergedSec)
+				}),
 			},
-		}},
+			{
+				Name:  "catchup",
+				Usage: "time for a node that missed versions to catch up through sync",
+				Flags: append(regionFlags(),
+					&cli.IntFlag{Name: "versions", Value: 100_000, Usage: "versions the stopped node misses"}),
+				Action: benchAction(func(c *cli.Context, opts bench.Options) (*bench.CatchUpResult, error) {
+					return bench.CatchUp(c.Context, bench.CatchUpOptions{Options: opts, Versions: c.Int("versions")}, c.App.ErrWriter)
+				}, func(c *cli.Context, res *bench.CatchUpResult) {
+					fmt.Fprintf(c.App.Writer, "catch-up: %d nodes (%s): a node that missed %d versions caught up in %.2fs\n",
+						res.Nodes, mode(res.Processes), res.Versions, res.CatchUpS)
+				}),
+			},
+		},
 	}
 }
 

@@ -60,6 +60,11 @@ type RegionNode struct {
 	Agent *agent.Agent
 	cmd   *exec.Cmd
 	done  chan error
+
+	cfgPath, logPath string
+	opts             RegionOptions
+	cancel           context.CancelFunc
+	ctx              context.Context
 }
 
 // StartRegion starts the agents, joins them, and returns once every agent
@@ -127,13 +132,9 @@ addr = "127.0.0.1:%d"
 			r.Stop()
 			return nil, err
 		}
-		node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip, done: make(chan error, 1)}
-		if opts.Binary != "" {
-			err = node.startProcess(opts.Binary, cfgPath, filepath.Join(opts.Dir, name+".log"))
-		} else {
-			err = node.startInProcess(rctx, cfgPath, opts)
-		}
-		if err != nil {
+		node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip,
+			cfgPath: cfgPath, logPath: filepath.Join(opts.Dir, name+".log"), opts: opts, ctx: rctx}
+		if err := node.Start(); err != nil {
 			r.Stop()
 			return nil, fmt.Errorf("devcluster: %s: %w", name, err)
 		}
@@ -165,35 +166,71 @@ func tomlList(items []string) string {
 	return out + "]"
 }
 
-func (n *RegionNode) startInProcess(ctx context.Context, cfgPath string, opts RegionOptions) error {
-	cfg, err := agent.LoadConfig(cfgPath)
+// Start starts the node's agent (again, after Stop).
+func (n *RegionNode) Start() error {
+	n.done = make(chan error, 1)
+	if n.opts.Binary != "" {
+		return n.startProcess()
+	}
+	return n.startInProcess()
+}
+
+// Stop stops the node's agent and waits for it, keeping its database.
+func (n *RegionNode) Stop() error {
+	if n.done == nil {
+		return nil // not running
+	}
+	defer func() { n.done = nil }()
+	if n.cmd != nil && n.cmd.Process != nil {
+		n.cmd.Process.Signal(os.Interrupt)
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	select {
+	case err := <-n.done:
+		return err
+	case <-time.After(30 * time.Second):
+		if n.cmd != nil {
+			n.cmd.Process.Kill()
+		}
+		return fmt.Errorf("%s: did not stop", n.Name)
+	}
+}
+
+func (n *RegionNode) startInProcess() error {
+	cfg, err := agent.LoadConfig(n.cfgPath)
 	if err != nil {
 		return err
 	}
-	a, err := agent.NewWithOptions(ctx, cfg, opts.Log, agent.Options{Faults: opts.Faults, LocalGossip: true})
+	ctx, cancel := context.WithCancel(n.ctx)
+	a, err := agent.NewWithOptions(ctx, cfg, n.opts.Log, agent.Options{Faults: n.opts.Faults, LocalGossip: true})
 	if err != nil {
+		cancel()
 		return err
 	}
-	n.Agent = a
+	n.Agent, n.cancel = a, cancel
 	go func() { n.done <- a.Run(ctx) }()
 	return nil
 }
 
-func (n *RegionNode) startProcess(binary, cfgPath, logPath string) error {
-	logf, err := os.Create(logPath)
+func (n *RegionNode) startProcess() error {
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	n.cmd = exec.Command(binary, "agent", "--config", cfgPath)
+	n.cmd = exec.Command(n.opts.Binary, "agent", "--config", n.cfgPath)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
 		return err
 	}
+	done := n.done
+	cmd := n.cmd
 	go func() {
-		err := n.cmd.Wait()
+		err := cmd.Wait()
 		logf.Close()
-		n.done <- err
+		done <- err
 	}()
 	return nil
 }
@@ -239,25 +276,12 @@ func (r *Region) WaitMembers(ctx context.Context, want int, timeout time.Duratio
 // Stop stops every agent and waits for them.
 func (r *Region) Stop() error {
 	var errs []error
+	for _, n := range r.Nodes {
+		if err := n.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+		}
+	}
 	r.cancel()
-	for _, n := range r.Nodes {
-		if n.cmd != nil && n.cmd.Process != nil {
-			n.cmd.Process.Signal(os.Interrupt)
-		}
-	}
-	for _, n := range r.Nodes {
-		select {
-		case err := <-n.done:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
-			}
-		case <-time.After(30 * time.Second):
-			if n.cmd != nil {
-				n.cmd.Process.Kill()
-			}
-			errs = append(errs, fmt.Errorf("%s: did not stop", n.Name))
-		}
-	}
 	return errors.Join(errs...)
 }
 

@@ -215,4 +215,8 @@ func sentinelWins(local rowClock, localActor crdt.ActorID, remoteActor crdt.Acto
 func (s *Store) dropApplierStmts() {
 	s.aint.reset()
 	s.wint.reset()
+	if s.clientStmts != nil {
+		s.clientStmts.reset()
+	}
+	s.tables = nil
 }

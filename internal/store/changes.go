@@ -58,7 +58,7 @@ func (s *Store) Changes(ctx context.Context, a crdt.ActorID, v uint64) (cs *crdt
 	return cs, false, nil
 }
 
-func readVersionRows(ctx context.Context, tx *sql.Tx, ts *tableSQL, ord int64, v uint64, cs *crdt.Changeset) error {
+func readVersionRows(ctx context.Context, tx querier, ts *tableSQL, ord int64, v uint64, cs *crdt.Changeset) error {
 	rows, err := tx.QueryContext(ctx, ts.changesSel, ord, v)
 	if err != nil {
 		return err

@@ -39,8 +39,11 @@ type Store struct {
 	applier *sql.Conn // no triggers: remote changes carry their own clocks
 	wint    *stmtConn // the writer, for the store's own statements
 	aint    *stmtConn // the applier
-	readers *sql.DB   // API queries: the read-only authorizer, no transactions
-	snap    *sql.DB   // the store's own multi-statement read transactions
+	// clientStmts are client statements prepared under the client policy.
+	clientStmts *stmtConn
+	tables      map[string]*tableSQL // statements per table, for the current schema
+	readers     *sql.DB              // API queries: the read-only authorizer, no transactions
+	snap        *sql.DB              // the store's own multi-statement read transactions
 
 	// Guarded by mu.
 	schema    *Schema
@@ -256,23 +259,6 @@ func (s *Store) SetHooks(h Hooks) {
 	s.hooks = h
 }
 
-// afterLocalCommit reads a fresh local version once and hands it to the hooks.
-func (s *Store) afterLocalCommit(ctx context.Context, h Hooks, v uint64) {
-	if h.Committed == nil && h.Rows == nil {
-		return
-	}
-	cs, _, err := s.Changes(context.WithoutCancel(ctx), s.actor, v)
-	if err != nil {
-		return // the version is committed; sync carries it regardless
-	}
-	if h.Committed != nil {
-		h.Committed(cs)
-	}
-	if h.Rows != nil {
-		h.Rows(rowsOf(cs))
-	}
-}
-
 // rowsOf lists the rows a changeset touches.
 func rowsOf(cs *crdt.Changeset) []RowChange {
 	var out []RowChange
@@ -294,6 +280,20 @@ func rowsOf(cs *crdt.Changeset) []RowChange {
 		}
 	}
 	return out
+}
+
+// tableSQL returns the statements of a table of the current schema.
+// Callers hold mu.
+func (s *Store) tableSQL(name string) *tableSQL {
+	if ts := s.tables[name]; ts != nil {
+		return ts
+	}
+	if s.tables == nil {
+		s.tables = map[string]*tableSQL{}
+	}
+	ts := newTableSQL(s.schema.Tables[name])
+	s.tables[name] = ts
+	return ts
 }
 
 // Actor is this node's actor id.
@@ -322,7 +322,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeConns() error {
 	var errs []error
-	for _, c := range []*stmtConn{s.wint, s.aint} {
+	for _, c := range []*stmtConn{s.wint, s.aint, s.clientStmts} {
 		if c != nil {
 			c.reset()
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3"
+
+	"github.com/patina-db/patina/internal/crdt"
 )
 
 // Statement is one SQL statement with positional and/or named parameters.
@@ -72,7 +74,7 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 				args = append(args, sql.Named(strings.TrimLeft(name, ":@$"), val))
 			}
 			t0 := time.Now()
-			r, err := tx.ExecContext(ctx, st.SQL, args...)
+			r, err := s.clientExec(ctx, st.SQL, args)
 			if err != nil {
 				return &StatementError{Index: i, Err: err, Client: isClientError(err)}
 			}
@@ -107,9 +109,14 @@ func (s *Store) Write(ctx context.Context, fn func(tx Tx) error) (version uint64
 // write runs a local transaction and then, outside the lock, tells the
 // commit hook about a new version.
 func (s *Store) write(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, error) {
-	v, hooks, err := s.writeLocked(ctx, client, fn)
-	if err == nil && v != 0 {
-		s.afterLocalCommit(ctx, hooks, v)
+	v, hooks, cs, err := s.writeLocked(ctx, client, fn)
+	if err == nil && cs != nil {
+		if hooks.Committed != nil {
+			hooks.Committed(cs)
+		}
+		if hooks.Rows != nil {
+			hooks.Rows(rowsOf(cs))
+		}
 	}
 	return v, err
 }
@@ -117,24 +124,24 @@ func (s *Store) write(ctx context.Context, client bool, fn func(tx Tx) error) (u
 // write runs fn between BEGIN IMMEDIATE and COMMIT issued on the writer
 // connection itself. Not database/sql's Tx: when a Tx's context ends it
 // throws the connection away, and with it the TEMP capture triggers.
-func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, Hooks, error) {
+func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, Hooks, *crdt.Changeset, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, Hooks{}, ErrClosed
+		return 0, Hooks{}, nil, ErrClosed
 	}
 	if s.broken != nil {
-		return 0, Hooks{}, fmt.Errorf("store: writer unusable: %w", s.broken)
+		return 0, Hooks{}, nil, fmt.Errorf("store: writer unusable: %w", s.broken)
 	}
 	next := s.head + 1
 	if s.pending != next {
 		if _, err := s.wint.ExecContext(ctx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
-			return 0, Hooks{}, fmt.Errorf("set pending version: %w", err)
+			return 0, Hooks{}, nil, fmt.Errorf("set pending version: %w", err)
 		}
 		s.pending = next
 	}
 	if _, err := s.wint.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return 0, Hooks{}, fmt.Errorf("begin: %w", err)
+		return 0, Hooks{}, nil, fmt.Errorf("begin: %w", err)
 	}
 	rollback := func() {
 		if _, err := s.wint.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
@@ -146,30 +153,45 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 	s.clientSQL.Store(false)
 	if err != nil {
 		rollback()
-		return 0, Hooks{}, err
+		return 0, Hooks{}, nil, err
 	}
 	changed, err := s.versionTouched(ctx, next)
 	if err != nil {
 		rollback()
-		return 0, Hooks{}, err
+		return 0, Hooks{}, nil, err
 	}
 	var apply func()
+	var cs *crdt.Changeset
 	if changed {
+		if s.hooks.Committed != nil || s.hooks.Rows != nil {
+			// Read the new version for the hooks now, on the writer, whose
+			// pages are hot, rather than after commit on another connection.
+			cs = &crdt.Changeset{Actor: s.actor, Version: next}
+			for _, name := range s.schema.TableNames() {
+				if err := readVersionRows(ctx, s.wint, s.tableSQL(name), 0, next, cs); err != nil {
+					rollback()
+					return 0, Hooks{}, nil, fmt.Errorf("read version %d: %w", next, err)
+				}
+			}
+			for i := range cs.Changes {
+				cs.Changes[i].Seq = uint32(i)
+			}
+		}
 		if apply, err = s.persistVersion(ctx, s.wint, s.actor, 0, next, false); err != nil {
 			rollback()
-			return 0, Hooks{}, err
+			return 0, Hooks{}, nil, err
 		}
 	}
 	if _, err := s.wint.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
-		return 0, Hooks{}, fmt.Errorf("commit: %w", err)
+		return 0, Hooks{}, nil, fmt.Errorf("commit: %w", err)
 	}
 	if !changed {
-		return 0, Hooks{}, nil
+		return 0, Hooks{}, nil, nil
 	}
 	apply()
 	s.head = next
-	return next, s.hooks, nil
+	return next, s.hooks, cs, nil
 }
 
 // versionTouched reports whether the open transaction wrote any row under
@@ -220,4 +242,16 @@ func isClientError(err error) bool {
 	// database/sql's own argument checks ("expected 2 arguments, got 1")
 	// and the driver's bind errors are about the statement.
 	return true
+}
+
+// clientExec runs a client statement through a cache of prepared client
+// statements. They are prepared (and so authorized) while the client
+// policy is in force, and kept apart from the store's own statements, so
+// the cache never lets a statement skip the policy. Preparing is what is
+// worth saving: it compiles the capture triggers into every write.
+func (s *Store) clientExec(ctx context.Context, q string, args []any) (sql.Result, error) {
+	if s.clientStmts == nil {
+		s.clientStmts = newStmtConn(s.writer)
+	}
+	return s.clientStmts.ExecContext(ctx, q, args...)
 }

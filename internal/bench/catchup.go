@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/patina-db/patina/client"
+)
+
+// CatchUpOptions say how far behind the node falls.
+type CatchUpOptions struct {
+	Options
+	Versions int
+}
+
+// CatchUpResult is what `patina bench catchup` reports.
+type CatchUpResult struct {
+	Nodes     int     `json:"nodes"`
+	Processes bool    `json:"processes"`
+	Versions  int     `json:"versions"`
+	CatchUpS  float64 `json:"catch_up_s"`
+	WriteSec  float64 `json:"write_s"`
+}
+
+// CatchUp stops the last node, writes Versions versions through the
+// others, starts it again and times until it holds them all: sync alone
+// brings them.
+func CatchUp(ctx context.Context, opts CatchUpOptions, progress io.Writer) (*CatchUpResult, error) {
+	if opts.Versions < 1 || opts.Nodes < 2 {
+		return nil, errors.New("bench: versions must be positive and nodes at least 2")
+	}
+	region, err := startRegion(ctx, opts.Options)
+	if err != nil {
+		return nil, err
+	}
+	defer region.Stop()
+	behind := region.Nodes[len(region.Nodes)-1]
+	if err := behind.Stop(); err != nil {
+		return nil, err
+	}
+	hc := httpClient()
+	var writers []*client.Client
+	for _, node := range region.Nodes[:len(region.Nodes)-1] {
+		c, err := client.NewWithHTTP(node.API, "", hc)
+		if err != nil {
+			return nil, err
+		}
+		writers = append(writers, c)
+	}
+	fmt.Fprintf(progress, "%s stopped; writing %d versions through the others\n", behind.Name, opts.Versions)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	const conc = 16
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := writers[w%len(writers)]
+			for i := w; i < opts.Versions; i += conc {
+				if _, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app) VALUES (?, 'catchup')", Params: []any{fmt.Sprintf("c%d", i)}}); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, fmt.Errorf("bench: write: %w", firstErr)
+	}
+	res := &CatchUpResult{Nodes: len(region.Nodes), Processes: opts.Binary != "", Versions: opts.Versions, WriteSec: time.Since(start).Seconds()}
+	fmt.Fprintf(progress, "wrote %d versions in %.1fs; starting %s\n", opts.Versions, res.WriteSec, behind.Name)
+	t0 := time.Now()
+	if err := behind.Start(); err != nil {
+		return nil, err
+	}
+	c, err := client.NewWithHTTP(behind.API, "", hc)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		n, err := countRows(ctx, c, "catchup")
+		if err == nil && n == int64(opts.Versions) {
+			if h, err := c.Health(ctx, ""); err == nil && h.Gaps == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("bench: %s did not catch up within 10 minutes", behind.Name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res.CatchUpS = time.Since(t0).Seconds()
+	return res, nil
+}
