@@ -23,6 +23,20 @@ func MaxTransmissions(mult, n int) int {
 	return max(1, mult*int(math.Ceil(math.Log2(float64(n+1)))))
 }
 
+// EffectiveFanout is how many members a changeset is sent to in a cluster
+// of n members: at least the configured fanout, and ⌈log₂(n+1)⌉+2 as the
+// cluster grows. Each member relays a changeset once, so the chance that
+// some member hears it from nobody falls fast with the fanout: at n = 10,
+// a fanout of 3 misses some member for about one version in eight (sync
+// then brings it, a second later); ⌈log₂ 11⌉+2 = 6 makes that negligible.
+func EffectiveFanout(configured, n int) int {
+	return max(configured, int(math.Ceil(math.Log2(float64(n+1))))+2)
+}
+
+// needsRelay reports whether relays can reach anyone the writer did not:
+// not when the writer's fanout covered every other member.
+func needsRelay(fanout, members int) bool { return members-1 > fanout }
+
 // queued is a changeset waiting to be sent, with the hops it has made and
 // the writer's commit time (unix nanoseconds, 0 when unknown).
 type queued struct {

@@ -102,3 +102,14 @@ func TestLagWindowP99(t *testing.T) {
 		t.Fatalf("p99 after the window rolled %v", got)
 	}
 }
+
+func TestEffectiveFanoutAndRelays(t *testing.T) {
+	for _, c := range []struct{ conf, n, want int }{{3, 3, 4}, {3, 10, 6}, {3, 2000, 13}, {8, 10, 8}} {
+		if got := EffectiveFanout(c.conf, c.n); got != c.want {
+			t.Errorf("EffectiveFanout(%d, %d) = %d, want %d", c.conf, c.n, got, c.want)
+		}
+	}
+	if needsRelay(4, 5) || !needsRelay(4, 6) {
+		t.Error("needsRelay")
+	}
+}

@@ -425,7 +425,7 @@ func TestFailedApplyDoesNotStorm(t *testing.T) {
 		last = n
 		return stable >= 10
 	})
-	limit := uint64(3 * cluster.MaxTransmissions(2, 5) * 5)
+	limit := uint64(cluster.EffectiveFanout(3, 5) * cluster.MaxTransmissions(2, 5) * 5)
 	if n := sent(); n > limit {
 		t.Fatalf("the version was sent %d times, above fanout × max_transmissions × n = %d", n, limit)
 	}

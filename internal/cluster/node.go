@@ -22,7 +22,7 @@ type Store interface {
 	Actor() crdt.ActorID
 	Knows(a crdt.ActorID, v uint64) bool
 	Bookkeeping() *crdt.Bookkeeping
-	Changes(ctx context.Context, a crdt.ActorID, v uint64) (*crdt.Changeset, bool, error)
+	ChangesRange(ctx context.Context, a crdt.ActorID, from, to uint64) ([]store.VersionChanges, error)
 	Apply(ctx context.Context, changesets []*crdt.Changeset) (store.ApplyResult, error)
 }
 
@@ -253,12 +253,13 @@ func (n *Node) broadcastLoop(ctx context.Context) {
 // one message per member.
 func (n *Node) send(ctx context.Context, batch []queued) {
 	members := n.ms.members()
+	fanout := EffectiveFanout(n.cfg.Fanout, len(members))
 	perTarget := map[string]*wirev1.Broadcast{}
 	targets := map[string]Member{}
 	n.mu.Lock()
 	for _, q := range batch {
 		skip := func(m Member) bool { return q.from != "" && (m.Name == q.from || m.Actor == q.cs.Actor) }
-		for _, m := range pickTargets(members, n.cfg.Name, n.cfg.Fanout, n.rnd, skip) {
+		for _, m := range pickTargets(members, n.cfg.Name, fanout, n.rnd, skip) {
 			b := perTarget[m.Name]
 			if b == nil {
 				b = &wirev1.Broadcast{}
@@ -366,7 +367,9 @@ func (n *Node) applyLoop(ctx context.Context) {
 				css[i] = f.cs
 			}
 			failed := n.apply(ctx, css)
-			limit := uint32(MaxTransmissions(n.cfg.TransmitMult, len(n.ms.members())))
+			members := len(n.ms.members())
+			limit := uint32(MaxTransmissions(n.cfg.TransmitMult, members))
+			relay := needsRelay(EffectiveFanout(n.cfg.Fanout, members), members)
 			now := time.Now().UnixNano()
 			n.mu.Lock()
 			for _, f := range batch {
@@ -376,7 +379,7 @@ func (n *Node) applyLoop(ctx context.Context) {
 				if f.committed > 0 && now > f.committed {
 					n.lag.add(time.Duration(now - f.committed))
 				}
-				if f.hops+1 < limit {
+				if relay && f.hops+1 < limit {
 					f.hops++
 					if !n.queue.push(f) {
 						n.Stats.QueueDropped.Add(1)
@@ -459,8 +462,17 @@ func (n *Node) syncLoop(ctx context.Context) {
 		peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd, nil)
 		n.mu.Unlock()
 		for _, p := range peers {
-			if err := n.SyncWith(ctx, p); err != nil {
-				n.log.Debug("sync failed", "peer", p.Name, "err", err)
+			// A round that hit the exchange limit means more is waiting:
+			// keep pulling from that peer without waiting for the interval.
+			for {
+				before := n.Stats.SyncPulled.Load()
+				if err := n.SyncWith(ctx, p); err != nil {
+					n.log.Debug("sync failed", "peer", p.Name, "err", err)
+					break
+				}
+				if n.Stats.SyncPulled.Load()-before < uint64(n.cfg.SyncMaxVersions) || ctx.Err() != nil {
+					break
+				}
 			}
 		}
 	}
@@ -557,22 +569,33 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 		}
 		missing := have.Subtract(theirs)
 		for i := len(missing) - 1; i >= 0; i-- {
-			for v := missing[i].End; v >= missing[i].Start && v > 0; v-- {
+			// Newest first, a chunk's worth of versions per read.
+			for end := missing[i].End; end >= missing[i].Start && end > 0; {
+				start := missing[i].Start
+				if end-start >= syncChunkSize {
+					start = end - syncChunkSize + 1
+				}
 				if sent >= n.cfg.SyncMaxVersions || ctx.Err() != nil {
 					return flush(true)
 				}
-				cs, cleared, err := n.st.Changes(ctx, a, v)
+				vcs, err := n.st.ChangesRange(ctx, a, start, end)
 				if err != nil {
-					return fmt.Errorf("sync serve %s/%d: %w", a, v, err)
+					return fmt.Errorf("sync serve %s/%d-%d: %w", a, start, end, err)
 				}
-				chunk.Changesets = append(chunk.Changesets, toWire(cs, 0, cleared, 0))
-				sent++
-				n.Stats.SyncServed.Add(1)
+				for j := len(vcs) - 1; j >= 0; j-- {
+					chunk.Changesets = append(chunk.Changesets, toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0))
+					sent++
+					n.Stats.SyncServed.Add(1)
+				}
 				if len(chunk.Changesets) >= syncChunkSize {
 					if err := flush(false); err != nil {
 						return err
 					}
 				}
+				if start == 0 || start == missing[i].Start {
+					break
+				}
+				end = start - 1
 			}
 		}
 	}

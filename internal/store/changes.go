@@ -58,15 +58,22 @@ func (s *Store) Changes(ctx context.Context, a crdt.ActorID, v uint64) (cs *crdt
 	return cs, false, nil
 }
 
+// readVersionRows appends the surviving changes of version v of site ord.
 func readVersionRows(ctx context.Context, tx querier, ts *tableSQL, ord int64, v uint64, cs *crdt.Changeset) error {
-	rows, err := tx.QueryContext(ctx, ts.changesSel, ord, v)
+	return readVersionRange(ctx, tx, ts, ord, v, v, func(uint64) *crdt.Changeset { return cs })
+}
+
+// readVersionRange appends the surviving changes of versions from..to of
+// site ord to the changeset changesetOf names for each version.
+func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, from, to uint64, changesetOf func(v uint64) *crdt.Changeset) error {
+	rows, err := tx.QueryContext(ctx, ts.changesSel, ord, from, to)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	t := ts.t
 	nPK, nVal := len(t.PK), len(t.Values)
-	dest := make([]any, nPK+2+2*nVal+nVal+1)
+	dest := make([]any, nPK+2+2*nVal+nVal+2)
 	ptrs := make([]any, len(dest))
 	for i := range dest {
 		ptrs[i] = &dest[i]
@@ -81,6 +88,8 @@ func readVersionRows(ctx context.Context, tx querier, ts *tableSQL, ord int64, v
 				return err
 			}
 		}
+		v := uint64(asInt(dest[len(dest)-1]))
+		cs := changesetOf(v)
 		pk := crdt.PackPK(pkVals)
 		clk := dest[nPK:]
 		want := packSD(ord, v)
@@ -105,6 +114,73 @@ func readVersionRows(ctx context.Context, tx querier, ts *tableSQL, ord int64, v
 		}
 	}
 	return rows.Err()
+}
+
+// VersionChanges is one version read by ChangesRange.
+type VersionChanges struct {
+	Changeset *crdt.Changeset
+	// Cleared: known here, with no surviving change.
+	Cleared bool
+}
+
+// ChangesRange reads, in one snapshot, the surviving changes of every
+// version of actor a from..to that this node knows, in ascending order.
+// It is Changes for many versions at once, for sync; it records nothing.
+func (s *Store) ChangesRange(ctx context.Context, a crdt.ActorID, from, to uint64) ([]VersionChanges, error) {
+	if from > to {
+		return nil, nil
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	av := s.book.Versions(a)
+	ord, haveOrd := s.sites[a]
+	schema := s.schema
+	s.mu.Unlock()
+	var out []VersionChanges
+	index := map[uint64]int{}
+	for v := from; v <= to && v != 0; v++ {
+		if av.Known.Contains(v) {
+			index[v] = len(out)
+			out = append(out, VersionChanges{Changeset: &crdt.Changeset{Actor: a, Version: v}, Cleared: av.Cleared.Contains(v)})
+		}
+	}
+	if len(out) == 0 || !haveOrd {
+		for i := range out {
+			out[i].Cleared = true
+		}
+		return out, nil
+	}
+	tx, err := s.snap.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("changes %s/%d-%d: %w", a, from, to, err)
+	}
+	defer tx.Rollback()
+	var spare crdt.Changeset // rows of versions not known here (none expected)
+	for _, name := range schema.TableNames() {
+		ts := newTableSQL(schema.Tables[name])
+		err := readVersionRange(ctx, tx, ts, ord, from, to, func(v uint64) *crdt.Changeset {
+			if i, ok := index[v]; ok {
+				return out[i].Changeset
+			}
+			return &spare
+		})
+		if err != nil {
+			return nil, fmt.Errorf("changes %s/%d-%d: table %q: %w", a, from, to, name, err)
+		}
+	}
+	for i := range out {
+		cs := out[i].Changeset
+		for j := range cs.Changes {
+			cs.Changes[j].Seq = uint32(j)
+		}
+		if len(cs.Changes) == 0 {
+			out[i].Cleared = true
+		}
+	}
+	return out, nil
 }
 
 func asInt(v any) int64 {

@@ -296,3 +296,30 @@ func TestDigestTellsStatesApart(t *testing.T) {
 		t.Fatal("digest ignores a storage class change")
 	}
 }
+
+func TestChangesRangeMatchesChanges(t *testing.T) {
+	a, _ := pair(t, propSchema)
+	ctx := context.Background()
+	for i := 0; i < 30; i++ {
+		exec(t, a, stmt(`INSERT INTO t (id, k, a) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET a = excluded.a`, fmt.Sprint("r", i%7), int64(i%2), int64(i)))
+		if i%5 == 0 {
+			exec(t, a, stmt(`DELETE FROM t WHERE id = ?`, fmt.Sprint("r", i%7)))
+		}
+	}
+	got, err := a.ChangesRange(ctx, a.Actor(), 1, a.Head()+5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(got)) != a.Head() {
+		t.Fatalf("%d versions, want %d", len(got), a.Head())
+	}
+	for _, vc := range got {
+		cs, cleared, err := a.Changes(ctx, a.Actor(), vc.Changeset.Version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cleared != vc.Cleared || fmt.Sprint(cs.Changes) != fmt.Sprint(vc.Changeset.Changes) {
+			t.Fatalf("version %d: range gives %v (cleared %v), Changes %v (cleared %v)", cs.Version, vc.Changeset.Changes, vc.Cleared, cs.Changes, cleared)
+		}
+	}
+}

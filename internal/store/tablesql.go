@@ -12,7 +12,7 @@ type tableSQL struct {
 	t          *Table
 	valueIndex map[string]int // value column name → index in t.Values
 	pkCols     []string       // quoted key columns
-	changesSel string         // rows of one (site, version) with clock and data
+	changesSel string         // rows of a range of versions of a site, with clock and data
 }
 
 // maxStmtParams bounds the parameters of one multi-row statement.
@@ -43,7 +43,9 @@ func newTableSQL(t *Table) *tableSQL {
 		sel = append(sel, "+d."+quoteIdent(c.Name))
 	}
 	sel = append(sel, existsExpr(t, "d"))
-	ts.changesSel = fmt.Sprintf("SELECT %s FROM %s AS x JOIN %s AS c ON %s LEFT JOIN %s AS d ON %s WHERE x.__patina_site = ?1 AND x.__patina_version = ?2 ORDER BY %s",
+	sel = append(sel, "x.__patina_version")
+	// Versions ?2 to ?3 of site ?1, in version then key order.
+	ts.changesSel = fmt.Sprintf("SELECT %s FROM %s AS x JOIN %s AS c ON %s LEFT JOIN %s AS d ON %s WHERE x.__patina_site = ?1 AND x.__patina_version BETWEEN ?2 AND ?3 ORDER BY x.__patina_version, %s",
 		strings.Join(sel, ", "), quoteIdent(vxTable(t.Name)), quoteIdent(clockTable(t.Name)), strings.Join(joinC, " AND "),
 		quoteIdent(t.Name), strings.Join(joinT, " AND "), prefixAll("x.", ts.pkCols))
 	return ts
