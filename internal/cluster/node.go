@@ -451,12 +451,19 @@ func (n *Node) retryLoop(ctx context.Context) {
 }
 
 func (n *Node) syncLoop(ctx context.Context) {
+	// The first round comes as soon as there is a peer: a member that was
+	// down has the most to catch up right when it starts.
+	wait := 100 * time.Millisecond
 	for {
-		jitter := time.Duration(n.rndInt64(int64(n.cfg.SyncInterval)/2)) - n.cfg.SyncInterval/4
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(n.cfg.SyncInterval + jitter):
+		case <-time.After(wait):
+		}
+		wait = n.cfg.SyncInterval + time.Duration(n.rndInt64(int64(n.cfg.SyncInterval)/2)) - n.cfg.SyncInterval/4
+		if alive, _, _ := n.ms.states(); alive < 2 {
+			wait = 100 * time.Millisecond // alone so far: look again soon
+			continue
 		}
 		n.mu.Lock()
 		peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd, nil)
