@@ -59,9 +59,25 @@ type transport struct {
 	log     *slog.Logger
 	sent    *atomic.Uint64 // payload bytes written, when set
 
-	mu    sync.Mutex
-	conns map[string]*peerConn // by address
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[string]*peerConn // by address
+	closed bool
+	wg     sync.WaitGroup // connection goroutines; Add only under mu while !closed
+}
+
+// track runs fn in a connection goroutine unless the transport is closing.
+func (t *transport) track(fn func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 type peerConn struct {
@@ -116,11 +132,10 @@ func (t *transport) run(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.serveConn(ctx, conn)
-		}()
+		if !t.track(func() { t.serveConn(ctx, conn) }) {
+			conn.CloseWithError(codeOK, "shutting down")
+			return
+		}
 	}
 }
 
@@ -129,6 +144,7 @@ func (t *transport) run(ctx context.Context) {
 func (t *transport) close() {
 	t.ln.Close()
 	t.mu.Lock()
+	t.closed = true
 	for _, pc := range t.conns {
 		if pc.conn != nil {
 			pc.conn.CloseWithError(codeOK, "shutting down")
@@ -270,7 +286,10 @@ func (t *transport) connect(ctx context.Context, addr string) (*quic.Conn, error
 	t.conns[addr] = pc
 	t.mu.Unlock()
 
-	pc.conn, pc.err = t.dial(ctx, addr)
+	conn, err := t.dial(ctx, addr)
+	t.mu.Lock()
+	pc.conn, pc.err = conn, err
+	t.mu.Unlock()
 	close(pc.ready)
 	if pc.err != nil {
 		t.mu.Lock()
@@ -314,11 +333,10 @@ func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, error) {
 		return nil, fmt.Errorf("dial %s: peer is in cluster %q, not %q", addr, hello.GetCluster(), t.cluster)
 	}
 	// Serve what the peer opens on this connection too.
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		t.serveStreams(conn.Context(), conn, hello.GetName())
-	}()
+	if !t.track(func() { t.serveStreams(conn.Context(), conn, hello.GetName()) }) {
+		conn.CloseWithError(codeOK, "shutting down")
+		return nil, fmt.Errorf("dial %s: transport closed", addr)
+	}
 	return conn, nil
 }
 
