@@ -5,6 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
+
 	"github.com/patina-db/patina/internal/crdt"
 )
 
@@ -111,5 +115,23 @@ func TestEffectiveFanoutAndRelays(t *testing.T) {
 	}
 	if needsRelay(4, 5) || !needsRelay(4, 6) {
 		t.Error("needsRelay")
+	}
+}
+
+func TestSplitBroadcast(t *testing.T) {
+	b := &wirev1.Broadcast{}
+	for i := 0; i < 10; i++ {
+		b.Changesets = append(b.Changesets, &wirev1.Changeset{Version: uint64(i + 1), Actor: make([]byte, 100)})
+	}
+	parts := splitBroadcast(b, 400)
+	total := 0
+	for _, p := range parts {
+		if proto.Size(p) > 400+16 || len(p.Changesets) == 0 {
+			t.Fatalf("part of %d bytes, %d changesets", proto.Size(p), len(p.Changesets))
+		}
+		total += len(p.Changesets)
+	}
+	if total != 10 || len(parts) < 3 {
+		t.Fatalf("%d changesets in %d parts", total, len(parts))
 	}
 }

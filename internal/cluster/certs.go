@@ -247,6 +247,8 @@ func (c *Credentials) tlsConfig() (*tls.Config, error) {
 		VerifyPeerCertificate: verify,
 		NextProtos:            []string{alpn},
 		MinVersion:            tls.VersionTLS13,
+		// A resumed session would skip VerifyPeerCertificate.
+		SessionTicketsDisabled: true,
 	}, nil
 }
 

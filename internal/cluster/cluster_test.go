@@ -2,18 +2,25 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/patina-db/patina/internal/cluster"
 	"github.com/patina-db/patina/internal/store"
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
 	"github.com/patina-db/patina/schemas"
 )
 
@@ -436,4 +443,67 @@ func TestFailedApplyDoesNotStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitConverged(30 * time.Second)
+}
+
+// TestMisbehavingMemberDoesNotStall: a peer with a valid certificate that
+// opens streams and then stalls (a one-byte hello, broadcasts announcing
+// 16 MiB and sending nothing) neither blocks the members nor costs them
+// the memory it announced.
+func TestMisbehavingMemberDoesNotStall(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.waitMembers(3)
+	creds, err := cluster.DevCredentials(c.ca, "staller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(creds.CertPEM, creds.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true, NextProtos: []string{"patina-wire/1"}, MinVersion: tls.VersionTLS13}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, tn := range c.nodes {
+		// A connection whose hello never completes.
+		conn, err := quic.DialAddr(ctx, tn.node.QUICAddr(), tlsConf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseWithError(0, "")
+		st, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte{0x80})
+		// A connection that completes the hello, then announces huge
+		// broadcasts and sends nothing more.
+		conn2, err := quic.DialAddr(ctx, tn.node.QUICAddr(), tlsConf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn2.CloseWithError(0, "")
+		hs, err := conn2.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello, _ := proto.Marshal(&wirev1.Hello{Cluster: c.name, Name: "staller", Actor: make([]byte, 16)})
+		hs.Write(append(binary.AppendUvarint(nil, uint64(len(hello))), hello...))
+		for i := 0; i < 50; i++ {
+			us, err := conn2.OpenUniStreamSync(ctx)
+			if err != nil {
+				break
+			}
+			us.Write(append([]byte{'B'}, binary.AppendUvarint(nil, 16<<20)...))
+		}
+	}
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	writeEverywhere(t, c.nodes, 50)
+	c.waitConverged(30 * time.Second)
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	// 150 announced 16 MiB frames would be 2.4 GiB.
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 512<<20 {
+		t.Fatalf("heap grew by %d MiB", grew>>20)
+	}
 }

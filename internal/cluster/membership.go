@@ -24,8 +24,9 @@ type membership struct {
 	cluster string
 	meta    []byte
 
-	mu  sync.Mutex
-	rtt map[string]time.Duration // by member name, from SWIM probes
+	mu   sync.Mutex
+	rtt  map[string]time.Duration // by member name, from SWIM probes
+	view map[string]Member        // by name, kept from memberlist's events
 }
 
 // metaLimit is memberlist's bound on node metadata.
@@ -39,7 +40,7 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	if len(data) > metaLimit {
 		return nil, fmt.Errorf("member metadata is %d bytes, above memberlist's %d", len(data), metaLimit)
 	}
-	m := &membership{cluster: cfg.Cluster, meta: data, rtt: map[string]time.Duration{}}
+	m := &membership{cluster: cfg.Cluster, meta: data, rtt: map[string]time.Duration{}, view: map[string]Member{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
 		mc = memberlist.DefaultLocalConfig()
@@ -75,6 +76,7 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	mc.Alive = m
 	mc.Merge = m
 	mc.Ping = m
+	mc.Events = m
 	mc.Logger = log.New(io.Discard, "", 0)
 	if m.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -131,23 +133,39 @@ func decodeMeta(data []byte) (*wirev1.NodeMeta, error) {
 	return &meta, nil
 }
 
-// members lists the cluster as this member sees it.
+// NotifyJoin, NotifyUpdate and NotifyLeave keep this member's own copy
+// of the membership. memberlist calls them with its node lock held, so the
+// node's fields can be read here; the pointers Members() returns cannot be
+// read safely later.
+func (m *membership) NotifyJoin(n *memberlist.Node)   { m.record(n) }
+func (m *membership) NotifyUpdate(n *memberlist.Node) { m.record(n) }
+func (m *membership) NotifyLeave(n *memberlist.Node)  { m.record(n) }
+
+func (m *membership) record(n *memberlist.Node) {
+	mem := Member{
+		Name: n.Name, GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
+		State: stateName(n.State), Alive: n.State == memberlist.StateAlive,
+	}
+	if meta, err := decodeMeta(n.Meta); err == nil {
+		mem.Actor, _ = crdt.ActorIDFromBytes(meta.GetActor())
+		mem.Region, mem.QUICAddr, mem.APIAddr, mem.GRPCAddr = meta.GetRegion(), meta.GetQuicAddr(), meta.GetApiAddr(), meta.GetGrpcAddr()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.view[n.Name] = mem
+}
+
+// members lists the cluster as this member sees it: every member it has
+// heard of, with its state (alive, dead or left; memberlist reports no
+// event for suspicion, so a suspect member shows alive until declared
+// dead).
 func (m *membership) members() []Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []Member
-	for _, n := range m.ml.Members() {
-		meta, err := decodeMeta(n.Meta)
-		if err != nil {
-			continue
-		}
-		a, _ := crdt.ActorIDFromBytes(meta.GetActor())
-		out = append(out, Member{
-			Name: n.Name, Actor: a, Region: meta.GetRegion(),
-			GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), QUICAddr: meta.GetQuicAddr(),
-			APIAddr: meta.GetApiAddr(), GRPCAddr: meta.GetGrpcAddr(),
-			State: stateName(n.State), Alive: n.State == memberlist.StateAlive, RTT: m.rtt[n.Name],
-		})
+	out := make([]Member, 0, len(m.view))
+	for _, mem := range m.view {
+		mem.RTT = m.rtt[mem.Name]
+		out = append(out, mem)
 	}
 	return out
 }
@@ -164,13 +182,15 @@ func stateName(s memberlist.NodeStateType) string {
 	return "left"
 }
 
-// states counts members by SWIM state.
+// states counts members by state.
 func (m *membership) states() (alive, suspect, dead int) {
-	for _, n := range m.ml.Members() {
-		switch n.State {
-		case memberlist.StateAlive:
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mem := range m.view {
+		switch mem.State {
+		case "alive":
 			alive++
-		case memberlist.StateSuspect:
+		case "suspect":
 			suspect++
 		default:
 			dead++

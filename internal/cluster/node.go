@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/patina-db/patina/internal/crdt"
 	"github.com/patina-db/patina/internal/store"
 	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
@@ -84,6 +86,8 @@ type Node struct {
 
 	inbox     []queued // received, waiting to be applied
 	applyWake chan struct{}
+	inFlight  map[string]int // broadcast messages on their way, per member
+	sends     sync.WaitGroup
 
 	wake   chan struct{}
 	cancel context.CancelFunc
@@ -106,6 +110,7 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 		serving:   make(chan struct{}, cfg.SyncServeLimit),
 		wake:      make(chan struct{}, 1),
 		applyWake: make(chan struct{}, 1),
+		inFlight:  map[string]int{},
 	}
 	actor := st.Actor()
 	var err error
@@ -196,6 +201,7 @@ func (n *Node) Close() error {
 	err := n.ms.leave(time.Second)
 	n.tr.close()
 	n.wg.Wait()
+	n.sends.Wait()
 	return err
 }
 
@@ -254,6 +260,20 @@ func (n *Node) broadcastLoop(ctx context.Context) {
 func (n *Node) send(ctx context.Context, batch []queued) {
 	members := n.ms.members()
 	fanout := EffectiveFanout(n.cfg.Fanout, len(members))
+	// Encode each changeset once; one too large for a frame is left to
+	// sync, which cannot carry it either (the log says so there).
+	wires := map[*crdt.Changeset]*wirev1.Changeset{}
+	kept := batch[:0]
+	for _, q := range batch {
+		w := toWire(q.cs, q.hops, false, q.committed)
+		if proto.Size(w) > maxPart {
+			n.log.Warn("version too large to broadcast", "actor", q.cs.Actor, "version", q.cs.Version)
+			continue
+		}
+		wires[q.cs] = w
+		kept = append(kept, q)
+	}
+	batch = kept
 	perTarget := map[string]*wirev1.Broadcast{}
 	targets := map[string]Member{}
 	n.mu.Lock()
@@ -266,11 +286,10 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 				perTarget[m.Name] = b
 				targets[m.Name] = m
 			}
-			b.Changesets = append(b.Changesets, toWire(q.cs, q.hops, false, q.committed))
+			b.Changesets = append(b.Changesets, wires[q.cs])
 		}
 	}
 	n.mu.Unlock()
-	var wg sync.WaitGroup
 	for name, b := range perTarget {
 		m := targets[name]
 		ok, delay := n.faults.allow(n.cfg.Name, m.Name, true)
@@ -278,9 +297,17 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 			n.Stats.BroadcastFailures.Add(1)
 			continue
 		}
-		wg.Add(1)
+		// Sends run on their own: a slow or unreachable member delays
+		// only its own messages. It gets a few in flight at most; beyond
+		// that its share is dropped and sync repairs it.
+		if !n.acquireSend(m.Name) {
+			n.Stats.BroadcastFailures.Add(1)
+			continue
+		}
+		n.sends.Add(1)
 		go func() {
-			defer wg.Done()
+			defer n.sends.Done()
+			defer n.releaseSend(m.Name)
 			if delay > 0 {
 				select {
 				case <-ctx.Done():
@@ -288,16 +315,36 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 				case <-time.After(delay):
 				}
 			}
-			if err := n.tr.sendBroadcast(ctx, m.QUICAddr, b); err != nil {
-				n.Stats.BroadcastFailures.Add(1)
-				n.log.Debug("broadcast failed", "to", m.Name, "err", err)
-				return
+			for _, part := range splitBroadcast(b, maxPart) {
+				if err := n.tr.sendBroadcast(ctx, m.QUICAddr, part); err != nil {
+					n.Stats.BroadcastFailures.Add(1)
+					n.log.Debug("broadcast failed", "to", m.Name, "err", err)
+					return
+				}
+				n.Stats.BroadcastsSent.Add(1)
+				n.Stats.ChangesetsSent.Add(uint64(len(part.Changesets)))
 			}
-			n.Stats.BroadcastsSent.Add(1)
-			n.Stats.ChangesetsSent.Add(uint64(len(b.Changesets)))
 		}()
 	}
-	wg.Wait()
+}
+
+// maxInFlight bounds the broadcast messages on their way to one member.
+const maxInFlight = 8
+
+func (n *Node) acquireSend(member string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.inFlight[member] >= maxInFlight {
+		return false
+	}
+	n.inFlight[member]++
+	return true
+}
+
+func (n *Node) releaseSend(member string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.inFlight[member]--
 }
 
 // inboxLimit bounds received changesets waiting to be applied; beyond
@@ -472,12 +519,16 @@ func (n *Node) syncLoop(ctx context.Context) {
 			// A round that hit the exchange limit means more is waiting:
 			// keep pulling from that peer without waiting for the interval.
 			for {
-				before := n.Stats.SyncPulled.Load()
+				pulled, failed := n.Stats.SyncPulled.Load(), n.Stats.ApplyFailures.Load()
 				if err := n.SyncWith(ctx, p); err != nil {
 					n.log.Debug("sync failed", "peer", p.Name, "err", err)
 					break
 				}
-				if n.Stats.SyncPulled.Load()-before < uint64(n.cfg.SyncMaxVersions) || ctx.Err() != nil {
+				got := n.Stats.SyncPulled.Load() - pulled
+				applied := got - min(got, n.Stats.ApplyFailures.Load()-failed)
+				// Again at once only if the exchange was full and moved this
+				// member forward: versions that keep failing must not spin.
+				if got < uint64(n.cfg.SyncMaxVersions) || applied == 0 || ctx.Err() != nil {
 					break
 				}
 			}
@@ -532,8 +583,15 @@ func (n *Node) SyncWith(ctx context.Context, peer Member) error {
 	})
 }
 
-// syncChunkSize bounds the changesets of one sync chunk.
+// syncChunkSize bounds the changesets of one sync chunk (and its bytes
+// stay under maxPart).
 const syncChunkSize = 256
+
+// Bounds on what one sync request may describe.
+const (
+	maxSyncActors = 100_000
+	maxSyncGaps   = 200_000
+)
 
 // handleSync streams to a peer what it lacks, newest versions first.
 func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncState, send func(*wirev1.SyncChunk) error) error {
@@ -546,6 +604,17 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 	}
 	if ok, _ := n.faults.allow(n.cfg.Name, from, false); !ok {
 		return send(&wirev1.SyncChunk{Done: true})
+	}
+	// Bound the work a request can ask for before doing any of it.
+	if len(state.GetActors()) > maxSyncActors {
+		return fmt.Errorf("sync state from %s: %d actors, above %d", from, len(state.GetActors()), maxSyncActors)
+	}
+	gapCount := 0
+	for _, av := range state.GetActors() {
+		gapCount += len(av.GetGaps())
+	}
+	if gapCount > maxSyncGaps {
+		return fmt.Errorf("sync state from %s: %d gaps, above %d", from, gapCount, maxSyncGaps)
 	}
 	peer := map[crdt.ActorID]*crdt.RangeSet{}
 	for _, av := range state.GetActors() {
@@ -561,11 +630,11 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 	}
 	book := n.st.Bookkeeping()
 	chunk := &wirev1.SyncChunk{}
-	sent := 0
+	sent, chunkBytes := 0, 0
 	flush := func(done bool) error {
 		chunk.Done = done
 		err := send(chunk)
-		chunk = &wirev1.SyncChunk{}
+		chunk, chunkBytes = &wirev1.SyncChunk{}, 0
 		return err
 	}
 	for _, a := range book.Actors() {
@@ -590,14 +659,23 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 					return fmt.Errorf("sync serve %s/%d-%d: %w", a, start, end, err)
 				}
 				for j := len(vcs) - 1; j >= 0; j-- {
-					chunk.Changesets = append(chunk.Changesets, toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0))
+					w := toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0)
+					size := proto.Size(w)
+					if size > maxPart {
+						// Too large for any frame: the requester gets it by
+						// no other way either; say so.
+						n.log.Warn("version too large to sync", "actor", a, "version", vcs[j].Changeset.Version, "bytes", size)
+						continue
+					}
+					if chunkBytes+size > maxPart || len(chunk.Changesets) >= syncChunkSize {
+						if err := flush(false); err != nil {
+							return err
+						}
+					}
+					chunk.Changesets = append(chunk.Changesets, w)
+					chunkBytes += size
 					sent++
 					n.Stats.SyncServed.Add(1)
-				}
-				if len(chunk.Changesets) >= syncChunkSize {
-					if err := flush(false); err != nil {
-						return err
-					}
 				}
 				if start == 0 || start == missing[i].Start {
 					break
@@ -607,4 +685,24 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 		}
 	}
 	return flush(true)
+}
+
+// splitBroadcast cuts a broadcast into messages of at most limit bytes
+// (each changeset already fits).
+func splitBroadcast(b *wirev1.Broadcast, limit int) []*wirev1.Broadcast {
+	var out []*wirev1.Broadcast
+	cur, size := &wirev1.Broadcast{}, 0
+	for _, cs := range b.Changesets {
+		n := proto.Size(cs) + 8
+		if size+n > limit && len(cur.Changesets) > 0 {
+			out = append(out, cur)
+			cur, size = &wirev1.Broadcast{}, 0
+		}
+		cur.Changesets = append(cur.Changesets, cs)
+		size += n
+	}
+	if len(cur.Changesets) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }

@@ -90,6 +90,10 @@ type peerConn struct {
 const (
 	helloTimeout = 5 * time.Second
 	dialTimeout  = 3 * time.Second
+	// ioTimeout bounds every read and write of a frame on a stream: a
+	// peer that stops reading or writing cannot hold a goroutine, a sync
+	// slot or the broadcast loop.
+	ioTimeout = 10 * time.Second
 )
 
 func newTransport(addr, cluster, name string, actor crdt.ActorID, creds *Credentials, h handler, log *slog.Logger) (*transport, error) {
@@ -109,7 +113,7 @@ func newTransport(addr, cluster, name string, actor crdt.ActorID, creds *Credent
 		cluster: cluster,
 		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name},
 		tlsConf: tlsConf,
-		qconf:   &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 1000, MaxIncomingUniStreams: 1000},
+		qconf:   &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 16, MaxIncomingUniStreams: 256},
 		udp:     udp,
 		tr:      &quic.Transport{Conn: udp},
 		h:       h,
@@ -176,8 +180,9 @@ func (t *transport) acceptHello(ctx context.Context, conn *quic.Conn) (*wirev1.H
 		conn.CloseWithError(codeBadHello, "no hello")
 		return nil, err
 	}
+	st.SetDeadline(time.Now().Add(helloTimeout))
 	var hello wirev1.Hello
-	if err := readFrame(bufio.NewReader(st), &hello); err != nil {
+	if err := readFrameLimit(bufio.NewReader(st), &hello, maxHello); err != nil {
 		conn.CloseWithError(codeBadHello, "bad hello")
 		return nil, err
 	}
@@ -224,6 +229,7 @@ func (t *transport) serveStreams(ctx context.Context, conn *quic.Conn, from stri
 }
 
 func (t *transport) serveBroadcast(ctx context.Context, st *quic.ReceiveStream, from string) {
+	st.SetReadDeadline(time.Now().Add(ioTimeout))
 	r := bufio.NewReader(st)
 	kind, err := r.ReadByte()
 	if err != nil || kind != streamBroadcast {
@@ -241,6 +247,7 @@ func (t *transport) serveBroadcast(ctx context.Context, st *quic.ReceiveStream, 
 
 func (t *transport) serveSync(ctx context.Context, st *quic.Stream, from string) {
 	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(ioTimeout))
 	r := bufio.NewReader(st)
 	kind, err := r.ReadByte()
 	if err != nil || kind != streamSync {
@@ -253,7 +260,10 @@ func (t *transport) serveSync(ctx context.Context, st *quic.Stream, from string)
 		st.CancelRead(streamRefused)
 		return
 	}
-	err = t.h.handleSync(ctx, from, &state, func(c *wirev1.SyncChunk) error { return writeFrame(t.counting(st), c) })
+	err = t.h.handleSync(ctx, from, &state, func(c *wirev1.SyncChunk) error {
+		st.SetWriteDeadline(time.Now().Add(ioTimeout))
+		return writeFrame(t.counting(st), c)
+	})
 	if err != nil {
 		t.log.Debug("sync serve", "to", from, "err", err)
 		st.CancelWrite(streamRefused)
@@ -318,12 +328,13 @@ func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, error) {
 		conn.CloseWithError(codeBadHello, "")
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
+	st.SetDeadline(time.Now().Add(helloTimeout))
 	if err := writeFrame(st, t.self); err != nil {
 		conn.CloseWithError(codeBadHello, "")
 		return nil, fmt.Errorf("dial %s: hello: %w", addr, err)
 	}
 	var hello wirev1.Hello
-	if err := readFrame(bufio.NewReader(st), &hello); err != nil {
+	if err := readFrameLimit(bufio.NewReader(st), &hello, maxHello); err != nil {
 		conn.CloseWithError(codeBadHello, "")
 		return nil, fmt.Errorf("dial %s: hello: %w", addr, err)
 	}
@@ -340,8 +351,11 @@ func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, error) {
 	return conn, nil
 }
 
-// sendBroadcast sends one Broadcast message to addr on its own stream.
+// sendBroadcast sends one Broadcast message to addr on its own stream,
+// giving up after ioTimeout.
 func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Broadcast) error {
+	ctx, cancel := context.WithTimeout(ctx, ioTimeout)
+	defer cancel()
 	conn, err := t.connect(ctx, addr)
 	if err != nil {
 		return err
@@ -351,6 +365,7 @@ func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Br
 		t.forget(addr, conn)
 		return fmt.Errorf("broadcast to %s: %w", addr, err)
 	}
+	st.SetWriteDeadline(time.Now().Add(ioTimeout))
 	w := bufio.NewWriter(t.counting(st))
 	w.WriteByte(streamBroadcast)
 	if err := writeFrame(w, b); err != nil {
@@ -370,12 +385,15 @@ func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncSta
 	if err != nil {
 		return err
 	}
-	st, err := conn.OpenStreamSync(ctx)
+	octx, cancel := context.WithTimeout(ctx, ioTimeout)
+	st, err := conn.OpenStreamSync(octx)
+	cancel()
 	if err != nil {
 		t.forget(addr, conn)
 		return fmt.Errorf("sync with %s: %w", addr, err)
 	}
 	defer st.CancelRead(streamDone)
+	st.SetWriteDeadline(time.Now().Add(ioTimeout))
 	w := bufio.NewWriter(st)
 	w.WriteByte(streamSync)
 	if err := writeFrame(w, state); err != nil {
@@ -387,6 +405,10 @@ func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncSta
 	st.Close() // our side is done writing
 	r := bufio.NewReader(st)
 	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		st.SetReadDeadline(time.Now().Add(ioTimeout))
 		var chunk wirev1.SyncChunk
 		if err := readFrame(r, &chunk); err != nil {
 			if errors.Is(err, io.EOF) {

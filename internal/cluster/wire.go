@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,8 +14,14 @@ import (
 	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
 )
 
-// maxFrame bounds one message on the wire; a peer announcing more is cut off.
-const maxFrame = 16 << 20
+// maxFrame bounds one message on the wire; a peer announcing more is cut
+// off. Senders split what they send into parts of at most maxPart bytes.
+const (
+	maxFrame = 16 << 20
+	maxPart  = 4 << 20
+	// maxHello bounds the hello, read before the peer proved anything.
+	maxHello = 4 << 10
+)
 
 // writeFrame writes a varint length and the message.
 func writeFrame(w io.Writer, m proto.Message) error {
@@ -35,17 +42,28 @@ var errFrameTooLarge = errors.New("frame above the size limit")
 
 // readFrame reads one frame into m.
 func readFrame(r *bufio.Reader, m proto.Message) error {
+	return readFrameLimit(r, m, maxFrame)
+}
+
+// readFrameLimit reads one frame of at most limit bytes. The buffer grows
+// as bytes arrive: a peer announcing a large frame gets no memory for it
+// until it sends it.
+func readFrameLimit(r *bufio.Reader, m proto.Message, limit uint64) error {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
 		return err
 	}
-	if n > maxFrame {
+	if n > limit {
 		return fmt.Errorf("%w: %d bytes", errFrameTooLarge, n)
 	}
-	data := make([]byte, n)
-	if _, err := io.ReadFull(r, data); err != nil {
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return err
 	}
+	data := buf.Bytes()
 	if err := proto.Unmarshal(data, m); err != nil {
 		return fmt.Errorf("decode %T: %w", m, err)
 	}

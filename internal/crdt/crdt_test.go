@@ -250,3 +250,22 @@ func TestRangeSetSubtractModel(t *testing.T) {
 		}
 	})
 }
+
+func TestRangeSetOfMatchesAddRange(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		var ranges []Range
+		var s RangeSet
+		for i, n := 0, rapid.IntRange(0, 20).Draw(t, "n"); i < n; i++ {
+			a := rapid.Uint64Range(0, 50).Draw(t, "a")
+			r := Range{a, a + rapid.Uint64Range(0, 5).Draw(t, "len")}
+			if rapid.Bool().Draw(t, "inverted") {
+				r = Range{r.End + 1, r.Start}
+			}
+			ranges = append(ranges, r)
+			s.AddRange(r)
+		}
+		if got := RangeSetOf(ranges...); !got.Equal(&s) {
+			t.Fatalf("RangeSetOf %v, AddRange %v", got.Ranges(), s.Ranges())
+		}
+	})
+}

@@ -135,11 +135,22 @@ func (s *RangeSet) Subtract(o *RangeSet) []Range {
 	return out
 }
 
-// RangeSetOf builds a set from ranges.
+// RangeSetOf builds a set from ranges in any order, in O(n log n).
 func RangeSetOf(ranges ...Range) *RangeSet {
-	s := &RangeSet{}
+	sorted := make([]Range, 0, len(ranges))
 	for _, r := range ranges {
-		s.AddRange(r)
+		if r.Start <= r.End {
+			sorted = append(sorted, r)
+		}
+	}
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Start < sorted[j].Start })
+	s := &RangeSet{}
+	for _, r := range sorted {
+		if n := len(s.ranges); n > 0 && (s.ranges[n-1].End == ^uint64(0) || s.ranges[n-1].End+1 >= r.Start) {
+			s.ranges[n-1].End = max(s.ranges[n-1].End, r.End)
+			continue
+		}
+		s.ranges = append(s.ranges, r)
 	}
 	return s
 }
