@@ -208,17 +208,13 @@ func (r *Rows) Close() error { return r.resp.Body.Close() }
 // Health reads GET /v1/health with optional thresholds (query string
 // without '?', e.g. "gaps=0"). A 503 returns the health and an *Error.
 func (c *Client) Health(ctx context.Context, thresholds string) (*api.Health, error) {
-	url := c.base + "/v1/health"
+	path := "/v1/health"
 	if thresholds != "" {
-		url += "?" + thresholds
+		path += "?" + thresholds
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := c.get(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
@@ -234,9 +230,9 @@ func (c *Client) Health(ctx context.Context, thresholds string) (*api.Health, er
 	return &h.Response, nil
 }
 
-// Members lists the cluster as the agent sees it.
-func (c *Client) Members(ctx context.Context) ([]api.Member, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/members", nil)
+// get sends a GET with the token; the caller closes the body.
+func (c *Client) get(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -247,13 +243,30 @@ func (c *Client) Members(ctx context.Context) ([]api.Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	return resp, nil
+}
+
+// getJSON GETs path and decodes a 200 answer into out.
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	resp, err := c.get(ctx, path)
+	if err != nil {
+		return err
+	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, readError(resp)
+		return readError(resp)
 	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("client: %s: %w", path, err)
+	}
+	return nil
+}
+
+// Members lists the cluster as the agent sees it.
+func (c *Client) Members(ctx context.Context) ([]api.Member, error) {
 	var out api.MembersResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("client: members: %w", err)
+	if err := c.getJSON(ctx, "/v1/members", &out); err != nil {
+		return nil, err
 	}
 	return out.Members, nil
 }
@@ -316,24 +329,9 @@ func (u *UpdateStream) Close() error { return u.resp.Body.Close() }
 
 // ClusterStats reads the data plane's counters (GET /v1/debug/cluster).
 func (c *Client) ClusterStats(ctx context.Context) (map[string]uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/debug/cluster", nil)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, readError(resp)
-	}
 	var out api.ClusterStatsResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("client: cluster stats: %w", err)
+	if err := c.getJSON(ctx, "/v1/debug/cluster", &out); err != nil {
+		return nil, err
 	}
 	return out.Stats, nil
 }

@@ -32,22 +32,9 @@ func (s *Store) Digest(ctx context.Context) (string, error) {
 		for _, c := range t.PK {
 			pk = append(pk, quoteIdent(c.Name))
 		}
-		actor := func(col string) string {
-			return fmt.Sprintf("CASE WHEN %[1]s < 0 THEN 'none' ELSE coalesce((SELECT hex(actor) FROM __patina_sites WHERE ordinal = %[1]s >> %[2]d), '?') || '/' || (%[1]s & %[3]d) END",
-				col, siteShift, versionMask)
-		}
-		clock := []string{quoteIdent(colCL), actor(quoteIdent(colCLSD))}
-		for _, c := range t.Values {
-			v := quoteIdent(colVer(c.Name))
-			clock = append(clock, v, fmt.Sprintf("CASE WHEN %s = 0 THEN '-' ELSE %s END", v, actor(quoteIdent(colSD(c.Name)))))
-		}
-		var cpk []string
-		for _, c := range t.PK {
-			cpk = append(cpk, "quote("+quoteIdent(c.Name)+")")
-		}
 		for _, q := range []string{
 			fmt.Sprintf("SELECT %s FROM %s ORDER BY %s", strings.Join(cols, " || ' ' || "), quoteIdent(name), strings.Join(pk, ", ")),
-			fmt.Sprintf("SELECT %s FROM %s ORDER BY %s", strings.Join(append(cpk, clock...), " || ' ' || "), quoteIdent(clockTable(name)), strings.Join(pk, ", ")),
+			clockDumpQuery(t),
 		} {
 			rows, err := tx.QueryContext(ctx, q)
 			if err != nil {
@@ -74,4 +61,27 @@ func (s *Store) Digest(ctx context.Context) (string, error) {
 		fmt.Fprintf(h, "%s %v\n", a, av.Known.Ranges())
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// clockDumpQuery renders t's clock one line per key, in key order, with
+// the (site, version) of every entry as actor id and version, so the
+// clocks of different nodes compare as text.
+func clockDumpQuery(t *Table) string {
+	actor := func(col string) string {
+		return fmt.Sprintf("CASE WHEN %[1]s < 0 THEN 'none' ELSE coalesce((SELECT hex(actor) FROM __patina_sites WHERE ordinal = %[1]s >> %[2]d), '?') || '/' || (%[1]s & %[3]d) END",
+			col, siteShift, versionMask)
+	}
+	parts := []string{}
+	var pk []string
+	for _, c := range t.PK {
+		parts = append(parts, "quote("+quoteIdent(c.Name)+")")
+		pk = append(pk, quoteIdent(c.Name))
+	}
+	parts = append(parts, quoteIdent(colCL), actor(quoteIdent(colCLSD)))
+	for _, c := range t.Values {
+		v := quoteIdent(colVer(c.Name))
+		// An unwritten cell (col_version 0) has no meaningful writer.
+		parts = append(parts, v, fmt.Sprintf("CASE WHEN %s = 0 THEN '-' ELSE %s END", v, actor(quoteIdent(colSD(c.Name)))))
+	}
+	return fmt.Sprintf("SELECT %s FROM %s ORDER BY %s", strings.Join(parts, " || ' ' || "), quoteIdent(clockTable(t.Name)), strings.Join(pk, ", "))
 }

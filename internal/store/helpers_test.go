@@ -64,24 +64,7 @@ func dumpTable(t tb, s *Store, table string) string {
 // ids, so clocks of different nodes compare.
 func dumpClock(t tb, s *Store, table string) string {
 	t.Helper()
-	tb := s.Schema().Tables[table]
-	// A packed (site, version) as "actor/version"; site 0 is the node itself.
-	actor := func(col string) string {
-		return fmt.Sprintf("CASE WHEN %[1]s < 0 THEN 'none' ELSE coalesce((SELECT hex(actor) FROM __patina_sites WHERE ordinal = %[1]s >> %[2]d), '?') || '/' || (%[1]s & %[3]d) END",
-			col, siteShift, versionMask)
-	}
-	parts := []string{quoteIdent(colCL), actor(quoteIdent(colCLSD))}
-	for _, c := range tb.Values {
-		v := quoteIdent(colVer(c.Name))
-		// An unwritten cell (col_version 0) has no meaningful writer.
-		parts = append(parts, v, fmt.Sprintf("CASE WHEN %s = 0 THEN '-' ELSE %s END", v, actor(quoteIdent(colSD(c.Name)))))
-	}
-	var pk []string
-	for _, c := range tb.PK {
-		pk = append(pk, "quote("+quoteIdent(c.Name)+")")
-	}
-	all := append(pk, parts...)
-	return dumpQuery(t, s, fmt.Sprintf("SELECT %s FROM %s ORDER BY 1", strings.Join(all, " || ' ' || "), quoteIdent(clockTable(table))))
+	return dumpQuery(t, s, clockDumpQuery(s.Schema().Tables[table]))
 }
 
 func dumpQuery(t tb, s *Store, q string) string {
