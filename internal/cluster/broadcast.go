@@ -124,6 +124,17 @@ func (s *seenSet) see(a crdt.ActorID, v uint64) bool {
 	return true
 }
 
+// prune forgets what lies at or below each actor's known prefix: the
+// store answers for those versions, so the set only needs the rest.
+func (s *seenSet) prune(prefix func(crdt.ActorID) uint64) {
+	for a, rs := range s.actors {
+		rs.DropThrough(prefix(a))
+		if rs.Len() == 0 {
+			delete(s.actors, a)
+		}
+	}
+}
+
 // Member is a peer as the data plane sees it.
 type Member struct {
 	Name       string

@@ -52,6 +52,15 @@ func TestSeenSet(t *testing.T) {
 	if !s.see(a, 3) || s.see(a, 3) || !s.see(a, 2) || !s.see(crdt.ActorID{2}, 3) {
 		t.Fatal("seen set")
 	}
+	s.prune(func(x crdt.ActorID) uint64 {
+		if x == a {
+			return 3
+		}
+		return 0
+	})
+	if _, ok := s.actors[a]; ok || s.actors[crdt.ActorID{2}] == nil {
+		t.Fatal("prune")
+	}
 }
 
 func TestPickTargets(t *testing.T) {

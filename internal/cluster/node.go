@@ -23,6 +23,7 @@ import (
 type Store interface {
 	Actor() crdt.ActorID
 	Knows(a crdt.ActorID, v uint64) bool
+	KnownPrefix(a crdt.ActorID) uint64
 	Bookkeeping() *crdt.Bookkeeping
 	ChangesRange(ctx context.Context, a crdt.ActorID, from, to uint64) ([]store.VersionChanges, error)
 	Apply(ctx context.Context, changesets []*crdt.Changeset) (store.ApplyResult, error)
@@ -483,6 +484,9 @@ func (n *Node) retryLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		n.mu.Lock()
+		// Versions the store knows are checked there first; the seen set
+		// needs only what lies above each actor's known prefix.
+		n.seen.prune(n.st.KnownPrefix)
 		var css []*crdt.Changeset
 		for k, cs := range n.failed {
 			delete(n.failed, k)

@@ -269,3 +269,17 @@ func TestRangeSetOfMatchesAddRange(t *testing.T) {
 		}
 	})
 }
+
+func TestRangeSetPrefixAndDrop(t *testing.T) {
+	s := RangeSetOf(Range{1, 5}, Range{8, 10}, Range{12, 12})
+	if s.Prefix() != 5 {
+		t.Fatalf("prefix %d", s.Prefix())
+	}
+	s.DropThrough(9)
+	if got := s.Ranges(); len(got) != 2 || got[0] != (Range{10, 10}) || got[1] != (Range{12, 12}) {
+		t.Fatalf("after DropThrough(9): %v", got)
+	}
+	if s.Prefix() != 0 {
+		t.Fatal("prefix of a set without 1")
+	}
+}

@@ -168,3 +168,23 @@ func HeadAndGaps(head uint64, gaps []Range) *RangeSet {
 	}
 	return RangeSetOf(s.Subtract(RangeSetOf(gaps...))...)
 }
+
+// Prefix is the highest v such that 1..v are all in the set, 0 if 1 is not.
+func (s *RangeSet) Prefix() uint64 {
+	if len(s.ranges) == 0 || s.ranges[0].Start > 1 {
+		return 0
+	}
+	return s.ranges[0].End
+}
+
+// DropThrough removes every version ≤ v.
+func (s *RangeSet) DropThrough(v uint64) {
+	i := 0
+	for i < len(s.ranges) && s.ranges[i].End <= v {
+		i++
+	}
+	s.ranges = s.ranges[i:]
+	if len(s.ranges) > 0 && s.ranges[0].Start <= v {
+		s.ranges[0].Start = v + 1
+	}
+}

@@ -143,6 +143,15 @@ func (s *Store) Knows(a crdt.ActorID, v uint64) bool {
 	return s.book.Knows(a, v)
 }
 
+// KnownPrefix is the highest v such that versions 1..v of actor a are all
+// known here.
+func (s *Store) KnownPrefix(a crdt.ActorID) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	av := s.book.Versions(a)
+	return av.Known.Prefix()
+}
+
 // Head is this node's last version, 0 before its first write.
 func (s *Store) Head() uint64 {
 	s.mu.Lock()
