@@ -1,0 +1,131 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/internal/agent"
+)
+
+func startAgent(t *testing.T, token string) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	cfg, err := agent.ParseConfig(`
+[db]
+path = "`+filepath.Join(t.TempDir(), "p.db")+`"
+schema_paths = ["`+filepath.Join(filepath.Dir(file), "..", "schemas", "regional")+`"]
+[api]
+addr = "127.0.0.1:0"
+bearer_token = "`+token+`"
+`, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "http://" + a.APIAddr()
+}
+
+func TestClientAgainstAnAgent(t *testing.T) {
+	base := startAgent(t, "tok")
+	ctx := context.Background()
+	c, err := client.New(base, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.New("localhost:1", ""); err == nil {
+		t.Fatal("an address without a scheme was accepted")
+	}
+
+	follow, err := c.Updates(ctx, "machines")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Close()
+
+	res, err := c.Transact(ctx,
+		client.Statement{Query: "INSERT INTO machines (id, app, port) VALUES (?, ?, ?)", Params: []any{"m1", "web", int64(80)}},
+		client.Statement{Query: "UPDATE machines SET image = :img WHERE id = :id", NamedParams: map[string]any{"img": []byte{1, 2}, "id": "m1"}},
+	)
+	if err != nil || res.Version == nil || *res.Version != 1 || len(res.Results) != 2 {
+		t.Fatalf("transact: %+v %v", res, err)
+	}
+	_, err = c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id) VALUES ('m1')"})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 400 {
+		t.Fatalf("constraint failure: %v", err)
+	}
+
+	rows, err := c.Query(ctx, client.Statement{Query: "SELECT id, port, image, 1.5 FROM machines"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cols := rows.Columns(); len(cols) != 4 || cols[0] != "id" {
+		t.Fatalf("columns %v", cols)
+	}
+	if !rows.Next() {
+		t.Fatalf("no row: %v", rows.Err())
+	}
+	row := rows.Row()
+	if row[0] != "m1" || row[1] != int64(80) || string(row[2].([]byte)) != "\x01\x02" || row[3] != 1.5 {
+		t.Fatalf("row %#v", row)
+	}
+	if rows.Next() || rows.Err() != nil {
+		t.Fatalf("extra row or error: %v", rows.Err())
+	}
+	rows.Close()
+	if _, err := c.Query(ctx, client.Statement{Query: "DELETE FROM machines"}); !errors.As(err, &ce) || ce.Status != 400 {
+		t.Fatalf("write through Query: %v", err)
+	}
+
+	if err := c.Migrate(ctx, "ALTER TABLE machines ADD COLUMN cpus INTEGER"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Migrate(ctx, "ALTER TABLE machines DROP COLUMN cpus"); !errors.As(err, &ce) || ce.Status != 400 {
+		t.Fatalf("destructive migration: %v", err)
+	}
+	h, err := c.Health(ctx, "gaps=0")
+	if err != nil || h.Members != 1 {
+		t.Fatalf("health: %+v %v", h, err)
+	}
+	members, err := c.Members(ctx)
+	if err != nil || len(members) != 1 || !members[0].Self {
+		t.Fatalf("members: %+v %v", members, err)
+	}
+
+	got := make(chan string, 2)
+	go func() {
+		for follow.Next() {
+			n := follow.Notify()
+			got <- n.Kind + " " + n.PK[0].(string)
+		}
+	}()
+	// One version touched one row: one notification.
+	for _, want := range []string{"update m1"} {
+		select {
+		case s := <-got:
+			if s != want {
+				t.Fatalf("notify %q, want %q", s, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no notify")
+		}
+	}
+
+	bad, _ := client.New(base, "wrong")
+	if _, err := bad.Members(ctx); !errors.As(err, &ce) || ce.Status != 401 {
+		t.Fatalf("wrong token: %v", err)
+	}
+}
