@@ -7,6 +7,7 @@ require (
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/mattn/go-sqlite3 v1.14.53
 	github.com/quic-go/quic-go v0.65.0
+	github.com/rqlite/sql v0.0.0-20250623131620-453fa49cad04
 	github.com/urfave/cli/v2 v2.27.7
 	google.golang.org/protobuf v1.36.12
 	pgregory.net/rapid v1.3.0

@@ -1,0 +1,661 @@
+package subs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/patina-db/patina/internal/crdt"
+	"github.com/patina-db/patina/internal/store"
+)
+
+// Reader is what the engine needs of the node's database: read-only
+// queries and the replicated schema.
+type Reader interface {
+	Query(ctx context.Context, st store.Statement) (*store.Rows, error)
+	Schema() *store.Schema
+}
+
+// Query is a subscription's statement and its parameters.
+type Query struct {
+	SQL   string
+	Args  []crdt.Value
+	Named map[string]crdt.Value
+}
+
+// Config configures the engine.
+type Config struct {
+	// Path is the SQLite file subscriptions are kept in, so they survive
+	// a restart.
+	Path string
+	// Window is how many changes each subscription retains for resuming
+	// (default 10000).
+	Window int
+	// IdleTimeout drops a subscription that has had no listener for that
+	// long (default 1h).
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Engine keeps every subscription of a node up to date: it learns which
+// rows each commit changed (local or remote), re-runs each affected
+// subscription's query for just those rows, diffs against the
+// materialized result and records the changes. It never waits for a
+// listener: listeners pull from each subscription's retained window.
+type Engine struct {
+	cfg   Config
+	db    Reader
+	store *persister
+	log   *slog.Logger
+
+	// evalMu serializes evaluations: the batch loop and first evaluations.
+	evalMu sync.Mutex
+
+	mu      sync.Mutex
+	subs    map[string]*Sub
+	byKey   map[string]*Sub
+	tables  map[string]int                     // table → subscriptions reading it
+	pending map[string]map[string][]crdt.Value // table → packed key → key
+	since   time.Time                          // when the oldest pending change arrived
+	wake    chan struct{}
+	closed  bool
+
+	evaluations atomic.Uint64
+	changes     atomic.Uint64
+}
+
+// Stats are the engine's counters: query evaluations run and changes
+// recorded.
+func (e *Engine) Stats() (evaluations, changes uint64) {
+	return e.evaluations.Load(), e.changes.Load()
+}
+
+// Open loads the persisted subscriptions. Call Run to keep them current.
+func Open(ctx context.Context, cfg Config, db Reader) (*Engine, error) {
+	if cfg.Window <= 0 {
+		cfg.Window = 10000
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p, err := openPersister(ctx, cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg: cfg, db: db, store: p, log: cfg.Logger,
+		subs: map[string]*Sub{}, byKey: map[string]*Sub{}, tables: map[string]int{},
+		pending: map[string]map[string][]crdt.Value{}, wake: make(chan struct{}, 1),
+	}
+	loaded, err := p.load(ctx, cfg.Window)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	schema := db.Schema()
+	now := time.Now()
+	for _, s := range loaded {
+		plan, err := NewPlan(s.Query.SQL, schema)
+		if err != nil {
+			// The schema only grows, so this is a damaged record.
+			e.log.Warn("dropping a stored subscription that no longer plans", "id", s.ID, "err", err)
+			_ = p.remove(ctx, s.ID)
+			continue
+		}
+		if err := s.restore(plan); err != nil {
+			e.log.Warn("dropping a damaged stored subscription", "id", s.ID, "err", err)
+			_ = p.remove(ctx, s.ID)
+			continue
+		}
+		s.idleSince = now
+		e.register(s)
+	}
+	return e, nil
+}
+
+// Close closes the subscription database. Call it after Run returns.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	for _, s := range e.subs {
+		s.end(errors.New("the agent is shutting down"))
+	}
+	e.mu.Unlock()
+	return e.store.close()
+}
+
+func (e *Engine) register(s *Sub) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.subs[s.ID] = s
+	e.byKey[subKey(s.plan, s.Query)] = s
+	for _, t := range s.plan.tables() {
+		e.tables[t]++
+	}
+}
+
+func (e *Engine) unregister(s *Sub) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.subs[s.ID] != s {
+		return
+	}
+	delete(e.subs, s.ID)
+	delete(e.byKey, subKey(s.plan, s.Query))
+	for _, t := range s.plan.tables() {
+		if e.tables[t]--; e.tables[t] == 0 {
+			delete(e.tables, t)
+		}
+	}
+}
+
+// Publish records the rows a commit changed. It is the store's hook:
+// called after every commit, it only notes the keys and wakes the loop.
+func (e *Engine) Publish(rows []store.RowChange) {
+	e.mu.Lock()
+	added := false
+	for _, r := range rows {
+		if e.tables[r.Table] == 0 {
+			continue
+		}
+		m := e.pending[r.Table]
+		if m == nil {
+			m = map[string][]crdt.Value{}
+			e.pending[r.Table] = m
+		}
+		m[string(crdt.PackPK(r.PK))] = r.PK
+		added = true
+	}
+	if added && e.since.IsZero() {
+		e.since = time.Now()
+	}
+	e.mu.Unlock()
+	if added {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Count is the number of subscriptions.
+func (e *Engine) Count() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.subs)
+}
+
+// Lag is how long the oldest change not yet evaluated has waited.
+func (e *Engine) Lag() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.since.IsZero() {
+		return 0
+	}
+	return time.Since(e.since)
+}
+
+// Get returns a subscription by id, nil when unknown.
+func (e *Engine) Get(id string) *Sub {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.subs[id]
+}
+
+// Find returns the subscription of an identical query, nil when none.
+func (e *Engine) Find(q Query) (*Sub, error) {
+	plan, err := NewPlan(q.SQL, e.db.Schema())
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.byKey[subKey(plan, q)], nil
+}
+
+// Subscribe returns the subscription of q, creating it (and evaluating it
+// in full) when no identical query has one yet. created tells which.
+func (e *Engine) Subscribe(ctx context.Context, q Query) (s *Sub, created bool, err error) {
+	plan, err := NewPlan(q.SQL, e.db.Schema())
+	if err != nil {
+		return nil, false, err
+	}
+	key := subKey(plan, q)
+	e.mu.Lock()
+	if s := e.byKey[key]; s != nil {
+		e.mu.Unlock()
+		return s, false, nil
+	}
+	e.mu.Unlock()
+
+	e.evalMu.Lock()
+	defer e.evalMu.Unlock()
+	e.mu.Lock()
+	if s := e.byKey[key]; s != nil { // created while we waited
+		e.mu.Unlock()
+		return s, false, nil
+	}
+	e.mu.Unlock()
+	s = newSub(newID(), q, plan, e.cfg.Window)
+	s.idleSince = time.Now()
+	// Register before the first evaluation: a commit after this point is
+	// either seen by it or evaluated in the next batch.
+	e.register(s)
+	changes, err := e.evaluateAll(ctx, s)
+	if err == nil {
+		err = e.store.save(ctx, []saved{{sub: s, changes: changes, header: true}}, e.cfg.Window)
+	}
+	if err != nil {
+		e.unregister(s)
+		return nil, false, err
+	}
+	return s, true, nil
+}
+
+// Run keeps the subscriptions current until ctx ends: first it evaluates
+// every loaded subscription in full (to catch up on what happened while
+// the node was down), then each batch of changed rows as it comes.
+func (e *Engine) Run(ctx context.Context) error {
+	e.evalMu.Lock()
+	var saves []saved
+	for _, s := range e.list() {
+		changes, err := e.evaluateAll(ctx, s)
+		if err != nil {
+			if ctx.Err() != nil {
+				e.evalMu.Unlock()
+				return nil
+			}
+			e.fail(ctx, s, err)
+			continue
+		}
+		if len(changes) > 0 {
+			saves = append(saves, saved{sub: s, changes: changes})
+		}
+	}
+	e.commit(ctx, saves)
+	e.evalMu.Unlock()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.wake:
+			e.evaluatePending(ctx)
+		case now := <-tick.C:
+			e.dropIdle(ctx, now)
+		}
+	}
+}
+
+func (e *Engine) list() []*Sub {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*Sub, 0, len(e.subs))
+	for _, s := range e.subs {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// evaluatePending evaluates every subscription that reads a table with
+// changed rows, for just those rows.
+func (e *Engine) evaluatePending(ctx context.Context) {
+	e.evalMu.Lock()
+	defer e.evalMu.Unlock()
+	e.mu.Lock()
+	changed := e.pending
+	e.pending = map[string]map[string][]crdt.Value{}
+	e.since = time.Time{}
+	var affected []*Sub
+	for _, s := range e.subs {
+		for _, t := range s.plan.tables() {
+			if len(changed[t]) > 0 {
+				affected = append(affected, s)
+				break
+			}
+		}
+	}
+	e.mu.Unlock()
+	if len(affected) == 0 {
+		return
+	}
+	sort.Slice(affected, func(i, j int) bool { return affected[i].ID < affected[j].ID })
+	keys := map[string]string{} // table → its changed keys as JSON
+	for t, m := range changed {
+		keys[t] = keysJSON(m)
+	}
+	var saves []saved
+	for _, s := range affected {
+		changes, err := e.evaluateKeys(ctx, s, changed, keys)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.fail(ctx, s, err)
+			continue
+		}
+		if len(changes) > 0 {
+			saves = append(saves, saved{sub: s, changes: changes})
+		}
+	}
+	e.commit(ctx, saves)
+}
+
+// commit persists the batch, then wakes the listeners: a change is never
+// shown before it would survive a restart.
+func (e *Engine) commit(ctx context.Context, saves []saved) {
+	if len(saves) == 0 {
+		return
+	}
+	if err := e.store.save(ctx, saves, e.cfg.Window); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		// The in-memory state moved on; what is on disk no longer
+		// matches it, so these subscriptions cannot be resumed safely.
+		e.log.Error("saving subscription changes failed; ending the affected subscriptions", "err", err)
+		for _, sv := range saves {
+			e.fail(ctx, sv.sub, fmt.Errorf("saving changes: %w", err))
+		}
+		return
+	}
+	for _, sv := range saves {
+		e.changes.Add(uint64(len(sv.changes)))
+		sv.sub.publish()
+	}
+}
+
+// fail ends a subscription that can no longer be kept current.
+func (e *Engine) fail(ctx context.Context, s *Sub, err error) {
+	e.log.Warn("subscription ended", "id", s.ID, "err", err)
+	e.unregister(s)
+	s.end(fmt.Errorf("subscription %s ended: %w", s.ID, err))
+	if rerr := e.store.remove(ctx, s.ID); rerr != nil {
+		e.log.Warn("removing an ended subscription", "id", s.ID, "err", rerr)
+	}
+}
+
+// dropIdle removes subscriptions that have had no listener for the idle
+// timeout.
+func (e *Engine) dropIdle(ctx context.Context, now time.Time) {
+	for _, s := range e.list() {
+		s.mu.Lock()
+		idle := s.listeners == 0 && now.Sub(s.idleSince) > e.cfg.IdleTimeout
+		s.mu.Unlock()
+		if idle {
+			e.evalMu.Lock()
+			e.unregister(s)
+			s.end(errors.New("subscription dropped after being idle"))
+			if err := e.store.remove(ctx, s.ID); err != nil {
+				e.log.Warn("removing an idle subscription", "id", s.ID, "err", err)
+			}
+			e.evalMu.Unlock()
+		}
+	}
+}
+
+// Attach counts a listener of s; call the returned func when it leaves.
+func (e *Engine) Attach(s *Sub) (detach func()) {
+	s.attach()
+	return func() { s.detach(time.Now()) }
+}
+
+// evaluateAll re-runs the whole query and diffs it against everything.
+func (e *Engine) evaluateAll(ctx context.Context, s *Sub) ([]Change, error) {
+	e.evaluations.Add(1)
+	fresh := map[string]freshRow{}
+	cols, err := e.run(ctx, s, s.plan.SQL, "", fresh)
+	if err != nil {
+		return nil, err
+	}
+	if s.columns == nil {
+		s.columns = cols
+	} else if !equalStrings(s.columns, cols) {
+		return nil, fmt.Errorf("the query's columns changed from %v to %v (a schema change under SELECT *?): subscribe again", s.columns, cols)
+	}
+	s.mu.Lock()
+	scope := make(map[string]struct{}, len(s.rows))
+	for ident := range s.rows {
+		scope[ident] = struct{}{}
+	}
+	s.mu.Unlock()
+	return s.merge(scope, fresh), nil
+}
+
+// evaluateKeys re-runs the query for the rows whose keys changed.
+//
+// With inner joins only, a result row can change only if one of the table
+// rows it is made of changed, so the rows holding a changed key (before
+// and after) are the whole scope. A LEFT JOIN adds rows made of one side
+// and NULLs, which appear when the other side's last match goes away and
+// vanish when a match arrives: they hold none of the changed keys. Their
+// other keys, though, are on the rows that held a changed key, before or
+// after; so the scope is widened once to every key on those rows, and
+// diffed over that.
+func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]map[string][]crdt.Value, keys map[string]string) ([]Change, error) {
+	e.evaluations.Add(1)
+	fresh := map[string]freshRow{}
+	scope := map[string]struct{}{}
+	for i, o := range s.plan.Occurrences {
+		if len(changed[o.Table]) == 0 {
+			continue
+		}
+		if _, err := e.run(ctx, s, s.plan.scopeSQL(i), keys[o.Table], fresh); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.oldRowsWith(i, changed[o.Table], scope)
+		s.mu.Unlock()
+	}
+	if s.plan.Outer && (len(fresh) > 0 || len(scope) > 0) {
+		wide := make([]map[string][]crdt.Value, len(s.plan.Occurrences))
+		for i, o := range s.plan.Occurrences {
+			wide[i] = map[string][]crdt.Value{}
+			for k, v := range changed[o.Table] {
+				wide[i][k] = v
+			}
+		}
+		addKeys := func(keys [][]byte) {
+			for i, k := range keys {
+				if k != nil {
+					if _, ok := wide[i][string(k)]; !ok {
+						v, _ := crdt.UnpackPK(k)
+						wide[i][string(k)] = v
+					}
+				}
+			}
+		}
+		for _, f := range fresh {
+			addKeys(f.keys)
+		}
+		s.mu.Lock()
+		for ident := range scope {
+			if r := s.rows[ident]; r != nil {
+				addKeys(r.keys)
+			}
+		}
+		s.mu.Unlock()
+		fresh, scope = map[string]freshRow{}, map[string]struct{}{}
+		for i := range s.plan.Occurrences {
+			if len(wide[i]) == 0 {
+				continue
+			}
+			if _, err := e.run(ctx, s, s.plan.scopeSQL(i), keysJSON(wide[i]), fresh); err != nil {
+				return nil, err
+			}
+			s.mu.Lock()
+			s.oldRowsWith(i, wide[i], scope)
+			s.mu.Unlock()
+		}
+	}
+	return s.merge(scope, fresh), nil
+}
+
+// run executes one form of the subscription's query and adds its rows to
+// fresh, keyed by identity. keys, when set, binds the scope's keys.
+func (e *Engine) run(ctx context.Context, s *Sub, sqlText, keys string, fresh map[string]freshRow) ([]string, error) {
+	st := store.Statement{SQL: sqlText}
+	for _, a := range s.Query.Args {
+		st.Args = append(st.Args, a.Go())
+	}
+	if len(s.Query.Named) > 0 || keys != "" {
+		st.Named = make(map[string]any, len(s.Query.Named)+1)
+		for k, v := range s.Query.Named {
+			st.Named[k] = v.Go()
+		}
+		if keys != "" {
+			st.Named[keysParam] = keys
+		}
+	}
+	rows, err := e.db.Query(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	nk := s.plan.KeyColumns
+	cols := rows.Columns()
+	if len(cols) <= nk {
+		return nil, errors.New("the query returns no columns")
+	}
+	vals := make([]crdt.Value, len(cols))
+	for rows.Next() {
+		raw, err := rows.Values()
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range raw {
+			if vals[i], err = crdt.FromGo(r); err != nil {
+				return nil, fmt.Errorf("column %s: %w", cols[i], err)
+			}
+		}
+		keys := make([][]byte, len(s.plan.Occurrences))
+		for i, o := range s.plan.Occurrences {
+			kv := vals[o.First : o.First+len(o.PK)]
+			if kv[0].Kind != crdt.Null {
+				keys[i] = crdt.PackPK(kv)
+			}
+		}
+		fresh[string(crdt.PackPK(vals[:nk]))] = freshRow{cells: crdt.PackPK(vals[nk:]), keys: keys}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return append([]string(nil), cols[nk:]...), nil
+}
+
+// keysParam names the parameter that carries a scope's keys.
+const keysParam = "patina_scope_keys"
+
+// keysJSON encodes keys for json_each: each key an array of its values,
+// integers as numbers, TEXT as "t" and BLOB as "b" followed by hex (JSON
+// cannot carry blobs, nor every byte string as text).
+func keysJSON(keys map[string][]crdt.Value) string {
+	out := make([]any, 0, len(keys))
+	for _, k := range keys {
+		vals := make([]any, len(k))
+		for i, v := range k {
+			switch v.Kind {
+			case crdt.Integer:
+				vals[i] = v.Int
+			case crdt.Text:
+				vals[i] = "t" + hex.EncodeToString(v.Bytes)
+			case crdt.Blob:
+				vals[i] = "b" + hex.EncodeToString(v.Bytes)
+			default:
+				vals[i] = nil // keys are never NULL or REAL
+			}
+		}
+		out = append(out, vals)
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+// keyDecode is the SQL that turns element i of a key back into its value.
+func keyDecode(i int) string {
+	v := fmt.Sprintf("value->>%d", i)
+	return fmt.Sprintf("CASE substr(%[1]s, 1, 1) WHEN 't' THEN CAST(unhex(substr(%[1]s, 2)) AS TEXT) WHEN 'b' THEN unhex(substr(%[1]s, 2)) ELSE %[1]s END", v)
+}
+
+// scopeSQL is the query restricted to rows whose occurrence occ has one
+// of the keys bound to keysParam.
+func (p *Plan) scopeSQL(occ int) string {
+	o := p.Occurrences[occ]
+	cols := make([]string, len(o.PK))
+	decode := make([]string, len(o.PK))
+	for j := range o.PK {
+		cols[j] = keyColumnName(occ, j)
+		decode[j] = keyDecode(j)
+	}
+	return fmt.Sprintf("SELECT * FROM (\n%s\n) WHERE (%s) IN (SELECT %s FROM json_each(:%s))",
+		p.SQL, strings.Join(cols, ", "), strings.Join(decode, ", "), keysParam)
+}
+
+// tables lists the distinct tables the query reads.
+func (p *Plan) tables() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, o := range p.Occurrences {
+		if !seen[o.Table] {
+			seen[o.Table] = true
+			out = append(out, o.Table)
+		}
+	}
+	return out
+}
+
+// subKey identifies identical subscriptions: the normalized SQL and the
+// parameters.
+func subKey(p *Plan, q Query) string {
+	var b strings.Builder
+	b.WriteString(p.Key)
+	b.WriteByte(0)
+	if len(q.Args) > 0 {
+		b.Write(crdt.PackPK(q.Args))
+	}
+	names := make([]string, 0, len(q.Named))
+	for n := range q.Named {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b.WriteByte(0)
+		b.WriteString(strings.TrimLeft(n, ":@$"))
+		b.WriteByte(0)
+		b.Write(crdt.PackPK([]crdt.Value{q.Named[n]}))
+	}
+	return b.String()
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
