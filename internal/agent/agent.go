@@ -28,6 +28,7 @@ type Agent struct {
 	node   *cluster.Node // nil when the agent runs alone
 	ln     net.Listener
 	server *http.Server
+	subs   *subs.Engine
 }
 
 // Options are what a process embedding agents (tests, patina dev) may
@@ -99,8 +100,21 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		}
 
 	}
+	idle, _ := parseDuration(cfg.Subs.IdleTimeout)
+	engine, err := subs.Open(ctx, subs.Config{Path: cfg.Subs.path(cfg.DB.Path), Window: cfg.Subs.Window, IdleTimeout: idle, Logger: logger}, st)
+	if err != nil {
+		if node != nil {
+			node.Close()
+		}
+		ln.Close()
+		st.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	updates := subs.NewUpdates()
-	hooks := store.Hooks{Rows: updates.Publish}
+	hooks := store.Hooks{Rows: func(rows []store.RowChange) {
+		updates.Publish(rows)
+		engine.Publish(rows)
+	}}
 	var members api.Cluster
 	if node != nil {
 		members = clusterView{node}
@@ -108,19 +122,25 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		hooks.Committed = node.Committed
 	}
 	st.SetHooks(hooks)
-	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members, Updates: updates})
+	streamTimeout, _ := parseDuration(cfg.API.StreamWriteTimeout)
+	handler := api.NewServer(st, api.Options{
+		MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members,
+		Updates: updates, Subscriptions: engine, StreamWriteTimeout: streamTimeout,
+	})
 	a := &Agent{
 		cfg:   cfg,
 		log:   logger,
 		store: st,
 		node:  node,
 		ln:    ln,
+		subs:  engine,
 		server: &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},
 	}
+	a.server.RegisterOnShutdown(handler.CloseStreams)
 	logger.Info("agent ready", "actor", st.Actor().String(), "db", cfg.DB.Path, "api", a.APIAddr(), "tables", strings.Join(st.Schema().TableNames(), ","))
 	return a, nil
 }
@@ -131,6 +151,9 @@ func (a *Agent) APIAddr() string { return a.ln.Addr().String() }
 // Store is the node's store.
 func (a *Agent) Store() *store.Store { return a.store }
 
+// Subscriptions is the agent's subscription engine.
+func (a *Agent) Subscriptions() *subs.Engine { return a.subs }
+
 // Node is the agent's cluster membership, nil when it runs alone.
 func (a *Agent) Node() *cluster.Node { return a.node }
 
@@ -140,6 +163,9 @@ func (a *Agent) Node() *cluster.Node { return a.node }
 func (a *Agent) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.server.Serve(a.ln) }()
+	subsCtx, stopSubs := context.WithCancel(context.WithoutCancel(ctx))
+	subsDone := make(chan error, 1)
+	go func() { subsDone <- a.subs.Run(subsCtx) }()
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -160,7 +186,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.node != nil {
 		leaveErr = a.node.Close()
 	}
-	closeErr := errors.Join(leaveErr, a.store.Close())
+	stopSubs()
+	subsErr := errors.Join(<-subsDone, a.subs.Close())
+	closeErr := errors.Join(leaveErr, subsErr, a.store.Close())
 	a.log.Info("agent stopped")
 	return errors.Join(serveErr, shutErr, closeErr)
 }

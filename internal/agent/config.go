@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -18,7 +19,29 @@ type Config struct {
 	DB     DBConfig     `toml:"db"`
 	Gossip GossipConfig `toml:"gossip"`
 	API    APIConfig    `toml:"api"`
+	Subs   SubsConfig   `toml:"subscriptions"`
 	Log    LogConfig    `toml:"log"`
+}
+
+// SubsConfig configures query subscriptions.
+type SubsConfig struct {
+	// Path of the SQLite file subscriptions are kept in (default: beside
+	// the database, <name>.subs.db).
+	Path string `toml:"path"`
+	// Window is how many changes each subscription keeps for clients
+	// resuming after a disconnect (default 10000).
+	Window int `toml:"window"`
+	// IdleTimeout drops a subscription nobody has followed for that long,
+	// as a Go duration (default "1h").
+	IdleTimeout string `toml:"idle_timeout"`
+}
+
+// path is the subscriptions file for a database path.
+func (c SubsConfig) path(dbPath string) string {
+	if c.Path != "" {
+		return c.Path
+	}
+	return strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + ".subs.db"
 }
 
 // GossipConfig makes the agent a cluster member. Without an addr the agent
@@ -68,6 +91,9 @@ type APIConfig struct {
 	BearerToken string `toml:"bearer_token"`
 	// MaxBodyBytes bounds request bodies (default 8 MiB); larger get 413.
 	MaxBodyBytes int64 `toml:"max_body_bytes"`
+	// StreamWriteTimeout cuts off a subscription or updates client whose
+	// reads stall that long, as a Go duration (default "10s").
+	StreamWriteTimeout string `toml:"stream_write_timeout"`
 	// ShutdownTimeout bounds how long in-flight requests may take to
 	// finish on SIGINT/SIGTERM, as a Go duration (default "10s").
 	ShutdownTimeout string `toml:"shutdown_timeout"`
@@ -82,9 +108,10 @@ type LogConfig struct {
 // DefaultConfig returns a configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		DB:  DBConfig{Readers: 4},
-		API: APIConfig{Addr: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, ShutdownTimeout: "10s"},
-		Log: LogConfig{Format: "text", Level: "info"},
+		DB:   DBConfig{Readers: 4},
+		API:  APIConfig{Addr: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, ShutdownTimeout: "10s", StreamWriteTimeout: "10s"},
+		Subs: SubsConfig{Window: 10000, IdleTimeout: "1h"},
+		Log:  LogConfig{Format: "text", Level: "info"},
 	}
 }
 
@@ -154,6 +181,15 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseDuration(c.API.ShutdownTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("api.shutdown_timeout: %w", err))
+	}
+	if d, err := parseDuration(c.API.StreamWriteTimeout); err != nil || d <= 0 {
+		errs = append(errs, fmt.Errorf("api.stream_write_timeout %q: want a positive duration", c.API.StreamWriteTimeout))
+	}
+	if c.Subs.Window < 1 {
+		errs = append(errs, errors.New("subscriptions.window must be at least 1"))
+	}
+	if d, err := parseDuration(c.Subs.IdleTimeout); err != nil || d <= 0 {
+		errs = append(errs, fmt.Errorf("subscriptions.idle_timeout %q: want a positive duration", c.Subs.IdleTimeout))
 	}
 	switch c.Log.Format {
 	case "text", "json":

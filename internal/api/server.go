@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/patina-db/patina/internal/crdt"
@@ -45,6 +46,11 @@ type Updates interface {
 type Options struct {
 	// Updates feeds POST /v1/updates/{table}; nil disables the route.
 	Updates Updates
+	// Subscriptions serves /v1/subscriptions; nil disables the routes.
+	Subscriptions Subscriptions
+	// StreamWriteTimeout cuts off a following client whose reads stall
+	// (default DefaultStreamWriteTimeout).
+	StreamWriteTimeout time.Duration
 	// Cluster is nil for an agent running alone.
 	Cluster Cluster
 	// MaxBodyBytes bounds every request body; larger ones get 413.
@@ -59,9 +65,11 @@ const DefaultMaxBodyBytes = 8 << 20
 
 // Server serves the agent's HTTP API.
 type Server struct {
-	store Store
-	opts  Options
-	mux   *http.ServeMux
+	store   Store
+	opts    Options
+	mux     *http.ServeMux
+	closing chan struct{} // closed to end the following streams
+	once    sync.Once
 }
 
 // NewServer returns the API handler for one store.
@@ -72,16 +80,26 @@ func NewServer(st Store, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{store: st, opts: opts, mux: http.NewServeMux()}
+	if opts.StreamWriteTimeout <= 0 {
+		opts.StreamWriteTimeout = DefaultStreamWriteTimeout
+	}
+	s := &Server{store: st, opts: opts, mux: http.NewServeMux(), closing: make(chan struct{})}
 	s.mux.HandleFunc("POST /v1/transactions", s.auth(s.handleTransactions))
 	s.mux.HandleFunc("POST /v1/queries", s.auth(s.handleQueries))
 	s.mux.HandleFunc("POST /v1/migrations", s.auth(s.handleMigrations))
 	s.mux.HandleFunc("GET /v1/health", s.handleHealth)
 	s.mux.HandleFunc("GET /v1/members", s.auth(s.handleMembers))
 	s.mux.HandleFunc("POST /v1/updates/{table}", s.auth(s.handleUpdates))
+	s.mux.HandleFunc("POST /v1/subscriptions", s.auth(s.handleSubscribe))
+	s.mux.HandleFunc("GET /v1/subscriptions/{id}", s.auth(s.handleResume))
 	s.mux.HandleFunc("GET /v1/debug/cluster", s.auth(s.handleClusterStats))
 	return s
 }
+
+// CloseStreams ends every following stream (subscriptions, updates), which
+// never end by themselves; register it with http.Server.RegisterOnShutdown
+// so that shutdown waits only for requests that finish.
+func (s *Server) CloseStreams() { s.once.Do(func() { close(s.closing) }) }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -351,11 +369,15 @@ func (s *Server) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
 	for {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-s.closing:
+			return
 		case n, ok := <-sub.C:
+			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout))
 			if !ok {
 				if sub.Lagged {
 					msg := "cut off: this consumer fell more than 4096 changes behind"

@@ -257,10 +257,59 @@ type ErrorResponse struct {
 
 // QueryEvent is one NDJSON line of a query stream. Exactly one field is set.
 type QueryEvent struct {
-	Columns []string  `json:"columns,omitempty"`
-	Row     *RowEvent `json:"row,omitempty"`
-	EOQ     *EOQ      `json:"eoq,omitempty"`
-	Error   *string   `json:"error,omitempty"`
+	Columns []string     `json:"columns,omitempty"`
+	Row     *RowEvent    `json:"row,omitempty"`
+	EOQ     *EOQ         `json:"eoq,omitempty"`
+	Change  *ChangeEvent `json:"change,omitempty"`
+	Error   *string      `json:"error,omitempty"`
+}
+
+// ChangeEvent is one change of a subscription's result.
+type ChangeEvent struct {
+	Kind     string // "insert", "update" or "delete"
+	RowID    int64
+	Cells    []any
+	ChangeID uint64
+}
+
+// MarshalJSON writes [kind, rowid, [cells], change_id].
+func (c ChangeEvent) MarshalJSON() ([]byte, error) {
+	cells := make([]any, len(c.Cells))
+	for i, v := range c.Cells {
+		cells[i] = EncodeValue(v)
+	}
+	return json.Marshal([]any{c.Kind, c.RowID, cells, c.ChangeID})
+}
+
+// UnmarshalJSON reads [kind, rowid, [cells], change_id].
+func (c *ChangeEvent) UnmarshalJSON(data []byte) error {
+	var parts []json.RawMessage
+	if err := json.Unmarshal(data, &parts); err != nil {
+		return err
+	}
+	if len(parts) != 4 {
+		return fmt.Errorf("change: want [kind, rowid, cells, change_id], got %d elements", len(parts))
+	}
+	if err := json.Unmarshal(parts[0], &c.Kind); err != nil {
+		return fmt.Errorf("change kind: %w", err)
+	}
+	switch c.Kind {
+	case "insert", "update", "delete":
+	default:
+		return fmt.Errorf("change kind %q: want insert, update or delete", c.Kind)
+	}
+	if err := json.Unmarshal(parts[1], &c.RowID); err != nil {
+		return fmt.Errorf("change row id: %w", err)
+	}
+	cells, err := decodeParams(parts[2])
+	if err != nil {
+		return fmt.Errorf("change cells: %w", err)
+	}
+	c.Cells = cells
+	if err := json.Unmarshal(parts[3], &c.ChangeID); err != nil {
+		return fmt.Errorf("change id: %w", err)
+	}
+	return nil
 }
 
 // RowEvent is a row: its position in the result (from 1) and its cells.
@@ -301,6 +350,9 @@ func (r *RowEvent) UnmarshalJSON(data []byte) error {
 // EOQ ends a query's rows.
 type EOQ struct {
 	Time float64 `json:"time"`
+	// ChangeID is the subscription's last change the rows include
+	// (subscriptions only).
+	ChangeID *uint64 `json:"change_id,omitempty"`
 }
 
 // MigrationResponse answers POST /v1/migrations.

@@ -41,6 +41,9 @@ type RegionOptions struct {
 	Log io.Writer
 	// SyncInterval overrides the agents' sync interval.
 	SyncInterval time.Duration
+	// ExtraTOML is appended to every agent's configuration, right after
+	// its [api] keys: more [api] keys, then other sections.
+	ExtraTOML string
 }
 
 // Region is a running regional cluster.
@@ -116,8 +119,9 @@ cert_file = %q
 key_file = %q
 [api]
 addr = "127.0.0.1:%d"
+%s
 `, filepath.Join(opts.Dir, name+".db"), tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
-			syncLine(opts.SyncInterval), filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, name+".pem"), filepath.Join(tlsDir, name+"-key.pem"), ports[2])
+			syncLine(opts.SyncInterval), filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, name+".pem"), filepath.Join(tlsDir, name+"-key.pem"), ports[2], opts.ExtraTOML)
 		nc, err := ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
 		if err != nil {
 			r.Stop()

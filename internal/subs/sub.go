@@ -157,6 +157,13 @@ func (s *Sub) ChangesAfter(after uint64, max int) ([]Change, <-chan struct{}, er
 	return append([]Change(nil), s.log[from:from+n]...), nil, nil
 }
 
+// Listeners is how many clients follow the subscription now.
+func (s *Sub) Listeners() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listeners
+}
+
 // attach and detach count listeners; a subscription without any for long
 // enough is dropped.
 func (s *Sub) attach() {
