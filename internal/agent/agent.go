@@ -108,7 +108,10 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		hooks.Committed = node.Committed
 	}
 	st.SetHooks(hooks)
-	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members, Updates: updates})
+	handler := api.NewServer(st, api.Options{
+		MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, AdminToken: cfg.API.AdminToken,
+		SchemaPaths: cfg.DB.SchemaPaths, Logger: logger, Cluster: members, Updates: updates,
+	})
 	a := &Agent{
 		cfg:   cfg,
 		log:   logger,
