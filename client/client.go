@@ -335,3 +335,52 @@ func (c *Client) ClusterStats(ctx context.Context) (map[string]uint64, error) {
 	}
 	return out.Stats, nil
 }
+
+// Reload makes the agent re-read its schema files (POST /v1/admin/reload).
+// An admin route: when the agent has an admin token, the client's token
+// must be that one.
+func (c *Client) Reload(ctx context.Context) (*api.ReloadResponse, error) {
+	resp, err := c.post(ctx, "/v1/admin/reload", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, readError(resp)
+	}
+	var out api.ReloadResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("client: reload: %w", err)
+	}
+	return &out, nil
+}
+
+// BackupInfo describes a snapshot Backup received.
+type BackupInfo struct {
+	// Bytes is the snapshot's length.
+	Bytes int64
+	// Actor is the actor id of the node it was taken from.
+	Actor string
+}
+
+// Backup streams a consistent snapshot of the agent's database, a plain
+// SQLite file, into w (GET /v1/admin/backup). A stream cut short is an
+// error. An admin route, like Reload.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (*BackupInfo, error) {
+	resp, err := c.get(ctx, "/v1/admin/backup")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, readError(resp)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("client: backup: after %d bytes: %w", n, err)
+	}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return nil, fmt.Errorf("client: backup: got %d of %d bytes", n, resp.ContentLength)
+	}
+	return &BackupInfo{Bytes: n, Actor: resp.Header.Get(api.BackupActorHeader)}, nil
+}

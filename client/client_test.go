@@ -1,11 +1,13 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,5 +129,25 @@ func TestClientAgainstAnAgent(t *testing.T) {
 	bad, _ := client.New(base, "wrong")
 	if _, err := bad.Members(ctx); !errors.As(err, &ce) || ce.Status != 401 {
 		t.Fatalf("wrong token: %v", err)
+	}
+}
+
+func TestClientAdminCalls(t *testing.T) {
+	base := startAgent(t, "tok")
+	ctx := context.Background()
+	c, _ := client.New(base, "tok")
+	res, err := c.Reload(ctx)
+	if err != nil || res.Changed || strings.Join(res.Tables, ",") != "machine_checks,machines" {
+		t.Fatalf("reload: %+v %v", res, err)
+	}
+	var buf bytes.Buffer
+	info, err := c.Backup(ctx, &buf)
+	if err != nil || info.Bytes == 0 || int64(buf.Len()) != info.Bytes || len(info.Actor) != 32 || !bytes.HasPrefix(buf.Bytes(), []byte("SQLite format 3\x00")) {
+		t.Fatalf("backup: %+v %v", info, err)
+	}
+	wrong, _ := client.New(base, "nope")
+	var ce *client.Error
+	if _, err := wrong.Backup(ctx, &buf); !errors.As(err, &ce) || ce.Status != 401 {
+		t.Fatalf("backup with a wrong token: %v", err)
 	}
 }

@@ -38,6 +38,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			execCommand(),
 			queryCommand(),
 			clusterCommand(),
+			reloadCommand(),
+			backupCommand(),
+			restoreCommand(),
 			tlsCommand(),
 			benchCommand(),
 		},
@@ -53,17 +56,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 }
 
-// sqlCommands take a SQL statement as their argument, which flags may follow.
-var sqlCommands = map[string]bool{"exec": true, "query": true}
+// argCommands take a positional argument (a SQL statement, a file),
+// which flags may follow.
+var argCommands = map[string]bool{"exec": true, "query": true, "backup": true, "restore": true}
 
 // boolFlags are the flags that take no value, for flagsFirst.
-var boolFlags = map[string]bool{"json": true, "help": true, "h": true}
+var boolFlags = map[string]bool{"json": true, "force": true, "help": true, "h": true}
 
 // flagsFirst lets flags follow positional arguments (`patina exec 'SQL'
 // --param 1`), which urfave/cli stops parsing at: after the command name,
 // it moves every flag (with its value) ahead of the positional arguments.
 func flagsFirst(args []string) []string {
-	if len(args) < 3 || !sqlCommands[args[1]] {
+	if len(args) < 3 || !argCommands[args[1]] {
 		return args
 	}
 	out := []string{args[0], args[1]}

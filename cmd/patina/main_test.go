@@ -41,15 +41,25 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startAgentProcess runs `patina agent` and waits until it answers.
+// startAgentProcess runs `patina agent` with the regional schema and
+// waits until it answers.
 func startAgentProcess(t *testing.T) (api string, proc *exec.Cmd, stderr *bytes.Buffer) {
+	t.Helper()
+	wd, _ := os.Getwd()
+	api, proc, stderr, _ = startAgentWith(t, filepath.Join(wd, "..", "..", "schemas", "regional"), "")
+	return api, proc, stderr
+}
+
+// startAgentWith runs `patina agent` with a database in a new directory,
+// the given schema path and extra [api] lines, and waits until it
+// answers. cfg is its config file.
+func startAgentWith(t *testing.T, schema, apiExtra string) (api string, proc *exec.Cmd, stderr *bytes.Buffer, cfg string) {
 	t.Helper()
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	wd, _ := os.Getwd()
-	cfg := filepath.Join(dir, "agent.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("[db]\npath = %q\nschema_paths = [%q]\n[api]\naddr = %q\n",
-		filepath.Join(dir, "patina.db"), filepath.Join(wd, "..", "..", "schemas", "regional"), addr)), 0o644)
+	cfg = filepath.Join(dir, "agent.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[db]\npath = %q\nschema_paths = [%q]\n[api]\naddr = %q\n%s",
+		filepath.Join(dir, "patina.db"), schema, addr, apiExtra)), 0o644)
 	stderr = &bytes.Buffer{}
 	proc = exec.Command(patinaBin, "agent", "--config", cfg)
 	proc.Stderr = stderr
@@ -63,7 +73,7 @@ func startAgentProcess(t *testing.T) (api string, proc *exec.Cmd, stderr *bytes.
 		resp, err := http.Get(api + "/v1/health")
 		if err == nil {
 			resp.Body.Close()
-			return api, proc, stderr
+			return api, proc, stderr, cfg
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("agent did not come up: %s", stderr)

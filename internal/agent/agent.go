@@ -124,8 +124,9 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	st.SetHooks(hooks)
 	streamTimeout, _ := parseDuration(cfg.API.StreamWriteTimeout)
 	handler := api.NewServer(st, api.Options{
-		MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members,
-		Updates: updates, Subscriptions: engine, StreamWriteTimeout: streamTimeout,
+		MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, AdminToken: cfg.API.AdminToken,
+		SchemaPaths: cfg.DB.SchemaPaths, Logger: logger, Cluster: members, Updates: updates,
+		Subscriptions: engine, StreamWriteTimeout: streamTimeout,
 	})
 	a := &Agent{
 		cfg:   cfg,

@@ -87,8 +87,13 @@ type DBConfig struct {
 type APIConfig struct {
 	// Addr is the listen address, default 127.0.0.1:8080.
 	Addr string `toml:"addr"`
-	// BearerToken, when set, is required on every route but /v1/health.
+	// BearerToken, when set, is required on every route but /v1/health
+	// and /metrics (and on the admin routes unless AdminToken is set).
 	BearerToken string `toml:"bearer_token"`
+	// AdminToken, when set, is required on the admin routes
+	// (/v1/admin/...: reload, backup), where BearerToken then is not
+	// enough.
+	AdminToken string `toml:"admin_token"`
 	// MaxBodyBytes bounds request bodies (default 8 MiB); larger get 413.
 	MaxBodyBytes int64 `toml:"max_body_bytes"`
 	// StreamWriteTimeout cuts off a subscription or updates client whose

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,8 @@ type Store interface {
 	Transact(ctx context.Context, stmts []store.Statement) (*store.TxResult, error)
 	Query(ctx context.Context, st store.Statement) (*store.Rows, error)
 	Migrate(ctx context.Context, stmts []string) error
+	ApplySchemaSQL(ctx context.Context, text string) error
+	Backup(ctx context.Context) (*store.Snapshot, error)
 	Actor() crdt.ActorID
 	Gaps() uint64
 	Schema() *store.Schema
@@ -55,9 +58,40 @@ type Options struct {
 	Cluster Cluster
 	// MaxBodyBytes bounds every request body; larger ones get 413.
 	MaxBodyBytes int64
-	// BearerToken, when set, is required on every route but /v1/health.
+	// BearerToken, when set, is required on every data route (see Access).
 	BearerToken string
+	// AdminToken, when set, is required on the admin routes
+	// (/v1/admin/...) instead of BearerToken, which then does not grant
+	// them. When only BearerToken is set, it guards the admin routes too.
+	AdminToken string
+	// SchemaPaths are the agent's schema files, re-read by
+	// POST /v1/admin/reload; empty disables the reload.
+	SchemaPaths []string
 	Logger      *slog.Logger
+}
+
+// Access is the token a route requires.
+type Access int
+
+const (
+	// Open routes never need a token: health checks and metrics scrapes
+	// come from load balancers and Prometheus, which hold no secrets.
+	Open Access = iota
+	// Data routes need the bearer token, when one is set.
+	Data
+	// Admin routes need the admin token, or the bearer token when no
+	// admin token is set.
+	Admin
+)
+
+func (a Access) String() string {
+	return [...]string{"open", "data", "admin"}[a]
+}
+
+// Route is one route the server serves.
+type Route struct {
+	Method, Pattern string
+	Access          Access
 }
 
 // DefaultMaxBodyBytes is the body limit when none is configured.
@@ -68,6 +102,7 @@ type Server struct {
 	store   Store
 	opts    Options
 	mux     *http.ServeMux
+	routes  []Route
 	closing chan struct{} // closed to end the following streams
 	once    sync.Once
 }
@@ -84,17 +119,28 @@ func NewServer(st Store, opts Options) *Server {
 		opts.StreamWriteTimeout = DefaultStreamWriteTimeout
 	}
 	s := &Server{store: st, opts: opts, mux: http.NewServeMux(), closing: make(chan struct{})}
-	s.mux.HandleFunc("POST /v1/transactions", s.auth(s.handleTransactions))
-	s.mux.HandleFunc("POST /v1/queries", s.auth(s.handleQueries))
-	s.mux.HandleFunc("POST /v1/migrations", s.auth(s.handleMigrations))
-	s.mux.HandleFunc("GET /v1/health", s.handleHealth)
-	s.mux.HandleFunc("GET /v1/members", s.auth(s.handleMembers))
-	s.mux.HandleFunc("POST /v1/updates/{table}", s.auth(s.handleUpdates))
-	s.mux.HandleFunc("POST /v1/subscriptions", s.auth(s.handleSubscribe))
-	s.mux.HandleFunc("GET /v1/subscriptions/{id}", s.auth(s.handleResume))
-	s.mux.HandleFunc("GET /v1/debug/cluster", s.auth(s.handleClusterStats))
+	s.handle("POST", "/v1/transactions", Data, s.handleTransactions)
+	s.handle("POST", "/v1/queries", Data, s.handleQueries)
+	s.handle("POST", "/v1/migrations", Data, s.handleMigrations)
+	s.handle("GET", "/v1/health", Open, s.handleHealth)
+	s.handle("GET", "/v1/members", Data, s.handleMembers)
+	s.handle("POST", "/v1/updates/{table}", Data, s.handleUpdates)
+	s.handle("POST", "/v1/subscriptions", Data, s.handleSubscribe)
+	s.handle("GET", "/v1/subscriptions/{id}", Data, s.handleResume)
+	s.handle("GET", "/v1/debug/cluster", Data, s.handleClusterStats)
+	s.handle("POST", "/v1/admin/reload", Admin, s.handleReload)
+	s.handle("GET", "/v1/admin/backup", Admin, s.handleBackup)
 	return s
 }
+
+// handle registers a route; every route states the token it requires.
+func (s *Server) handle(method, pattern string, access Access, h http.HandlerFunc) {
+	s.routes = append(s.routes, Route{Method: method, Pattern: pattern, Access: access})
+	s.mux.HandleFunc(method+" "+pattern, s.auth(access, h))
+}
+
+// Routes lists the routes served, in registration order.
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 
 // CloseStreams ends every following stream (subscriptions, updates), which
 // never end by themselves; register it with http.Server.RegisterOnShutdown
@@ -109,16 +155,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
-	if s.opts.BearerToken == "" {
+// auth wraps a handler with the token check its access level requires.
+func (s *Server) auth(access Access, next http.HandlerFunc) http.HandlerFunc {
+	token, what := "", ""
+	switch access {
+	case Data:
+		token, what = s.opts.BearerToken, "bearer token"
+	case Admin:
+		token, what = s.opts.BearerToken, "bearer token"
+		if s.opts.AdminToken != "" {
+			token, what = s.opts.AdminToken, "admin token"
+		}
+	}
+	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + s.opts.BearerToken)
+	// Compared as hashes, so the time taken says nothing about the
+	// token's length either.
+	want := sha256.Sum256([]byte("Bearer " + token))
 	return func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="patina"`)
-			writeJSON(w, http.StatusUnauthorized, ErrorResponse{Error: "missing or wrong bearer token"})
+			writeJSON(w, http.StatusUnauthorized, ErrorResponse{Error: "missing or wrong " + what + " (Authorization: Bearer <token>)"})
 			return
 		}
 		next(w, r)

@@ -360,6 +360,19 @@ type MigrationResponse struct {
 	Time float64 `json:"time"`
 }
 
+// ReloadResponse answers POST /v1/admin/reload.
+type ReloadResponse struct {
+	Time float64 `json:"time"`
+	// Tables are the replicated tables after the reload.
+	Tables []string `json:"tables"`
+	// Changed is true when the schema differs from before the reload.
+	Changed bool `json:"changed"`
+}
+
+// BackupActorHeader names, on GET /v1/admin/backup, the actor id of the
+// node the snapshot was taken from.
+const BackupActorHeader = "Patina-Actor-Id"
+
 // HealthResponse answers GET /v1/health.
 type HealthResponse struct {
 	Response Health `json:"response"`

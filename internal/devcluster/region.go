@@ -51,6 +51,9 @@ type Region struct {
 	Nodes  []*RegionNode
 	opts   RegionOptions
 	cancel context.CancelFunc
+	ca     *cluster.CA
+	tlsDir string
+	ctx    context.Context
 }
 
 // RegionNode is one agent of a region.
@@ -59,6 +62,8 @@ type RegionNode struct {
 	// API is the agent's HTTP address, http://host:port.
 	API    string
 	Gossip string
+	// DBPath is the agent's database file.
+	DBPath string
 	// Agent is set for in-process agents.
 	Agent *agent.Agent
 	cmd   *exec.Cmd
@@ -94,17 +99,38 @@ func StartRegion(ctx context.Context, opts RegionOptions) (*Region, error) {
 		return nil, fmt.Errorf("devcluster: %w (start a region in an empty directory)", err)
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r := &Region{opts: opts, cancel: cancel}
-	var bootstrap []string
+	r := &Region{opts: opts, cancel: cancel, ca: ca, tlsDir: tlsDir, ctx: rctx}
 	for i := 0; i < opts.Nodes; i++ {
-		name := fmt.Sprintf("%s-%d", opts.Cluster, i+1)
-		ports, err := freePorts(3)
-		if err != nil {
+		if _, err := r.AddNode(nil); err != nil {
 			r.Stop()
 			return nil, err
 		}
-		gossip := fmt.Sprintf("127.0.0.1:%d", ports[0])
-		cfgText := fmt.Sprintf(`[db]
+	}
+	if err := r.WaitMembers(ctx, opts.Nodes, 60*time.Second); err != nil {
+		r.Stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// AddNode configures one more agent joined to the region's members,
+// runs prepare (when not nil) before the agent first starts (to put a
+// database in place at n.DBPath, say), and starts it. It does not wait for
+// the agent to join: see WaitMembers.
+func (r *Region) AddNode(prepare func(n *RegionNode) error) (*RegionNode, error) {
+	opts := r.opts
+	name := fmt.Sprintf("%s-%d", opts.Cluster, len(r.Nodes)+1)
+	var bootstrap []string
+	for _, n := range r.Nodes {
+		bootstrap = append(bootstrap, n.Gossip)
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	gossip := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	dbPath := filepath.Join(opts.Dir, name+".db")
+	cfgText := fmt.Sprintf(`[db]
 path = %q
 schema_paths = %s
 [gossip]
@@ -120,36 +146,31 @@ key_file = %q
 [api]
 addr = "127.0.0.1:%d"
 %s
-`, filepath.Join(opts.Dir, name+".db"), tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
-			syncLine(opts.SyncInterval), filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, name+".pem"), filepath.Join(tlsDir, name+"-key.pem"), ports[2], opts.ExtraTOML)
-		nc, err := ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
-		if err != nil {
-			r.Stop()
-			return nil, err
-		}
-		if err := nc.Write(tlsDir, name); err != nil {
-			r.Stop()
-			return nil, err
-		}
-		cfgPath := filepath.Join(opts.Dir, name+".toml")
-		if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
-			r.Stop()
-			return nil, err
-		}
-		node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip,
-			cfgPath: cfgPath, logPath: filepath.Join(opts.Dir, name+".log"), opts: opts, ctx: rctx}
-		if err := node.Start(); err != nil {
-			r.Stop()
-			return nil, fmt.Errorf("devcluster: %s: %w", name, err)
-		}
-		r.Nodes = append(r.Nodes, node)
-		bootstrap = append(bootstrap, gossip)
-	}
-	if err := r.WaitMembers(ctx, opts.Nodes, 60*time.Second); err != nil {
-		r.Stop()
+`, dbPath, tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
+		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, name+".pem"), filepath.Join(r.tlsDir, name+"-key.pem"), ports[2], opts.ExtraTOML)
+	nc, err := r.ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+	if err != nil {
 		return nil, err
 	}
-	return r, nil
+	if err := nc.Write(r.tlsDir, name); err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(opts.Dir, name+".toml")
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
+		return nil, err
+	}
+	node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip, DBPath: dbPath,
+		cfgPath: cfgPath, logPath: filepath.Join(opts.Dir, name+".log"), opts: opts, ctx: r.ctx}
+	if prepare != nil {
+		if err := prepare(node); err != nil {
+			return nil, fmt.Errorf("devcluster: %s: %w", name, err)
+		}
+	}
+	if err := node.Start(); err != nil {
+		return nil, fmt.Errorf("devcluster: %s: %w", name, err)
+	}
+	r.Nodes = append(r.Nodes, node)
+	return node, nil
 }
 
 func syncLine(d time.Duration) string {

@@ -21,6 +21,12 @@
 // plus __patina_sites (actor ids by small ordinal; 0 is this node) and
 // __patina_bookkeeping (known and cleared version ranges per actor).
 //
+// A store holds an advisory lock on <db>.lock from Open to Close, so two
+// processes never write one database (they would hand out the same
+// versions). Backup copies a live database with VACUUM INTO; CheckFile and
+// Reidentify are what a restore needs: verify a copy, and give it a new
+// actor id so the versions in it stay the original node's.
+//
 // Change capture is a set of TEMP triggers installed on the writer
 // connection only, so the file on disk carries no triggers, other processes
 // (sqlite3 CLI) can read it, and remote changesets are applied on a second

@@ -27,6 +27,7 @@ type Config struct {
 type Store struct {
 	cfg   Config
 	actor crdt.ActorID
+	lock  *DatabaseLock // held from Open to Close
 
 	// mu serializes every write: local transactions on writer and remote
 	// applies on applier. SQLite has one writer anyway; holding the lock in
@@ -75,7 +76,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.BusyTimeoutMS <= 0 {
 		cfg.BusyTimeoutMS = 5000
 	}
-	s := &Store{cfg: cfg}
+	lock, err := LockDatabase(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, lock: lock}
 	if err := s.open(ctx); err != nil {
 		s.closeConns()
 		return nil, err
@@ -337,6 +342,8 @@ func (s *Store) closeConns() error {
 			errs = append(errs, db.Close())
 		}
 	}
+	// Only once every connection is closed may another process open it.
+	errs = append(errs, s.lock.Release())
 	return errors.Join(errs...)
 }
 

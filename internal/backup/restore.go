@@ -1,0 +1,137 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/patina-db/patina/internal/crdt"
+	"github.com/patina-db/patina/internal/store"
+)
+
+// RestoreOptions say what Restore may do.
+type RestoreOptions struct {
+	// Force replaces an existing database (and its -wal and -shm files).
+	Force bool
+}
+
+// Restored describes a database Restore put in place.
+type Restored struct {
+	Path string
+	// From is the actor id of the node the backup came from; its versions
+	// in the file stay its own.
+	From crdt.ActorID
+	// Actor is the restored node's new actor id.
+	Actor  crdt.ActorID
+	Tables []string
+}
+
+// Restore puts the backup file in at dbPath, the database of an agent that
+// is not running, under a new actor id (see store.Reidentify for why).
+// It copies the file beside dbPath, checks the copy (SQLite's integrity
+// check, a patina database of this version's format), gives it the new
+// identity, removes the old database's -wal and -shm files (a WAL left
+// behind would be replayed into the new file) and renames the copy over
+// dbPath. It holds the database's lock throughout, so it refuses to run
+// while an agent uses the database, and no agent starts midway. An
+// existing database is replaced only with Force. On failure the existing
+// database is untouched and no temporary file is left.
+func Restore(ctx context.Context, in, dbPath string, opts RestoreOptions) (*Restored, error) {
+	src, err := os.Open(in)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	defer src.Close()
+	if fi, err := src.Stat(); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("restore: %s is not a regular file", in)
+	} else if dst, err := os.Stat(dbPath); err == nil && os.SameFile(fi, dst) {
+		return nil, fmt.Errorf("restore: %s is the database itself", in)
+	}
+	lock, err := store.LockDatabase(dbPath)
+	if err != nil {
+		if errors.Is(err, store.ErrInUse) {
+			return nil, fmt.Errorf("restore: %w; stop the agent first", err)
+		}
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	defer lock.Release()
+	switch _, err := os.Lstat(dbPath); {
+	case err == nil && !opts.Force:
+		return nil, fmt.Errorf("restore: %s exists; pass --force to replace it (its data is lost)", dbPath)
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+
+	tmp := dbPath + ".restore.tmp"
+	done := false
+	defer func() {
+		if !done {
+			removeDatabase(tmp)
+		}
+	}()
+	if err := copyFile(src, tmp); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	info, err := store.CheckFile(ctx, tmp)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %s: %w", in, err)
+	}
+	from, actor, err := store.Reidentify(ctx, tmp)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if err := syncFile(tmp); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		if err := os.Remove(dbPath + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, dbPath); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	done = true
+	if err := syncDir(filepath.Dir(dbPath)); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	return &Restored{Path: dbPath, From: from, Actor: actor, Tables: info.Tables}, nil
+}
+
+func copyFile(src *os.File, to string) error {
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return fmt.Errorf("copy to %s: %w", to, err)
+	}
+	if err := dst.Sync(); err != nil {
+		dst.Close()
+		return fmt.Errorf("sync %s: %w", to, err)
+	}
+	return dst.Close()
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// removeDatabase removes a database file and the files SQLite keeps
+// beside it.
+func removeDatabase(path string) {
+	for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+		os.Remove(path + suffix)
+	}
+}
