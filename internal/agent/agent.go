@@ -1,6 +1,7 @@
 // Package agent runs one patina node: it opens the store, applies the
-// configured schema and serves the HTTP API until its context ends, then
-// lets in-flight requests finish and closes the database cleanly.
+// configured schema and serves the HTTP API and its metrics, under a
+// watchdog, until its context ends, then lets in-flight requests finish
+// and closes the database cleanly.
 package agent
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/patina-db/patina/internal/cluster"
 	"github.com/patina-db/patina/internal/store"
 	"github.com/patina-db/patina/internal/subs"
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 // Agent is a running node.
@@ -28,6 +30,7 @@ type Agent struct {
 	node   *cluster.Node // nil when the agent runs alone
 	ln     net.Listener
 	server *http.Server
+	obs    *observability
 }
 
 // Options are what a process embedding agents (tests, patina dev) may
@@ -39,6 +42,9 @@ type Options struct {
 	Faults *cluster.Faults
 	// LocalGossip uses memberlist's single-host timings.
 	LocalGossip bool
+	// OnStall replaces what the agent does when its watchdog finds a
+	// stalled loop (default: exit with status ExitStalled).
+	OnStall func(watchdog.Stall)
 }
 
 // New opens the store, applies the schema and binds the API listener. The
@@ -59,6 +65,10 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	logger, err := NewLogger(cfg.Log, logOut)
 	if err != nil {
 		return nil, err
+	}
+	obs, err := newObservability(cfg, logger, logOut, opts.OnStall)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	st, err := store.Open(ctx, store.Config{Path: cfg.DB.Path, Readers: cfg.DB.Readers})
 	if err != nil {
@@ -92,13 +102,22 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 		cc.Local = opts.LocalGossip
+		obs.clusterConfig(&cc)
 		if node, err = cluster.Start(ctx, cc, st, opts.Faults, logger); err != nil {
 			ln.Close()
 			st.Close()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
-
 	}
+	if err := obs.listen(cfg.Telemetry.PrometheusAddr, logger); err != nil {
+		if node != nil {
+			node.Close()
+		}
+		ln.Close()
+		st.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	obs.watch(st, node)
 	updates := subs.NewUpdates()
 	hooks := store.Hooks{Rows: updates.Publish}
 	var members api.Cluster
@@ -108,13 +127,14 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		hooks.Committed = node.Committed
 	}
 	st.SetHooks(hooks)
-	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members, Updates: updates})
+	handler := api.NewServer(st, api.Options{MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, Logger: logger, Cluster: members, Updates: updates, Metrics: obs.apiHandler()})
 	a := &Agent{
 		cfg:   cfg,
 		log:   logger,
 		store: st,
 		node:  node,
 		ln:    ln,
+		obs:   obs,
 		server: &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -128,6 +148,10 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 // APIAddr is the address the API listens on (useful with port 0).
 func (a *Agent) APIAddr() string { return a.ln.Addr().String() }
 
+// MetricsAddr is where GET /metrics is served: [telemetry]
+// prometheus_addr's listener, or the API's.
+func (a *Agent) MetricsAddr() string { return a.obs.addr(a.APIAddr()) }
+
 // Store is the node's store.
 func (a *Agent) Store() *store.Store { return a.store }
 
@@ -140,6 +164,8 @@ func (a *Agent) Node() *cluster.Node { return a.node }
 func (a *Agent) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.server.Serve(a.ln) }()
+	a.obs.start(ctx, a.log)
+	defer a.obs.stop()
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -149,7 +175,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	a.log.Info("agent stopping")
-	shutErr := a.server.Shutdown(sctx)
+	metricsErr := a.obs.stopping(sctx)
+	shutErr := errors.Join(a.server.Shutdown(sctx), metricsErr)
 	if serveErr == nil {
 		serveErr = <-errc
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -15,10 +16,12 @@ import (
 // Config is an agent's TOML configuration. Every key has a default except
 // the database path.
 type Config struct {
-	DB     DBConfig     `toml:"db"`
-	Gossip GossipConfig `toml:"gossip"`
-	API    APIConfig    `toml:"api"`
-	Log    LogConfig    `toml:"log"`
+	DB        DBConfig        `toml:"db"`
+	Gossip    GossipConfig    `toml:"gossip"`
+	API       APIConfig       `toml:"api"`
+	Telemetry TelemetryConfig `toml:"telemetry"`
+	Watchdog  WatchdogConfig  `toml:"watchdog"`
+	Log       LogConfig       `toml:"log"`
 }
 
 // GossipConfig makes the agent a cluster member. Without an addr the agent
@@ -64,13 +67,31 @@ type DBConfig struct {
 type APIConfig struct {
 	// Addr is the listen address, default 127.0.0.1:8080.
 	Addr string `toml:"addr"`
-	// BearerToken, when set, is required on every route but /v1/health.
+	// BearerToken, when set, is required on every route but /v1/health
+	// and /metrics.
 	BearerToken string `toml:"bearer_token"`
 	// MaxBodyBytes bounds request bodies (default 8 MiB); larger get 413.
 	MaxBodyBytes int64 `toml:"max_body_bytes"`
 	// ShutdownTimeout bounds how long in-flight requests may take to
 	// finish on SIGINT/SIGTERM, as a Go duration (default "10s").
 	ShutdownTimeout string `toml:"shutdown_timeout"`
+}
+
+// TelemetryConfig says where metrics are served.
+type TelemetryConfig struct {
+	// PrometheusAddr, when set, serves GET /metrics on a listener of its
+	// own; empty: on the API address. Never behind the bearer token.
+	PrometheusAddr string `toml:"prometheus_addr"`
+}
+
+// WatchdogConfig configures the watchdog over the agent's long-running
+// loops.
+type WatchdogConfig struct {
+	// Timeout is how long a loop may go without progress, or a write
+	// transaction may hold the store's write lock, before the agent
+	// dumps its goroutines and exits with status 70, as a Go duration
+	// (default "30s"; "0" disables).
+	Timeout string `toml:"timeout"`
 }
 
 // LogConfig configures logging.
@@ -82,9 +103,10 @@ type LogConfig struct {
 // DefaultConfig returns a configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		DB:  DBConfig{Readers: 4},
-		API: APIConfig{Addr: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, ShutdownTimeout: "10s"},
-		Log: LogConfig{Format: "text", Level: "info"},
+		DB:       DBConfig{Readers: 4},
+		API:      APIConfig{Addr: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, ShutdownTimeout: "10s"},
+		Watchdog: WatchdogConfig{Timeout: "30s"},
+		Log:      LogConfig{Format: "text", Level: "info"},
 	}
 }
 
@@ -155,6 +177,9 @@ func (c Config) Validate() error {
 	if _, err := parseDuration(c.API.ShutdownTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("api.shutdown_timeout: %w", err))
 	}
+	if _, err := c.Watchdog.timeout(); err != nil {
+		errs = append(errs, fmt.Errorf("watchdog.timeout: %w", err))
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
@@ -185,4 +210,12 @@ func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr string) (clust
 		cc.SyncInterval, _ = parseDuration(g.SyncInterval)
 	}
 	return cc, nil
+}
+
+// timeout is the watchdog timeout, 0 when disabled.
+func (c WatchdogConfig) timeout() (time.Duration, error) {
+	if c.Timeout == "0" {
+		return 0, nil
+	}
+	return parseDuration(c.Timeout)
 }

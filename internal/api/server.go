@@ -49,9 +49,13 @@ type Options struct {
 	Cluster Cluster
 	// MaxBodyBytes bounds every request body; larger ones get 413.
 	MaxBodyBytes int64
-	// BearerToken, when set, is required on every route but /v1/health.
+	// BearerToken, when set, is required on every route but /v1/health
+	// and /metrics.
 	BearerToken string
 	Logger      *slog.Logger
+	// Metrics serves GET /metrics, never behind the bearer token; nil:
+	// no such route (metrics are served elsewhere or not at all).
+	Metrics http.Handler
 }
 
 // DefaultMaxBodyBytes is the body limit when none is configured.
@@ -80,6 +84,9 @@ func NewServer(st Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/members", s.auth(s.handleMembers))
 	s.mux.HandleFunc("POST /v1/updates/{table}", s.auth(s.handleUpdates))
 	s.mux.HandleFunc("GET /v1/debug/cluster", s.auth(s.handleClusterStats))
+	if opts.Metrics != nil {
+		s.mux.Handle("GET /metrics", opts.Metrics)
+	}
 	return s
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/cluster"
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 // RegionOptions describe a regional cluster to start.
@@ -41,6 +42,11 @@ type RegionOptions struct {
 	Log io.Writer
 	// SyncInterval overrides the agents' sync interval.
 	SyncInterval time.Duration
+	// WatchdogTimeout overrides the agents' [watchdog] timeout.
+	WatchdogTimeout time.Duration
+	// OnStall, when set, is told instead of exiting when an in-process
+	// agent's watchdog finds a stalled loop.
+	OnStall func(node string, s watchdog.Stall)
 }
 
 // Region is a running regional cluster.
@@ -116,8 +122,9 @@ cert_file = %q
 key_file = %q
 [api]
 addr = "127.0.0.1:%d"
-`, filepath.Join(opts.Dir, name+".db"), tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
-			syncLine(opts.SyncInterval), filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, name+".pem"), filepath.Join(tlsDir, name+"-key.pem"), ports[2])
+%s`, filepath.Join(opts.Dir, name+".db"), tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
+			syncLine(opts.SyncInterval), filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, name+".pem"), filepath.Join(tlsDir, name+"-key.pem"), ports[2],
+			watchdogSection(opts.WatchdogTimeout))
 		nc, err := ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
 		if err != nil {
 			r.Stop()
@@ -153,6 +160,13 @@ func syncLine(d time.Duration) string {
 		return ""
 	}
 	return fmt.Sprintf("sync_interval = %q\n", d.String())
+}
+
+func watchdogSection(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf("[watchdog]\ntimeout = %q\n", d.String())
 }
 
 func tomlList(items []string) string {
@@ -204,7 +218,11 @@ func (n *RegionNode) startInProcess() error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
-	a, err := agent.NewWithOptions(ctx, cfg, n.opts.Log, agent.Options{Faults: n.opts.Faults, LocalGossip: true})
+	opts := agent.Options{Faults: n.opts.Faults, LocalGossip: true}
+	if n.opts.OnStall != nil {
+		opts.OnStall = func(s watchdog.Stall) { n.opts.OnStall(n.Name, s) }
+	}
+	a, err := agent.NewWithOptions(ctx, cfg, n.opts.Log, opts)
 	if err != nil {
 		cancel()
 		return err
