@@ -7,8 +7,8 @@ import "time"
 type WriteKind string
 
 const (
-	WriteLocal WriteKind = "local"
-	WriteApply WriteKind = "apply"
+	WriteLocal WriteKind = "local" // a local write transaction
+	WriteApply WriteKind = "apply" // a batch of remote changesets
 )
 
 // WriteObserver watches the write lock, for metrics and the watchdog:

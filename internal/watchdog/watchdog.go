@@ -236,6 +236,9 @@ func (b *Beat) Due() <-chan time.Time {
 		return nil
 	}
 	b.tickerOnce.Do(func() { b.ticker = time.NewTicker(b.every) })
+	if b.ticker == nil {
+		return nil // stopped before it was ever due
+	}
 	return b.ticker.C
 }
 

@@ -79,6 +79,9 @@ func TestStallsOnAFakeClock(t *testing.T) {
 	if len(stalls) != 2 || !w.Healthy() {
 		t.Fatalf("a resting or stopped beat stalled: %+v", stalls[2:])
 	}
+	if b.Due() != nil {
+		t.Fatal("a stopped beat is due")
+	}
 }
 
 // TestIdleLoopIsNotStalled: a loop waiting for work wakes on Due to tick
