@@ -1,6 +1,7 @@
 // Package agent runs one patina node: it opens the store, applies the
-// configured schema and serves the HTTP API until its context ends, then
-// lets in-flight requests finish and closes the database cleanly.
+// configured schema and serves the HTTP API and its metrics, under a
+// watchdog, until its context ends, then lets in-flight requests finish
+// and closes the database cleanly.
 package agent
 
 import (
@@ -16,8 +17,10 @@ import (
 
 	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/cluster"
+	"github.com/patina-db/patina/internal/metrics"
 	"github.com/patina-db/patina/internal/store"
 	"github.com/patina-db/patina/internal/subs"
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 // Agent is a running node.
@@ -29,6 +32,7 @@ type Agent struct {
 	ln     net.Listener
 	server *http.Server
 	subs   *subs.Engine
+	obs    *observability
 }
 
 // Options are what a process embedding agents (tests, patina dev) may
@@ -40,6 +44,9 @@ type Options struct {
 	Faults *cluster.Faults
 	// LocalGossip uses memberlist's single-host timings.
 	LocalGossip bool
+	// OnStall replaces what the agent does when its watchdog finds a
+	// stalled loop (default: exit with status ExitStalled).
+	OnStall func(watchdog.Stall)
 }
 
 // New opens the store, applies the schema and binds the API listener. The
@@ -60,6 +67,10 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	logger, err := NewLogger(cfg.Log, logOut)
 	if err != nil {
 		return nil, err
+	}
+	obs, err := newObservability(cfg, logger, logOut, opts.OnStall)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	st, err := store.Open(ctx, store.Config{Path: cfg.DB.Path, Readers: cfg.DB.Readers})
 	if err != nil {
@@ -93,15 +104,23 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 		cc.Local = opts.LocalGossip
+		obs.clusterConfig(&cc)
 		if node, err = cluster.Start(ctx, cc, st, opts.Faults, logger); err != nil {
 			ln.Close()
 			st.Close()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
-
 	}
 	idle, _ := parseDuration(cfg.Subs.IdleTimeout)
-	engine, err := subs.Open(ctx, subs.Config{Path: cfg.Subs.path(cfg.DB.Path), Window: cfg.Subs.Window, IdleTimeout: idle, Logger: logger}, st)
+	engine, err := subs.Open(ctx, subs.Config{
+		Path: cfg.Subs.path(cfg.DB.Path), Window: cfg.Subs.Window, IdleTimeout: idle, Logger: logger,
+		Beat: obs.wd.Register("subs.engine"),
+	}, st)
+	if err == nil {
+		if err = obs.listen(cfg.Telemetry.PrometheusAddr, logger); err != nil {
+			engine.Close()
+		}
+	}
 	if err != nil {
 		if node != nil {
 			node.Close()
@@ -110,6 +129,9 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		st.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	obs.watch(st, node)
+	// Each kind of source is given once: this cannot fail.
+	_ = obs.metrics.AddSources(metrics.Sources{Subscriptions: func() (int, float64) { return engine.Count(), engine.Lag().Seconds() }})
 	updates := subs.NewUpdates()
 	hooks := store.Hooks{Rows: func(rows []store.RowChange) {
 		updates.Publish(rows)
@@ -126,7 +148,7 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	handler := api.NewServer(st, api.Options{
 		MaxBodyBytes: cfg.API.MaxBodyBytes, BearerToken: cfg.API.BearerToken, AdminToken: cfg.API.AdminToken,
 		SchemaPaths: cfg.DB.SchemaPaths, Logger: logger, Cluster: members, Updates: updates,
-		Subscriptions: engine, StreamWriteTimeout: streamTimeout,
+		Subscriptions: engine, StreamWriteTimeout: streamTimeout, Metrics: obs.apiHandler(),
 	})
 	a := &Agent{
 		cfg:   cfg,
@@ -135,6 +157,7 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		node:  node,
 		ln:    ln,
 		subs:  engine,
+		obs:   obs,
 		server: &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -148,6 +171,10 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 
 // APIAddr is the address the API listens on (useful with port 0).
 func (a *Agent) APIAddr() string { return a.ln.Addr().String() }
+
+// MetricsAddr is where GET /metrics is served: [telemetry]
+// prometheus_addr's listener, or the API's.
+func (a *Agent) MetricsAddr() string { return a.obs.addr(a.APIAddr()) }
 
 // Store is the node's store.
 func (a *Agent) Store() *store.Store { return a.store }
@@ -167,6 +194,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	subsCtx, stopSubs := context.WithCancel(context.WithoutCancel(ctx))
 	subsDone := make(chan error, 1)
 	go func() { subsDone <- a.subs.Run(subsCtx) }()
+	a.obs.start(ctx, a.log)
+	defer a.obs.stop()
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -176,7 +205,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	a.log.Info("agent stopping")
-	shutErr := a.server.Shutdown(sctx)
+	metricsErr := a.obs.stopping(sctx)
+	shutErr := errors.Join(a.server.Shutdown(sctx), metricsErr)
 	if serveErr == nil {
 		serveErr = <-errc
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -16,11 +17,13 @@ import (
 // Config is an agent's TOML configuration. Every key has a default except
 // the database path.
 type Config struct {
-	DB     DBConfig     `toml:"db"`
-	Gossip GossipConfig `toml:"gossip"`
-	API    APIConfig    `toml:"api"`
-	Subs   SubsConfig   `toml:"subscriptions"`
-	Log    LogConfig    `toml:"log"`
+	DB        DBConfig        `toml:"db"`
+	Gossip    GossipConfig    `toml:"gossip"`
+	API       APIConfig       `toml:"api"`
+	Subs      SubsConfig      `toml:"subscriptions"`
+	Telemetry TelemetryConfig `toml:"telemetry"`
+	Watchdog  WatchdogConfig  `toml:"watchdog"`
+	Log       LogConfig       `toml:"log"`
 }
 
 // SubsConfig configures query subscriptions.
@@ -104,6 +107,23 @@ type APIConfig struct {
 	ShutdownTimeout string `toml:"shutdown_timeout"`
 }
 
+// TelemetryConfig says where metrics are served.
+type TelemetryConfig struct {
+	// PrometheusAddr, when set, serves GET /metrics on a listener of its
+	// own; empty: on the API address. Never behind the bearer token.
+	PrometheusAddr string `toml:"prometheus_addr"`
+}
+
+// WatchdogConfig configures the watchdog over the agent's long-running
+// loops.
+type WatchdogConfig struct {
+	// Timeout is how long a loop may go without progress, or a write
+	// transaction may hold the store's write lock, before the agent
+	// dumps its goroutines and exits with status 70, as a Go duration
+	// (default "30s"; "0" disables).
+	Timeout string `toml:"timeout"`
+}
+
 // LogConfig configures logging.
 type LogConfig struct {
 	Format string `toml:"format"` // text or json
@@ -113,10 +133,11 @@ type LogConfig struct {
 // DefaultConfig returns a configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		DB:   DBConfig{Readers: 4},
-		API:  APIConfig{Addr: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, ShutdownTimeout: "10s", StreamWriteTimeout: "10s"},
-		Subs: SubsConfig{Window: 10000, IdleTimeout: "1h"},
-		Log:  LogConfig{Format: "text", Level: "info"},
+		DB:       DBConfig{Readers: 4},
+		API:      APIConfig{Addr: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, ShutdownTimeout: "10s", StreamWriteTimeout: "10s"},
+		Subs:     SubsConfig{Window: 10000, IdleTimeout: "1h"},
+		Watchdog: WatchdogConfig{Timeout: "30s"},
+		Log:      LogConfig{Format: "text", Level: "info"},
 	}
 }
 
@@ -196,6 +217,9 @@ func (c Config) Validate() error {
 	if d, err := parseDuration(c.Subs.IdleTimeout); err != nil || d <= 0 {
 		errs = append(errs, fmt.Errorf("subscriptions.idle_timeout %q: want a positive duration", c.Subs.IdleTimeout))
 	}
+	if _, err := c.Watchdog.timeout(); err != nil {
+		errs = append(errs, fmt.Errorf("watchdog.timeout: %w", err))
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
@@ -226,4 +250,12 @@ func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr string) (clust
 		cc.SyncInterval, _ = parseDuration(g.SyncInterval)
 	}
 	return cc, nil
+}
+
+// timeout is the watchdog timeout, 0 when disabled.
+func (c WatchdogConfig) timeout() (time.Duration, error) {
+	if c.Timeout == "0" {
+		return 0, nil
+	}
+	return parseDuration(c.Timeout)
 }

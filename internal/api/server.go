@@ -68,6 +68,9 @@ type Options struct {
 	// POST /v1/admin/reload; empty disables the reload.
 	SchemaPaths []string
 	Logger      *slog.Logger
+	// Metrics serves GET /metrics, never behind the bearer token; nil:
+	// no such route (metrics are served elsewhere or not at all).
+	Metrics http.Handler
 }
 
 // Access is the token a route requires.
@@ -130,6 +133,9 @@ func NewServer(st Store, opts Options) *Server {
 	s.handle("GET", "/v1/debug/cluster", Data, s.handleClusterStats)
 	s.handle("POST", "/v1/admin/reload", Admin, s.handleReload)
 	s.handle("GET", "/v1/admin/backup", Admin, s.handleBackup)
+	if opts.Metrics != nil {
+		s.handle("GET", "/metrics", Open, opts.Metrics.ServeHTTP)
+	}
 	return s
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 // Config configures one member of a cluster.
@@ -54,6 +56,14 @@ type Config struct {
 	RetryInterval time.Duration
 	// Local selects memberlist's timings for a single host (tests, dev).
 	Local bool
+
+	// Watchdog watches the broadcast, apply, sync and retry loops (nil:
+	// not watched).
+	Watchdog *watchdog.Watchdog
+	// OnLag, when set, is told every replication lag measured (see
+	// Node.P99Lag), for a histogram. It runs on the apply loop and must
+	// be quick.
+	OnLag func(time.Duration)
 }
 
 // Defaults fills unset fields.

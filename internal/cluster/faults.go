@@ -1,14 +1,16 @@
 package cluster
 
 import (
+	"context"
 	"math/rand/v2"
 	"sync"
 	"time"
 )
 
 // Faults injects failures into the data plane, for tests and benchmarks:
-// dropping a share of broadcasts, delaying messages, and partitioning the
-// members into groups that cannot reach each other. The zero value (and a
+// dropping a share of broadcasts, delaying messages, partitioning the
+// members into groups that cannot reach each other, and stalling the
+// apply loop. The zero value (and a
 // nil *Faults) injects nothing.
 type Faults struct {
 	mu        sync.Mutex
@@ -16,6 +18,7 @@ type Faults struct {
 	delay     time.Duration
 	partition map[string]int // member name → group; members in different groups are cut off
 	rnd       *rand.Rand
+	stall     <-chan struct{}
 }
 
 // DropBroadcasts makes a share (0..1) of outgoing broadcast messages vanish.
@@ -42,6 +45,32 @@ func (f *Faults) Partition(groups ...[]string) {
 		for _, name := range g {
 			f.partition[name] = i + 1
 		}
+	}
+}
+
+// StallApply makes every member's apply loop wait, before it applies what
+// it received, until release is closed: a stalled loop, for the
+// watchdog. StallApply(nil) removes the stall.
+func (f *Faults) StallApply(release <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stall = release
+}
+
+// stallApply blocks while an apply stall is in force, or until ctx ends.
+func (f *Faults) stallApply(ctx context.Context) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	release := f.stall
+	f.mu.Unlock()
+	if release == nil {
+		return
+	}
+	select {
+	case <-release:
+	case <-ctx.Done():
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/patina-db/patina/internal/crdt"
 	"github.com/patina-db/patina/internal/store"
+	"github.com/patina-db/patina/internal/watchdog"
 	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
 )
 
@@ -37,6 +38,7 @@ type Stats struct {
 	Received          atomic.Uint64 // changesets received by broadcast
 	Duplicates        atomic.Uint64 // received ones already seen or known
 	Invalid           atomic.Uint64 // received ones that failed validation
+	Applied           atomic.Uint64 // remote versions newly applied here (broadcast, sync or retry)
 	ApplyFailures     atomic.Uint64 // versions that could not be applied (retried locally)
 	QueueDropped      atomic.Uint64
 	SyncRounds        atomic.Uint64
@@ -51,7 +53,7 @@ func (s *Stats) Snapshot() map[string]uint64 {
 	return map[string]uint64{
 		"broadcasts_sent": s.BroadcastsSent.Load(), "broadcast_failures": s.BroadcastFailures.Load(),
 		"changesets_sent": s.ChangesetsSent.Load(), "received": s.Received.Load(), "duplicates": s.Duplicates.Load(),
-		"invalid": s.Invalid.Load(), "apply_failures": s.ApplyFailures.Load(), "queue_dropped": s.QueueDropped.Load(),
+		"invalid": s.Invalid.Load(), "applied": s.Applied.Load(), "apply_failures": s.ApplyFailures.Load(), "queue_dropped": s.QueueDropped.Load(),
 		"sync_rounds": s.SyncRounds.Load(), "sync_pulled": s.SyncPulled.Load(), "sync_served": s.SyncServed.Load(),
 		"sync_refused": s.SyncRefused.Load(), "bytes_sent": s.BytesSent.Load(),
 	}
@@ -228,10 +230,15 @@ func (n *Node) poke() {
 const maxBatch = 128
 
 func (n *Node) broadcastLoop(ctx context.Context) {
+	beat := n.cfg.Watchdog.Register("cluster.broadcast")
+	defer beat.Stop()
 	for {
+		beat.Tick()
 		select {
 		case <-ctx.Done():
 			return
+		case <-beat.Due():
+			continue
 		case <-n.wake:
 		}
 		// No fixed wait when idle: what committed while the previous batch
@@ -252,6 +259,7 @@ func (n *Node) broadcastLoop(ctx context.Context) {
 				break
 			}
 			n.send(ctx, batch)
+			beat.Tick()
 		}
 	}
 }
@@ -396,13 +404,20 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 // and queues for relay those that applied, once, while their hop count
 // allows.
 func (n *Node) applyLoop(ctx context.Context) {
+	beat := n.cfg.Watchdog.Register("cluster.apply")
+	defer beat.Stop()
 	for {
+		beat.Tick()
 		select {
 		case <-ctx.Done():
 			return
+		case <-beat.Due():
+			continue
 		case <-n.applyWake:
 		}
 		for {
+			beat.Tick()
+			n.faults.stallApply(ctx)
 			n.mu.Lock()
 			batch := n.inbox
 			n.inbox = nil
@@ -425,7 +440,11 @@ func (n *Node) applyLoop(ctx context.Context) {
 					continue // retried locally, never relayed
 				}
 				if f.committed > 0 && now > f.committed {
-					n.lag.add(time.Duration(now - f.committed))
+					lag := time.Duration(now - f.committed)
+					n.lag.add(lag)
+					if n.cfg.OnLag != nil {
+						n.cfg.OnLag(lag)
+					}
 				}
 				if relay && f.hops+1 < limit {
 					f.hops++
@@ -445,6 +464,9 @@ func (n *Node) applyLoop(ctx context.Context) {
 func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]bool {
 	failed := map[versionKey]bool{}
 	res, err := n.st.Apply(ctx, css)
+	if err == nil {
+		n.Stats.Applied.Add(uint64(res.Applied))
+	}
 	if err != nil {
 		n.log.Warn("apply failed", "changesets", len(css), "err", err)
 		for _, cs := range css {
@@ -477,10 +499,15 @@ func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]
 func (n *Node) retryLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.RetryInterval)
 	defer t.Stop()
+	beat := n.cfg.Watchdog.Register("cluster.retry")
+	defer beat.Stop()
 	for {
+		beat.Tick()
 		select {
 		case <-ctx.Done():
 			return
+		case <-beat.Due():
+			continue
 		case <-t.C:
 		}
 		n.mu.Lock()
@@ -502,42 +529,53 @@ func (n *Node) retryLoop(ctx context.Context) {
 }
 
 func (n *Node) syncLoop(ctx context.Context) {
+	beat := n.cfg.Watchdog.Register("cluster.sync")
+	defer beat.Stop()
 	// The first round comes as soon as there is a peer: a member that was
 	// down has the most to catch up right when it starts.
-	wait := 100 * time.Millisecond
+	next := time.NewTimer(100 * time.Millisecond)
+	defer next.Stop()
 	for {
+		beat.Tick()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
-		}
-		wait = n.cfg.SyncInterval + time.Duration(n.rndInt64(int64(n.cfg.SyncInterval)/2)) - n.cfg.SyncInterval/4
-		if alive, _, _ := n.ms.states(); alive < 2 {
-			wait = 100 * time.Millisecond // alone so far: look again soon
+		case <-beat.Due():
 			continue
+		case <-next.C:
 		}
-		n.mu.Lock()
-		peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd, nil)
-		n.mu.Unlock()
-		for _, p := range peers {
-			// A round that hit the exchange limit means more is waiting:
-			// keep pulling from that peer without waiting for the interval.
-			for {
-				pulled, failed := n.Stats.SyncPulled.Load(), n.Stats.ApplyFailures.Load()
-				if err := n.SyncWith(ctx, p); err != nil {
-					n.log.Debug("sync failed", "peer", p.Name, "err", err)
-					break
-				}
-				got := n.Stats.SyncPulled.Load() - pulled
-				applied := got - min(got, n.Stats.ApplyFailures.Load()-failed)
-				// Again at once only if the exchange was full and moved this
-				// member forward: versions that keep failing must not spin.
-				if got < uint64(n.cfg.SyncMaxVersions) || applied == 0 || ctx.Err() != nil {
-					break
-				}
+		next.Reset(n.syncRound(ctx, beat))
+	}
+}
+
+// syncRound pulls from a few random peers and returns how long to wait
+// before the next round.
+func (n *Node) syncRound(ctx context.Context, beat *watchdog.Beat) time.Duration {
+	if alive, _, _ := n.ms.states(); alive < 2 {
+		return 100 * time.Millisecond // alone so far: look again soon
+	}
+	n.mu.Lock()
+	peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd, nil)
+	n.mu.Unlock()
+	for _, p := range peers {
+		// A round that hit the exchange limit means more is waiting:
+		// keep pulling from that peer without waiting for the interval.
+		for {
+			pulled, failed := n.Stats.SyncPulled.Load(), n.Stats.ApplyFailures.Load()
+			if err := n.syncWith(ctx, p, beat.Tick); err != nil {
+				n.log.Debug("sync failed", "peer", p.Name, "err", err)
+				break
+			}
+			got := n.Stats.SyncPulled.Load() - pulled
+			applied := got - min(got, n.Stats.ApplyFailures.Load()-failed)
+			// Again at once only if the exchange was full and moved this
+			// member forward: versions that keep failing must not spin.
+			if got < uint64(n.cfg.SyncMaxVersions) || applied == 0 || ctx.Err() != nil {
+				break
 			}
 		}
 	}
+	return n.cfg.SyncInterval + time.Duration(n.rndInt64(int64(n.cfg.SyncInterval)/2)) - n.cfg.SyncInterval/4
 }
 
 func (n *Node) rndInt64(max int64) int64 {
@@ -565,6 +603,11 @@ func syncState(b *crdt.Bookkeeping) *wirev1.SyncState {
 
 // SyncWith pulls from peer every version it has and this node lacks.
 func (n *Node) SyncWith(ctx context.Context, peer Member) error {
+	return n.syncWith(ctx, peer, func() {})
+}
+
+// syncWith is SyncWith calling progress after each chunk it applies.
+func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error {
 	if ok, _ := n.faults.allow(n.cfg.Name, peer.Name, false); !ok {
 		return fmt.Errorf("sync with %s: cut off", peer.Name)
 	}
@@ -583,6 +626,7 @@ func (n *Node) SyncWith(ctx context.Context, peer Member) error {
 			n.Stats.SyncPulled.Add(uint64(len(css)))
 			n.apply(ctx, css)
 		}
+		progress()
 		return nil
 	})
 }

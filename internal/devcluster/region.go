@@ -19,6 +19,7 @@ import (
 	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/cluster"
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 // RegionOptions describe a regional cluster to start.
@@ -44,6 +45,11 @@ type RegionOptions struct {
 	// ExtraTOML is appended to every agent's configuration, right after
 	// its [api] keys: more [api] keys, then other sections.
 	ExtraTOML string
+	// WatchdogTimeout overrides the agents' [watchdog] timeout.
+	WatchdogTimeout time.Duration
+	// OnStall, when set, is told instead of exiting when an in-process
+	// agent's watchdog finds a stalled loop.
+	OnStall func(node string, s watchdog.Stall)
 }
 
 // Region is a running regional cluster.
@@ -146,8 +152,9 @@ key_file = %q
 [api]
 addr = "127.0.0.1:%d"
 %s
-`, dbPath, tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
-		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, name+".pem"), filepath.Join(r.tlsDir, name+"-key.pem"), ports[2], opts.ExtraTOML)
+%s`, dbPath, tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
+		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, name+".pem"), filepath.Join(r.tlsDir, name+"-key.pem"), ports[2],
+		opts.ExtraTOML, watchdogSection(opts.WatchdogTimeout))
 	nc, err := r.ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
 	if err != nil {
 		return nil, err
@@ -178,6 +185,13 @@ func syncLine(d time.Duration) string {
 		return ""
 	}
 	return fmt.Sprintf("sync_interval = %q\n", d.String())
+}
+
+func watchdogSection(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf("[watchdog]\ntimeout = %q\n", d.String())
 }
 
 func tomlList(items []string) string {
@@ -229,7 +243,11 @@ func (n *RegionNode) startInProcess() error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
-	a, err := agent.NewWithOptions(ctx, cfg, n.opts.Log, agent.Options{Faults: n.opts.Faults, LocalGossip: true})
+	opts := agent.Options{Faults: n.opts.Faults, LocalGossip: true}
+	if n.opts.OnStall != nil {
+		opts.OnStall = func(s watchdog.Stall) { n.opts.OnStall(n.Name, s) }
+	}
+	a, err := agent.NewWithOptions(ctx, cfg, n.opts.Log, opts)
 	if err != nil {
 		cancel()
 		return err

@@ -63,6 +63,7 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 	if s.closed {
 		return res, hooks, ErrClosed
 	}
+	defer s.observeWrite(WriteApply)()
 	conn := s.aint
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return res, hooks, fmt.Errorf("apply: begin: %w", err)

@@ -56,6 +56,7 @@ type Store struct {
 	clientSQL atomic.Bool
 	closed    bool
 	hooks     Hooks
+	observer  WriteObserver
 	broken    error // set when a rollback failed: the writer's state is unknown
 }
 

@@ -130,6 +130,7 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 	if s.closed {
 		return 0, Hooks{}, nil, ErrClosed
 	}
+	defer s.observeWrite(WriteLocal)()
 	if s.broken != nil {
 		return 0, Hooks{}, nil, fmt.Errorf("store: writer unusable: %w", s.broken)
 	}

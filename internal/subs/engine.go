@@ -44,7 +44,22 @@ type Config struct {
 	// long (default 1h).
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
+	// Beat, when set, is told the evaluation loop is alive (a watchdog).
+	Beat Heartbeat
 }
+
+// Heartbeat is what a watchdog needs of a loop: a tick per iteration, and
+// a tick when idle, every Due.
+type Heartbeat interface {
+	Tick()
+	Due() <-chan time.Time
+}
+
+// noBeat is the Heartbeat when nothing watches the engine.
+type noBeat struct{}
+
+func (noBeat) Tick()                 {}
+func (noBeat) Due() <-chan time.Time { return nil }
 
 // Engine keeps every subscription of a node up to date: it learns which
 // rows each commit changed (local or remote), re-runs each affected
@@ -89,6 +104,9 @@ func Open(ctx context.Context, cfg Config, db Reader) (*Engine, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Beat == nil {
+		cfg.Beat = noBeat{}
 	}
 	p, err := openPersister(ctx, cfg.Path)
 	if err != nil {
@@ -268,9 +286,11 @@ func (e *Engine) Subscribe(ctx context.Context, q Query) (s *Sub, created bool, 
 // every loaded subscription in full (to catch up on what happened while
 // the node was down), then each batch of changed rows as it comes.
 func (e *Engine) Run(ctx context.Context) error {
+	beat := e.cfg.Beat
 	e.evalMu.Lock()
 	var saves []saved
 	for _, s := range e.list() {
+		beat.Tick()
 		changes, err := e.evaluateAll(ctx, s)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -290,9 +310,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		beat.Tick()
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-beat.Due():
 		case <-e.wake:
 			e.evaluatePending(ctx)
 		case now := <-tick.C:

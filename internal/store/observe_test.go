@@ -1,0 +1,54 @@
+package store
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+// recordingObserver keeps what it was told, under the store's lock.
+type recordingObserver struct {
+	events []string
+	held   bool
+}
+
+func (o *recordingObserver) WriteStarted(kind WriteKind) {
+	o.events = append(o.events, "start "+string(kind))
+	o.held = true
+}
+
+func (o *recordingObserver) WriteFinished(kind WriteKind, d time.Duration) {
+	o.events = append(o.events, "end "+string(kind))
+	o.held = false
+}
+
+// TestWriteObserver: every local transaction, committed, empty or rolled
+// back, and every apply batch holds the write lock between a start and an
+// end.
+func TestWriteObserver(t *testing.T) {
+	dir := t.TempDir()
+	a := regionalStore(t, dir, "a")
+	defer a.Close()
+	b := regionalStore(t, dir, "b")
+	defer b.Close()
+	oa, ob := &recordingObserver{}, &recordingObserver{}
+	a.SetWriteObserver(oa)
+	b.SetWriteObserver(ob)
+	v := exec(t, a, stmt(`INSERT INTO machines (id) VALUES ('m1')`)).Version
+	exec(t, a, stmt(`UPDATE machines SET id = id`))
+	if _, err := a.Transact(context.Background(), []Statement{stmt(`INSERT INTO nowhere VALUES (1)`)}); err == nil {
+		t.Fatal("a bad statement committed")
+	}
+	if want := []string{"start local", "end local", "start local", "end local", "start local", "end local"}; !slices.Equal(oa.events, want) || oa.held {
+		t.Fatalf("local writes observed as %v, want %v", oa.events, want)
+	}
+	cs, _, err := a.Changes(context.Background(), a.Actor(), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, b, cs)
+	if want := []string{"start apply", "end apply"}; !slices.Equal(ob.events, want) {
+		t.Fatalf("apply observed as %v, want %v", ob.events, want)
+	}
+}
