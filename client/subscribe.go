@@ -65,6 +65,21 @@ func (c *Client) Subscribe(ctx context.Context, st Statement) (*Subscription, er
 	return s, nil
 }
 
+// SubscribeFrom resumes the subscription of an identical query after
+// change from, without rows: for a caller that kept its position but not
+// the subscription id.
+func (c *Client) SubscribeFrom(ctx context.Context, st Statement, from uint64) (*Subscription, error) {
+	resp, err := c.post(ctx, fmt.Sprintf("/v1/subscriptions?from=%d", from), st)
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscription{c: c, ctx: ctx, last: from}
+	if err := s.start(resp); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // Resume follows subscription id from after change from, without rows.
 func (c *Client) Resume(ctx context.Context, id string, from uint64) (*Subscription, error) {
 	s := &Subscription{c: c, ctx: ctx, id: id, last: from}

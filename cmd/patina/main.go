@@ -37,6 +37,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			agentCommand(),
 			execCommand(),
 			queryCommand(),
+			subscribeCommand(),
 			clusterCommand(),
 			reloadCommand(),
 			backupCommand(),
@@ -58,7 +59,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 
 // argCommands take a positional argument (a SQL statement, a file),
 // which flags may follow.
-var argCommands = map[string]bool{"exec": true, "query": true, "backup": true, "restore": true}
+var argCommands = map[string]bool{"exec": true, "query": true, "subscribe": true, "backup": true, "restore": true}
 
 // boolFlags are the flags that take no value, for flagsFirst.
 var boolFlags = map[string]bool{"json": true, "force": true, "help": true, "h": true}
