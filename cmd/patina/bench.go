@@ -76,6 +76,28 @@ func benchCommand() *cli.Command {
 				}),
 			},
 			{
+				Name:  "subscriptions",
+				Usage: "time subscription events from the write, against plain propagation under the same load",
+				Flags: append(regionFlags(),
+					&cli.IntFlag{Name: "subscriptions", Value: 100, Usage: "subscriptions, one per app, spread over the agents"},
+					&cli.IntFlag{Name: "rate", Value: 1000, Usage: "writes per second, spread over the agents and apps"},
+					&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long each phase writes"}),
+				Action: benchAction(func(c *cli.Context, opts bench.Options) (*bench.SubscriptionsResult, error) {
+					return bench.Subscriptions(c.Context, bench.SubscriptionsOptions{Options: opts, Subscriptions: c.Int("subscriptions"), Rate: c.Int("rate"), Duration: c.Duration("duration")}, c.App.ErrWriter)
+				}, func(c *cli.Context, res *bench.SubscriptionsResult) {
+					w := c.App.Writer
+					fmt.Fprintf(w, "subscriptions: %d nodes (%s), %d subscriptions, %d writes/s for %.0fs per phase (%.0f/s achieved)\n",
+						res.Nodes, mode(res.Processes), res.Subscriptions, res.Rate, res.DurationSec, res.AchievedRate)
+					fmt.Fprintf(w, "  applied, no subscriptions    p50 %.2f ms  p99 %.2f ms\n", res.BaselineP50Ms, res.BaselineP99Ms)
+					fmt.Fprintf(w, "  applied, with subscriptions  p50 %.2f ms  p99 %.2f ms\n", res.AppliedP50Ms, res.AppliedP99Ms)
+					fmt.Fprintf(w, "  subscription event           p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.EventP50Ms, res.EventP99Ms, res.EventMaxMs)
+					fmt.Fprintf(w, "  added to propagation         p99 %.2f ms (per write: p99 %.2f ms)\n", res.AddedP99Ms, res.PerWriteAddedP99Ms)
+					if res.Missing > 0 {
+						fmt.Fprintf(w, "  %d events missing after 30 s\n", res.Missing)
+					}
+				}),
+			},
+			{
 				Name:  "throughput",
 				Usage: "aggregate write throughput of concurrent writers spread over the agents",
 				Flags: append(regionFlags(),

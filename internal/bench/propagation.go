@@ -134,43 +134,18 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 		return nil, err
 	}
 
-	// Pace the writes; a pool of workers sends them so a slow request
-	// does not delay the next.
-	jobs := make(chan int, total)
-	var workers sync.WaitGroup
-	var writeErr error
-	var errOnce sync.Once
-	for w := 0; w < 64; w++ {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			for seq := range jobs {
-				c := clients[seq%n]
-				t0 := time.Now()
-				mu.Lock()
-				sent[seq] = t0
-				mu.Unlock()
-				_, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app, state, updated_at) VALUES (?, 'bench', 'started', ?)", Params: []any{fmt.Sprintf("b%d", seq), t0.UnixMilli()}})
-				acked[seq] = time.Since(t0)
-				if err != nil {
-					errOnce.Do(func() { writeErr = err })
-				}
-			}
-		}()
-	}
-	start := time.Now()
-	interval := time.Duration(float64(time.Second) / float64(opts.Rate))
-	for seq := 0; seq < total; seq++ {
-		if d := time.Until(start.Add(time.Duration(seq) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		jobs <- seq
-	}
-	close(jobs)
-	workers.Wait()
-	elapsed := time.Since(start)
-	if writeErr != nil {
-		return nil, fmt.Errorf("bench: write: %w", writeErr)
+	elapsed, err := pace(ctx, opts.Rate, total, func(seq int) error {
+		c := clients[seq%n]
+		t0 := time.Now()
+		mu.Lock()
+		sent[seq] = t0
+		mu.Unlock()
+		_, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app, state, updated_at) VALUES (?, 'bench', 'started', ?)", Params: []any{fmt.Sprintf("b%d", seq), t0.UnixMilli()}})
+		acked[seq] = time.Since(t0)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case <-allSeen:
