@@ -3,8 +3,8 @@ package subs
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,10 +19,13 @@ import (
 )
 
 // Reader is what the engine needs of the node's database: read-only
-// queries and the replicated schema.
+// queries (which check the client's statement), the replicated schema, and
+// a connection of its own that may write TEMP tables, where each batch's
+// changed keys are joined against the subscriptions' queries.
 type Reader interface {
 	Query(ctx context.Context, st store.Statement) (*store.Rows, error)
 	Schema() *store.Schema
+	OpenScratch() (*sql.DB, error)
 }
 
 // Query is a subscription's statement and its parameters.
@@ -72,6 +75,13 @@ type Engine struct {
 	store *persister
 	log   *slog.Logger
 
+	// The scratch connection and its prepared statements; used only
+	// under evalMu.
+	scratch *sql.DB
+	conn    *sql.Conn
+	stmts   map[string]*sql.Stmt
+	nextSet int64
+
 	// evalMu serializes evaluations: the batch loop and first evaluations.
 	evalMu sync.Mutex
 
@@ -112,13 +122,19 @@ func Open(ctx context.Context, cfg Config, db Reader) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	scratch, conn, err := openScratch(ctx, db)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
 	e := &Engine{
-		cfg: cfg, db: db, store: p, log: cfg.Logger,
+		cfg: cfg, db: db, store: p, log: cfg.Logger, scratch: scratch, conn: conn, stmts: map[string]*sql.Stmt{},
 		subs: map[string]*Sub{}, byKey: map[string]*Sub{}, tables: map[string]int{},
 		pending: map[string]map[string][]crdt.Value{}, wake: make(chan struct{}, 1),
 	}
 	loaded, err := p.load(ctx, cfg.Window)
 	if err != nil {
+		e.closeScratch()
 		p.close()
 		return nil, err
 	}
@@ -151,10 +167,189 @@ func (e *Engine) Close() error {
 		s.end(errors.New("the agent is shutting down"))
 	}
 	e.mu.Unlock()
-	return e.store.close()
+	e.evalMu.Lock()
+	defer e.evalMu.Unlock()
+	return errors.Join(e.closeScratch(), e.store.close())
 }
 
+// keysTable holds the keys a batch evaluates, in sets: one per changed
+// table, one per widened scope. Keys have at most maxKeyColumns columns.
+const keysTable = "temp.__patina_keys"
+
+func openScratch(ctx context.Context, db Reader) (*sql.DB, *sql.Conn, error) {
+	scratch, err := db.OpenScratch()
+	if err != nil {
+		return nil, nil, fmt.Errorf("subscriptions: %w", err)
+	}
+	conn, err := scratch.Conn(ctx)
+	if err == nil {
+		cols := ""
+		for i := 0; i < maxKeyColumns; i++ {
+			cols += fmt.Sprintf(", k%d", i)
+		}
+		_, err = conn.ExecContext(ctx, fmt.Sprintf(`CREATE TEMP TABLE __patina_keys (set_id INTEGER NOT NULL%s);
+CREATE INDEX temp.__patina_keys_set ON __patina_keys (set_id);
+CREATE TEMP TABLE __patina_route (tbl TEXT NOT NULL, col TEXT NOT NULL, sub TEXT NOT NULL, param);
+CREATE INDEX temp.__patina_route_value ON __patina_route (tbl, col, param);
+CREATE INDEX temp.__patina_route_sub ON __patina_route (sub);`, cols))
+	}
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		scratch.Close()
+		return nil, nil, fmt.Errorf("subscriptions: scratch connection: %w", err)
+	}
+	return scratch, conn, nil
+}
+
+func (e *Engine) closeScratch() error {
+	for _, st := range e.stmts {
+		st.Close()
+	}
+	e.stmts = map[string]*sql.Stmt{}
+	return errors.Join(e.conn.Close(), e.scratch.Close())
+}
+
+// prepared returns a cached statement of the scratch connection.
+func (e *Engine) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st := e.stmts[q]; st != nil {
+		return st, nil
+	}
+	if len(e.stmts) >= 512 {
+		for k, st := range e.stmts {
+			st.Close()
+			delete(e.stmts, k)
+		}
+	}
+	st, err := e.conn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	e.stmts[q] = st
+	return st, nil
+}
+
+func (e *Engine) execPrepared(ctx context.Context, q string) error {
+	st, err := e.prepared(ctx, q)
+	if err == nil {
+		_, err = st.ExecContext(ctx)
+	}
+	return err
+}
+
+// addRoutes records the parameter values of s's routes and returns the
+// routes it can use: those whose parameter was given.
+func (e *Engine) addRoutes(s *Sub) []Route {
+	var usable []Route
+	for _, r := range s.plan.Routes {
+		var v crdt.Value
+		var ok bool
+		if r.Param > 0 {
+			if ok = r.Param <= len(s.Query.Args); ok {
+				v = s.Query.Args[r.Param-1]
+			}
+		} else {
+			for _, name := range []string{r.ParamName, ":" + r.ParamName, "@" + r.ParamName, "$" + r.ParamName} {
+				if v, ok = s.Query.Named[name]; ok {
+					break
+				}
+			}
+		}
+		if !ok {
+			continue
+		}
+		o := s.plan.Occurrences[r.Occ]
+		if _, err := e.conn.ExecContext(context.Background(), `INSERT INTO temp.__patina_route (tbl, col, sub, param) VALUES (?, ?, ?, ?)`, o.Table, r.Column, s.ID, v.Go()); err != nil {
+			e.log.Warn("subscriptions: recording a route", "id", s.ID, "err", err)
+			continue
+		}
+		usable = append(usable, r)
+	}
+	return usable
+}
+
+// routeKey names a routed column.
+func routeKey(table, column string) string { return table + "\x00" + column }
+
+// routeHits finds, for every routed column of a changed table, the
+// subscriptions whose parameter equals that column in a changed row:
+// compared by SQLite, with the column's affinity and collation.
+func (e *Engine) routeHits(ctx context.Context, affected []*Sub, sets map[string]int64) (map[string]map[string]bool, error) {
+	hits := map[string]map[string]bool{}
+	for _, s := range affected {
+		for _, r := range s.routes {
+			o := s.plan.Occurrences[r.Occ]
+			key := routeKey(o.Table, r.Column)
+			if _, done := hits[key]; done {
+				continue
+			}
+			set, changed := sets[o.Table]
+			if !changed {
+				continue
+			}
+			hit := map[string]bool{}
+			hits[key] = hit
+			conds := make([]string, len(o.PK))
+			for j, c := range o.PK {
+				conds[j] = fmt.Sprintf("t.%s = k.k%d", quoteIdent(c.Name), j)
+			}
+			q := fmt.Sprintf(`SELECT DISTINCT r.sub FROM %s AS k CROSS JOIN %s AS t CROSS JOIN temp.__patina_route AS r
+WHERE k.set_id = ?1 AND %s AND r.tbl = ?2 AND r.col = ?3 AND t.%s = r.param`, keysTable, quoteIdent(o.Table), strings.Join(conds, " AND "), quoteIdent(r.Column))
+			st, err := e.prepared(ctx, q)
+			if err != nil {
+				return nil, fmt.Errorf("subscriptions: route: %w", err)
+			}
+			rows, err := st.QueryContext(ctx, set, o.Table, r.Column)
+			if err != nil {
+				return nil, fmt.Errorf("subscriptions: route: %w", err)
+			}
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("subscriptions: route: %w", err)
+				}
+				hit[id] = true
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, fmt.Errorf("subscriptions: route: %w", err)
+			}
+		}
+	}
+	return hits, nil
+}
+
+// addKeys puts keys into a new set of the keys table and returns its id.
+func (e *Engine) addKeys(ctx context.Context, keys map[string][]crdt.Value) (int64, error) {
+	e.nextSet++
+	set := e.nextSet
+	for _, k := range keys {
+		if len(k) > maxKeyColumns {
+			continue // refused by NewPlan: no subscription reads such a table
+		}
+		cols, marks := "set_id", "?"
+		args := []any{set}
+		for i, v := range k {
+			cols += fmt.Sprintf(", k%d", i)
+			marks += ", ?"
+			args = append(args, v.Go())
+		}
+		st, err := e.prepared(ctx, fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", keysTable, cols, marks))
+		if err != nil {
+			return 0, fmt.Errorf("subscriptions: keys: %w", err)
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return 0, fmt.Errorf("subscriptions: keys: %w", err)
+		}
+	}
+	return set, nil
+}
+
+// register makes s current. The caller holds evalMu (or nothing runs yet).
 func (e *Engine) register(s *Sub) {
+	s.routes = e.addRoutes(s)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.subs[s.ID] = s
@@ -164,11 +359,15 @@ func (e *Engine) register(s *Sub) {
 	}
 }
 
+// unregister drops s. The caller holds evalMu.
 func (e *Engine) unregister(s *Sub) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.subs[s.ID] != s {
 		return
+	}
+	if _, err := e.conn.ExecContext(context.Background(), `DELETE FROM temp.__patina_route WHERE sub = ?`, s.ID); err != nil {
+		e.log.Warn("subscriptions: removing routes", "id", s.ID, "err", err)
 	}
 	delete(e.subs, s.ID)
 	delete(e.byKey, subKey(s.plan, s.Query))
@@ -357,13 +556,34 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 		return
 	}
 	sort.Slice(affected, func(i, j int) bool { return affected[i].ID < affected[j].ID })
-	keys := map[string]string{} // table → its changed keys as JSON
+	// One read transaction: every subscription sees the same state.
+	if err := e.execPrepared(ctx, "BEGIN"); err != nil {
+		e.log.Error("subscriptions: begin", "err", err)
+		return
+	}
+	defer func() { _ = e.execPrepared(context.WithoutCancel(ctx), "ROLLBACK") }()
+	e.nextSet = 0
+	if err := e.execPrepared(ctx, "DELETE FROM "+keysTable); err != nil {
+		e.log.Error("subscriptions: clear keys", "err", err)
+		return
+	}
+	sets := map[string]int64{} // table → the set of its changed keys
 	for t, m := range changed {
-		keys[t] = keysJSON(m)
+		set, err := e.addKeys(ctx, m)
+		if err != nil {
+			e.log.Error("subscriptions: changed keys", "err", err)
+			return
+		}
+		sets[t] = set
+	}
+	hits, err := e.routeHits(ctx, affected, sets)
+	if err != nil {
+		e.log.Error("subscriptions: routing", "err", err)
+		return
 	}
 	var saves []saved
 	for _, s := range affected {
-		changes, err := e.evaluateKeys(ctx, s, changed, keys)
+		changes, err := e.evaluateKeys(ctx, s, changed, sets, hits)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -441,7 +661,7 @@ func (e *Engine) Attach(s *Sub) (detach func()) {
 func (e *Engine) evaluateAll(ctx context.Context, s *Sub) ([]Change, error) {
 	e.evaluations.Add(1)
 	fresh := map[string]freshRow{}
-	cols, err := e.run(ctx, s, s.plan.SQL, "", fresh)
+	cols, err := e.run(ctx, s, fresh)
 	if err != nil {
 		return nil, err
 	}
@@ -469,20 +689,28 @@ func (e *Engine) evaluateAll(ctx context.Context, s *Sub) ([]Change, error) {
 // other keys, though, are on the rows that held a changed key, before or
 // after; so the scope is widened once to every key on those rows, and
 // diffed over that.
-func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]map[string][]crdt.Value, keys map[string]string) ([]Change, error) {
-	e.evaluations.Add(1)
+//
+// A route lets an occurrence be skipped without a query: when no changed
+// row of its table matches the subscription's parameter and no current
+// row holds a changed key, the change cannot touch the result.
+func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]map[string][]crdt.Value, sets map[string]int64, hits map[string]map[string]bool) ([]Change, error) {
 	fresh := map[string]freshRow{}
 	scope := map[string]struct{}{}
 	for i, o := range s.plan.Occurrences {
 		if len(changed[o.Table]) == 0 {
 			continue
 		}
-		if _, err := e.run(ctx, s, s.plan.scopeSQL(i), keys[o.Table], fresh); err != nil {
-			return nil, err
-		}
+		before := len(scope)
 		s.mu.Lock()
 		s.oldRowsWith(i, changed[o.Table], scope)
 		s.mu.Unlock()
+		if len(scope) == before && s.routedAway(i, hits) {
+			continue
+		}
+		e.evaluations.Add(1)
+		if err := e.runScope(ctx, s, i, sets[o.Table], fresh); err != nil {
+			return nil, err
+		}
 	}
 	if s.plan.Outer && (len(fresh) > 0 || len(scope) > 0) {
 		wide := make([]map[string][]crdt.Value, len(s.plan.Occurrences))
@@ -517,7 +745,11 @@ func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]ma
 			if len(wide[i]) == 0 {
 				continue
 			}
-			if _, err := e.run(ctx, s, s.plan.scopeSQL(i), keysJSON(wide[i]), fresh); err != nil {
+			set, err := e.addKeys(ctx, wide[i])
+			if err != nil {
+				return nil, err
+			}
+			if err := e.runScope(ctx, s, i, set, fresh); err != nil {
 				return nil, err
 			}
 			s.mu.Lock()
@@ -528,20 +760,32 @@ func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]ma
 	return s.merge(scope, fresh), nil
 }
 
-// run executes one form of the subscription's query and adds its rows to
-// fresh, keyed by identity. keys, when set, binds the scope's keys.
-func (e *Engine) run(ctx context.Context, s *Sub, sqlText, keys string, fresh map[string]freshRow) ([]string, error) {
-	st := store.Statement{SQL: sqlText}
+// routedAway reports whether a route shows that no changed row of
+// occurrence occ's table can be in s's result.
+func (s *Sub) routedAway(occ int, hits map[string]map[string]bool) bool {
+	for _, r := range s.routes {
+		if r.Occ != occ {
+			continue
+		}
+		hit, checked := hits[routeKey(s.plan.Occurrences[occ].Table, r.Column)]
+		if checked && !hit[s.ID] {
+			return true
+		}
+	}
+	return false
+}
+
+// run executes the subscription's whole query through the store, which
+// checks the client's statement, and adds its rows to fresh.
+func (e *Engine) run(ctx context.Context, s *Sub, fresh map[string]freshRow) ([]string, error) {
+	st := store.Statement{SQL: s.plan.SQL}
 	for _, a := range s.Query.Args {
 		st.Args = append(st.Args, a.Go())
 	}
-	if len(s.Query.Named) > 0 || keys != "" {
-		st.Named = make(map[string]any, len(s.Query.Named)+1)
+	if len(s.Query.Named) > 0 {
+		st.Named = make(map[string]any, len(s.Query.Named))
 		for k, v := range s.Query.Named {
 			st.Named[k] = v.Go()
-		}
-		if keys != "" {
-			st.Named[keysParam] = keys
 		}
 	}
 	rows, err := e.db.Query(ctx, st)
@@ -549,24 +793,72 @@ func (e *Engine) run(ctx context.Context, s *Sub, sqlText, keys string, fresh ma
 		return nil, err
 	}
 	defer rows.Close()
-	nk := s.plan.KeyColumns
 	cols := rows.Columns()
+	if err := s.plan.collect(cols, rows.Next, rows.Values, fresh); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return append([]string(nil), cols[s.plan.KeyColumns:]...), nil
+}
+
+// runScope runs the query for the rows whose occurrence occ has a key of
+// the given set, on the scratch connection, inside the batch's
+// transaction.
+func (e *Engine) runScope(ctx context.Context, s *Sub, occ int, set int64, fresh map[string]freshRow) error {
+	st, err := e.prepared(ctx, s.plan.scopeSQL(occ))
+	if err != nil {
+		return err
+	}
+	args := make([]any, 0, len(s.Query.Args)+len(s.Query.Named)+1)
+	for _, a := range s.Query.Args {
+		args = append(args, a.Go())
+	}
+	for k, v := range s.Query.Named {
+		args = append(args, sql.Named(strings.TrimLeft(k, ":@$"), v.Go()))
+	}
+	args = append(args, sql.Named(setParam, set))
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	raw := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range raw {
+		ptrs[i] = &raw[i]
+	}
+	values := func() ([]any, error) { return raw, rows.Scan(ptrs...) }
+	if err := s.plan.collect(cols, rows.Next, values, fresh); err != nil {
+		return err
+	}
+	return rows.Err()
+}
+
+// collect reads result rows into fresh, keyed by identity.
+func (p *Plan) collect(cols []string, next func() bool, values func() ([]any, error), fresh map[string]freshRow) error {
+	nk := p.KeyColumns
 	if len(cols) <= nk {
-		return nil, errors.New("the query returns no columns")
+		return errors.New("the query returns no columns")
 	}
 	vals := make([]crdt.Value, len(cols))
-	for rows.Next() {
-		raw, err := rows.Values()
+	for next() {
+		raw, err := values()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for i, r := range raw {
 			if vals[i], err = crdt.FromGo(r); err != nil {
-				return nil, fmt.Errorf("column %s: %w", cols[i], err)
+				return fmt.Errorf("column %s: %w", cols[i], err)
 			}
 		}
-		keys := make([][]byte, len(s.plan.Occurrences))
-		for i, o := range s.plan.Occurrences {
+		keys := make([][]byte, len(p.Occurrences))
+		for i, o := range p.Occurrences {
 			kv := vals[o.First : o.First+len(o.PK)]
 			if kv[0].Kind != crdt.Null {
 				keys[i] = crdt.PackPK(kv)
@@ -574,58 +866,29 @@ func (e *Engine) run(ctx context.Context, s *Sub, sqlText, keys string, fresh ma
 		}
 		fresh[string(crdt.PackPK(vals[:nk]))] = freshRow{cells: crdt.PackPK(vals[nk:]), keys: keys}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return append([]string(nil), cols[nk:]...), nil
+	return nil
 }
 
-// keysParam names the parameter that carries a scope's keys.
-const keysParam = "patina_scope_keys"
+// setParam names the parameter that picks a set of the keys table. It
+// appears after the client's query in the text, so the client's
+// positional parameters keep their numbers.
+const setParam = "patina_key_set"
 
-// keysJSON encodes keys for json_each: each key an array of its values,
-// integers as numbers, TEXT as "t" and BLOB as "b" followed by hex (JSON
-// cannot carry blobs, nor every byte string as text).
-func keysJSON(keys map[string][]crdt.Value) string {
-	out := make([]any, 0, len(keys))
-	for _, k := range keys {
-		vals := make([]any, len(k))
-		for i, v := range k {
-			switch v.Kind {
-			case crdt.Integer:
-				vals[i] = v.Int
-			case crdt.Text:
-				vals[i] = "t" + hex.EncodeToString(v.Bytes)
-			case crdt.Blob:
-				vals[i] = "b" + hex.EncodeToString(v.Bytes)
-			default:
-				vals[i] = nil // keys are never NULL or REAL
-			}
-		}
-		out = append(out, vals)
-	}
-	b, _ := json.Marshal(out)
-	return string(b)
-}
+// maxKeyColumns bounds the key width of a table a subscription reads.
+const maxKeyColumns = 8
 
-// keyDecode is the SQL that turns element i of a key back into its value.
-func keyDecode(i int) string {
-	v := fmt.Sprintf("value->>%d", i)
-	return fmt.Sprintf("CASE substr(%[1]s, 1, 1) WHEN 't' THEN CAST(unhex(substr(%[1]s, 2)) AS TEXT) WHEN 'b' THEN unhex(substr(%[1]s, 2)) ELSE %[1]s END", v)
-}
-
-// scopeSQL is the query restricted to rows whose occurrence occ has one
-// of the keys bound to keysParam.
+// scopeSQL is the query restricted to rows whose occurrence occ has a key
+// of one set of the keys table. The keys drive the join (CROSS JOIN keeps
+// them the outer loop), so each key is an index lookup whatever the
+// query's own filters are; ORDER BY is dropped, as a scope needs no order.
 func (p *Plan) scopeSQL(occ int) string {
 	o := p.Occurrences[occ]
-	cols := make([]string, len(o.PK))
-	decode := make([]string, len(o.PK))
+	conds := make([]string, len(o.PK))
 	for j := range o.PK {
-		cols[j] = keyColumnName(occ, j)
-		decode[j] = keyDecode(j)
+		conds[j] = fmt.Sprintf("__s.%s = __k.k%d", keyColumnName(occ, j), j)
 	}
-	return fmt.Sprintf("SELECT * FROM (\n%s\n) WHERE (%s) IN (SELECT %s FROM json_each(:%s))",
-		p.SQL, strings.Join(cols, ", "), strings.Join(decode, ", "), keysParam)
+	return fmt.Sprintf("SELECT __s.* FROM %s AS __k CROSS JOIN (\n%s\n) AS __s WHERE __k.set_id = :%s AND %s",
+		keysTable, p.unordered, setParam, strings.Join(conds, " AND "))
 }
 
 // tables lists the distinct tables the query reads.

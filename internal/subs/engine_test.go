@@ -184,6 +184,7 @@ func TestSubscriptionMatchesQuery(t *testing.T) {
 		{`SELECT c.machine_id, c.name, c.status, m.app FROM machine_checks c JOIN machines m ON m.id = c.machine_id WHERE c.status != 'passing'`, nil},
 		{`SELECT id, app, state FROM machines ORDER BY id`, nil},
 		{`SELECT a.id, b.id FROM machines a LEFT JOIN machines b ON b.app = a.app AND b.id > a.id LEFT JOIN machine_checks c ON c.machine_id = b.id WHERE a.state = 'started'`, nil},
+		{`SELECT c.machine_id, c.status FROM machine_checks c JOIN machines m ON m.id = c.machine_id WHERE (m.app = ?2 AND c.name = ?1) AND m.state = 'started'`, []any{"http", "b"}},
 	}
 	rapid.Check(t, func(rt *rapid.T) {
 		dir := t.TempDir()
@@ -386,5 +387,30 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestPlanRoutes(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	defer st.Close()
+	for q, want := range map[string]string{
+		joinQuery: "[{0 app 1 }]",
+		`SELECT m.id FROM machines m LEFT JOIN machine_checks c ON c.machine_id = m.id WHERE c.status = ?`: "[]", // null-extended side
+		`SELECT id FROM machines WHERE app = :app AND state = ?`:                                           "[]", // mixed parameters
+		`SELECT id FROM machines WHERE (app = :app AND port > 3) AND :state = state`:                       "[{0 app 0 app} {0 state 0 state}]",
+		`SELECT id FROM machines WHERE app = ?2 OR state = ?1`:                                             "[]", // not a conjunction
+	} {
+		p, err := NewPlan(q, st.Schema())
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		got := fmt.Sprint(p.Routes)
+		if p.Routes == nil {
+			got = "[]"
+		}
+		if got != want {
+			t.Errorf("%s: routes %s, want %s", q, got, want)
+		}
 	}
 }

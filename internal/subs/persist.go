@@ -15,7 +15,18 @@ import (
 // that keeping subscriptions never competes with the node's writer and is
 // never replicated.
 type persister struct {
-	db *sql.DB
+	db    *sql.DB
+	stmts map[string]*sql.Stmt // the batch statements, prepared at open
+}
+
+// batchStatements are what save runs, prepared once.
+var batchStatements = []string{
+	`INSERT INTO subs (id, sql, args, named, columns, next_rowid, last_change) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	`UPDATE subs SET next_rowid = ?, last_change = ? WHERE id = ?`,
+	`INSERT INTO sub_changes (sub, change_id, kind, rowid, cells) VALUES (?, ?, ?, ?, ?)`,
+	`INSERT OR REPLACE INTO sub_rows (sub, ident, rowid, cells) VALUES (?, ?, ?, ?)`,
+	`DELETE FROM sub_rows WHERE sub = ? AND ident = ?`,
+	`DELETE FROM sub_changes WHERE sub = ? AND change_id <= ?`,
 }
 
 const subsSchema = `
@@ -63,10 +74,34 @@ func openPersister(ctx context.Context, path string) (*persister, error) {
 		db.Close()
 		return nil, fmt.Errorf("subscriptions: open %s: %w", path, err)
 	}
-	return &persister{db: db}, nil
+	p := &persister{db: db, stmts: map[string]*sql.Stmt{}}
+	for _, q := range batchStatements {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("subscriptions: open %s: %w", path, err)
+		}
+		p.stmts[q] = st
+	}
+	return p, nil
 }
 
-func (p *persister) close() error { return p.db.Close() }
+func (p *persister) close() error {
+	for _, st := range p.stmts {
+		st.Close()
+	}
+	return p.db.Close()
+}
+
+// exec runs one of the batch statements in tx.
+func (p *persister) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+	st := p.stmts[q]
+	if st == nil {
+		return fmt.Errorf("statement not prepared: %s", q)
+	}
+	_, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	return err
+}
 
 // saved is what one evaluation changed in a subscription.
 type saved struct {
@@ -83,7 +118,7 @@ func (p *persister) save(ctx context.Context, batch []saved, window int) error {
 	}
 	defer tx.Rollback()
 	for _, sv := range batch {
-		if err := saveOne(ctx, tx, sv, window); err != nil {
+		if err := p.saveOne(ctx, tx, sv, window); err != nil {
 			return fmt.Errorf("subscriptions: save %s: %w", sv.sub.ID, err)
 		}
 	}
@@ -93,7 +128,7 @@ func (p *persister) save(ctx context.Context, batch []saved, window int) error {
 	return nil
 }
 
-func saveOne(ctx context.Context, tx *sql.Tx, sv saved, window int) error {
+func (p *persister) saveOne(ctx context.Context, tx *sql.Tx, sv saved, window int) error {
 	s := sv.sub
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -108,32 +143,32 @@ func saveOne(ctx context.Context, tx *sql.Tx, sv saved, window int) error {
 		}
 		namedJSON, _ := json.Marshal(named)
 		colsJSON, _ := json.Marshal(s.columns)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO subs (id, sql, args, named, columns, next_rowid, last_change) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		if err := p.exec(ctx, tx, `INSERT INTO subs (id, sql, args, named, columns, next_rowid, last_change) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			s.ID, s.Query.SQL, nonNilBytes(args), string(namedJSON), string(colsJSON), s.nextRowID, s.last); err != nil {
 			return err
 		}
-	} else if _, err := tx.ExecContext(ctx, `UPDATE subs SET next_rowid = ?, last_change = ? WHERE id = ?`, s.nextRowID, s.last, s.ID); err != nil {
+	} else if err := p.exec(ctx, tx, `UPDATE subs SET next_rowid = ?, last_change = ? WHERE id = ?`, s.nextRowID, s.last, s.ID); err != nil {
 		return err
 	}
 	for _, c := range sv.changes {
 		cells := crdt.PackPK(c.Cells)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sub_changes (sub, change_id, kind, rowid, cells) VALUES (?, ?, ?, ?, ?)`,
+		if err := p.exec(ctx, tx, `INSERT INTO sub_changes (sub, change_id, kind, rowid, cells) VALUES (?, ?, ?, ?, ?)`,
 			s.ID, int64(c.ID), int(c.Kind), c.RowID, cells); err != nil {
 			return err
 		}
 	}
 	for ident := range s.dirty {
 		if r := s.rows[ident]; r != nil {
-			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO sub_rows (sub, ident, rowid, cells) VALUES (?, ?, ?, ?)`, s.ID, []byte(ident), r.rowid, r.cells); err != nil {
+			if err := p.exec(ctx, tx, `INSERT OR REPLACE INTO sub_rows (sub, ident, rowid, cells) VALUES (?, ?, ?, ?)`, s.ID, []byte(ident), r.rowid, r.cells); err != nil {
 				return err
 			}
-		} else if _, err := tx.ExecContext(ctx, `DELETE FROM sub_rows WHERE sub = ? AND ident = ?`, s.ID, []byte(ident)); err != nil {
+		} else if err := p.exec(ctx, tx, `DELETE FROM sub_rows WHERE sub = ? AND ident = ?`, s.ID, []byte(ident)); err != nil {
 			return err
 		}
 	}
 	clear(s.dirty)
 	if s.last > uint64(window) {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM sub_changes WHERE sub = ? AND change_id <= ?`, s.ID, int64(s.last)-int64(window)); err != nil {
+		if err := p.exec(ctx, tx, `DELETE FROM sub_changes WHERE sub = ? AND change_id <= ?`, s.ID, int64(s.last)-int64(window)); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strconv"
 	"strings"
 
 	sqlparser "github.com/rqlite/sql"
@@ -32,17 +34,37 @@ type Plan struct {
 	Occurrences []Occurrence
 	// KeyColumns is how many leading result columns are keys.
 	KeyColumns int
+	// unordered is SQL without its ORDER BY.
+	unordered string
 	// Outer is true when a LEFT JOIN can null-extend rows: a change to
 	// one table can then make rows appear or vanish that hold none of the
-	// changed keys, so evaluation widens its scope (see evaluate).
+	// changed keys, so evaluation widens its scope (see evaluateKeys).
 	Outer bool
+	// Routes are the WHERE terms that let a batch skip the subscription
+	// without running its query.
+	Routes []Route
+}
+
+// Route is a top-level WHERE term "alias.column = parameter" on a table
+// that is never null-extended. A row of that table whose column does not
+// equal the parameter is in no result row, so a change to it can only
+// remove rows the subscription already holds, which it knows without a
+// query.
+type Route struct {
+	Occ    int
+	Column string
+	// Param is the parameter's 1-based position, or its name.
+	Param     int
+	ParamName string
 }
 
 // Occurrence is one table named in FROM.
 type Occurrence struct {
 	Table string
 	Alias string
-	PK    []store.Column
+	// Nullable is true on the right of a LEFT JOIN.
+	Nullable bool
+	PK       []store.Column
 	// First is the index of this occurrence's first key column.
 	First int
 }
@@ -91,12 +113,13 @@ func NewPlan(query string, schema *store.Schema) (*Plan, error) {
 		return nil, planErrorf("the query reads no table")
 	}
 	plan := &Plan{Key: sel.String()}
-	if err := plan.addSource(sel.Source, schema); err != nil {
+	if err := plan.addSource(sel.Source, schema, false); err != nil {
 		return nil, err
 	}
 	if err := checkExpressions(sel); err != nil {
 		return nil, err
 	}
+	plan.Routes = findRoutes(sel, plan.Occurrences, schema)
 	seen := map[string]bool{}
 	var keyCols []string
 	for i := range plan.Occurrences {
@@ -106,6 +129,9 @@ func NewPlan(query string, schema *store.Schema) (*Plan, error) {
 		}
 		seen[strings.ToLower(o.Alias)] = true
 		o.First = plan.KeyColumns
+		if len(o.PK) > maxKeyColumns {
+			return nil, planErrorf("table %s has a key of %d columns; subscriptions follow tables with keys of at most %d", o.Table, len(o.PK), maxKeyColumns)
+		}
 		for j, c := range o.PK {
 			keyCols = append(keyCols, fmt.Sprintf("%s.%s AS %s", quoteIdent(o.Alias), quoteIdent(c.Name), keyColumnName(i, j)))
 		}
@@ -119,14 +145,19 @@ func NewPlan(query string, schema *store.Schema) (*Plan, error) {
 	if at > len(body) {
 		return nil, planErrorf("cannot parse the query")
 	}
-	plan.SQL = body[:at] + " " + strings.Join(keyCols, ", ") + "," + body[at:]
+	keys := " " + strings.Join(keyCols, ", ") + ","
+	plan.SQL = body[:at] + keys + body[at:]
+	plan.unordered = plan.SQL
+	if sel.Order.IsValid() && sel.Order.Offset > at && sel.Order.Offset <= len(body) {
+		plan.unordered = body[:at] + keys + body[at:sel.Order.Offset]
+	}
 	return plan, nil
 }
 
 func keyColumnName(occ, col int) string { return fmt.Sprintf("__patina_k%d_%d", occ, col) }
 
 // addSource collects the tables of a FROM clause.
-func (p *Plan) addSource(src sqlparser.Source, schema *store.Schema) error {
+func (p *Plan) addSource(src sqlparser.Source, schema *store.Schema, nullable bool) error {
 	switch s := src.(type) {
 	case *sqlparser.QualifiedTableName:
 		if s.Schema != nil && !strings.EqualFold(s.Schema.Name, "main") {
@@ -140,16 +171,17 @@ func (p *Plan) addSource(src sqlparser.Source, schema *store.Schema) error {
 		if s.Alias != nil {
 			alias = s.Alias.Name
 		}
-		p.Occurrences = append(p.Occurrences, Occurrence{Table: t.Name, Alias: alias, PK: t.PK})
+		p.Occurrences = append(p.Occurrences, Occurrence{Table: t.Name, Alias: alias, PK: t.PK, Nullable: nullable})
 		return nil
 	case *sqlparser.JoinClause:
 		if s.Operator != nil && s.Operator.Natural.IsValid() {
 			return planErrorf("NATURAL joins are not supported: name the join columns")
 		}
-		if err := p.addSource(s.X, schema); err != nil {
+		if err := p.addSource(s.X, schema, nullable); err != nil {
 			return err
 		}
-		if s.Operator != nil && s.Operator.Left.IsValid() {
+		left := s.Operator != nil && s.Operator.Left.IsValid()
+		if left {
 			p.Outer = true
 		}
 		if s.Constraint != nil {
@@ -157,7 +189,7 @@ func (p *Plan) addSource(src sqlparser.Source, schema *store.Schema) error {
 				return err
 			}
 		}
-		return p.addSource(s.Y, schema)
+		return p.addSource(s.Y, schema, nullable || left)
 	case *sqlparser.ParenSource:
 		if _, isSelect := s.X.(*sqlparser.SelectStatement); isSelect {
 			return planErrorf("subqueries in FROM are not supported")
@@ -165,7 +197,7 @@ func (p *Plan) addSource(src sqlparser.Source, schema *store.Schema) error {
 		if s.Alias != nil {
 			return planErrorf("an alias on a parenthesized join is not supported")
 		}
-		return p.addSource(s.X, schema)
+		return p.addSource(s.X, schema, nullable)
 	default:
 		return planErrorf("FROM may only name tables and joins, not %s", src)
 	}
@@ -240,3 +272,131 @@ func checkNoSubquery(n sqlparser.Node) error {
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// findRoutes finds the top-level "column = parameter" terms of the WHERE
+// clause on tables never null-extended. Parameters must be all positional
+// or all named, so their numbering is plain.
+func findRoutes(sel *sqlparser.SelectStatement, occs []Occurrence, schema *store.Schema) []Route {
+	if sel.WhereExpr == nil {
+		return nil
+	}
+	binds := &bindCollector{}
+	_, _ = sqlparser.Walk(binds, sel)
+	numbers, ok := numberBinds(binds.found)
+	if !ok {
+		return nil
+	}
+	var routes []Route
+	var walk func(e sqlparser.Expr)
+	walk = func(e sqlparser.Expr) {
+		switch x := e.(type) {
+		case *sqlparser.ParenExpr:
+			walk(x.X)
+		case *sqlparser.BinaryExpr:
+			switch x.Op {
+			case sqlparser.AND:
+				walk(x.X)
+				walk(x.Y)
+			case sqlparser.EQ:
+				col, bind := x.X, x.Y
+				if _, isBind := col.(*sqlparser.BindExpr); isBind {
+					col, bind = bind, col
+				}
+				b, isBind := bind.(*sqlparser.BindExpr)
+				if !isBind {
+					return
+				}
+				occ, column, ok := resolveColumn(col, occs, schema)
+				if !ok || occs[occ].Nullable {
+					return
+				}
+				r := Route{Occ: occ, Column: column}
+				if n := numbers[b]; n > 0 {
+					r.Param = n
+				} else {
+					r.ParamName = b.Name[1:]
+				}
+				routes = append(routes, r)
+			}
+		}
+	}
+	walk(sel.WhereExpr)
+	return routes
+}
+
+type bindCollector struct{ found []*sqlparser.BindExpr }
+
+func (c *bindCollector) Visit(n sqlparser.Node) (sqlparser.Visitor, sqlparser.Node, error) {
+	if b, ok := n.(*sqlparser.BindExpr); ok {
+		c.found = append(c.found, b)
+	}
+	return c, n, nil
+}
+
+func (c *bindCollector) VisitEnd(n sqlparser.Node) (sqlparser.Node, error) { return n, nil }
+
+// numberBinds gives positional parameters their numbers as SQLite does:
+// "?" one more than the largest so far, "?N" N. Named parameters get 0.
+// It fails when both kinds appear.
+func numberBinds(binds []*sqlparser.BindExpr) (map[*sqlparser.BindExpr]int, bool) {
+	sort.Slice(binds, func(i, j int) bool { return binds[i].NamePos.Offset < binds[j].NamePos.Offset })
+	out := map[*sqlparser.BindExpr]int{}
+	named, positional, largest := false, false, 0
+	for _, b := range binds {
+		switch {
+		case b.Name == "?":
+			largest++
+			out[b] = largest
+			positional = true
+		case strings.HasPrefix(b.Name, "?"):
+			n, err := strconv.Atoi(b.Name[1:])
+			if err != nil || n < 1 {
+				return nil, false
+			}
+			out[b] = n
+			largest = max(largest, n)
+			positional = true
+		default:
+			named = true
+		}
+	}
+	return out, !(named && positional)
+}
+
+// resolveColumn finds the occurrence and column a column reference names.
+func resolveColumn(e sqlparser.Expr, occs []Occurrence, schema *store.Schema) (int, string, bool) {
+	var alias, column string
+	switch x := e.(type) {
+	case *sqlparser.QualifiedRef:
+		if x.Table == nil || x.Column == nil {
+			return 0, "", false
+		}
+		alias, column = x.Table.Name, x.Column.Name
+	case *sqlparser.Ident:
+		column = x.Name
+	default:
+		return 0, "", false
+	}
+	found := -1
+	for i, o := range occs {
+		if alias != "" && !strings.EqualFold(o.Alias, alias) {
+			continue
+		}
+		if c := tableColumn(schema.Tables[o.Table], column); c != "" {
+			if found >= 0 {
+				return 0, "", false // ambiguous
+			}
+			found, column = i, c
+		}
+	}
+	return found, column, found >= 0
+}
+
+func tableColumn(t *store.Table, name string) string {
+	for _, c := range t.Columns {
+		if strings.EqualFold(c.Name, name) {
+			return c.Name
+		}
+	}
+	return ""
+}

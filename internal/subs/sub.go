@@ -74,6 +74,7 @@ type Sub struct {
 	ID      string
 	Query   Query
 	plan    *Plan
+	routes  []Route // the plan's routes whose parameter was given
 	columns []string
 
 	mu        sync.Mutex
