@@ -24,6 +24,10 @@ const (
 func init() {
 	sql.Register(scratchDriver, &sqlite3.SQLiteDriver{
 		ConnectHook: func(c *sqlite3.SQLiteConn) error {
+			// Work tables live in memory, never in a temporary file.
+			if _, err := c.Exec("PRAGMA temp_store = MEMORY", nil); err != nil {
+				return err
+			}
 			c.RegisterAuthorizer(scratchAuthorizer)
 			return nil
 		},

@@ -156,7 +156,8 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 		rollback()
 		return 0, Hooks{}, nil, err
 	}
-	changed, err := s.versionTouched(ctx, next)
+	touched, err := s.versionTouched(ctx, next)
+	changed := len(touched) > 0
 	if err != nil {
 		rollback()
 		return 0, Hooks{}, nil, err
@@ -168,7 +169,7 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 			// Read the new version for the hooks now, on the writer, whose
 			// pages are hot, rather than after commit on another connection.
 			cs = &crdt.Changeset{Actor: s.actor, Version: next}
-			for _, name := range s.schema.TableNames() {
+			for _, name := range touched {
 				if err := readVersionRows(ctx, s.wint, s.tableSQL(name), 0, next, cs); err != nil {
 					rollback()
 					return 0, Hooks{}, nil, fmt.Errorf("read version %d: %w", next, err)
@@ -195,19 +196,29 @@ func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) err
 	return next, s.hooks, cs, nil
 }
 
-// versionTouched reports whether the open transaction wrote any row under
-// version v: the capture triggers add a version-index entry per changed row.
-func (s *Store) versionTouched(ctx context.Context, v uint64) (bool, error) {
-	if len(s.schema.Tables) == 0 {
-		return false, nil
+// versionTouched lists the tables, in name order, in which the open
+// transaction wrote a row under version v: the capture triggers add a
+// version-index entry per changed row.
+func (s *Store) versionTouched(ctx context.Context, v uint64) ([]string, error) {
+	names := s.schema.TableNames()
+	if len(names) == 0 {
+		return nil, nil
 	}
-	var parts []string
-	for _, name := range s.schema.TableNames() {
-		parts = append(parts, fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE __patina_site = 0 AND __patina_version = ?1)", quoteIdent(vxTable(name))))
+	parts := make([]string, len(names))
+	flags := make([]bool, len(names))
+	dest := make([]any, len(names))
+	for i, name := range names {
+		parts[i] = fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE __patina_site = 0 AND __patina_version = ?1)", quoteIdent(vxTable(name)))
+		dest[i] = &flags[i]
 	}
-	var touched bool
-	if err := s.wint.QueryRowContext(ctx, "SELECT "+strings.Join(parts, " OR "), v).Scan(&touched); err != nil {
-		return false, fmt.Errorf("detect changes: %w", err)
+	if err := s.wint.QueryRowContext(ctx, "SELECT "+strings.Join(parts, ", "), v).Scan(dest...); err != nil {
+		return nil, fmt.Errorf("detect changes: %w", err)
+	}
+	var touched []string
+	for i, name := range names {
+		if flags[i] {
+			touched = append(touched, name)
+		}
 	}
 	return touched, nil
 }

@@ -81,6 +81,10 @@ type Engine struct {
 	conn    *sql.Conn
 	stmts   map[string]*sql.Stmt
 	nextSet int64
+	// routeTables name the TEMP table of each routed column: its
+	// subscriptions' parameters, in a column declared like the routed
+	// one, so that comparing the two uses its index.
+	routeTables map[string]string
 
 	// evalMu serializes evaluations: the batch loop and first evaluations.
 	evalMu sync.Mutex
@@ -128,7 +132,7 @@ func Open(ctx context.Context, cfg Config, db Reader) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		cfg: cfg, db: db, store: p, log: cfg.Logger, scratch: scratch, conn: conn, stmts: map[string]*sql.Stmt{},
+		cfg: cfg, db: db, store: p, log: cfg.Logger, scratch: scratch, conn: conn, stmts: map[string]*sql.Stmt{}, routeTables: map[string]string{},
 		subs: map[string]*Sub{}, byKey: map[string]*Sub{}, tables: map[string]int{},
 		pending: map[string]map[string][]crdt.Value{}, wake: make(chan struct{}, 1),
 	}
@@ -172,6 +176,9 @@ func (e *Engine) Close() error {
 	return errors.Join(e.closeScratch(), e.store.close())
 }
 
+// batchGap is the least time between the starts of two batches.
+const batchGap = 2 * time.Millisecond
+
 // keysTable holds the keys a batch evaluates, in sets: one per changed
 // table, one per widened scope. Keys have at most maxKeyColumns columns.
 const keysTable = "temp.__patina_keys"
@@ -188,10 +195,7 @@ func openScratch(ctx context.Context, db Reader) (*sql.DB, *sql.Conn, error) {
 			cols += fmt.Sprintf(", k%d", i)
 		}
 		_, err = conn.ExecContext(ctx, fmt.Sprintf(`CREATE TEMP TABLE __patina_keys (set_id INTEGER NOT NULL%s);
-CREATE INDEX temp.__patina_keys_set ON __patina_keys (set_id);
-CREATE TEMP TABLE __patina_route (tbl TEXT NOT NULL, col TEXT NOT NULL, sub TEXT NOT NULL, param);
-CREATE INDEX temp.__patina_route_value ON __patina_route (tbl, col, param);
-CREATE INDEX temp.__patina_route_sub ON __patina_route (sub);`, cols))
+CREATE INDEX temp.__patina_keys_set ON __patina_keys (set_id);`, cols))
 	}
 	if err != nil {
 		if conn != nil {
@@ -260,13 +264,40 @@ func (e *Engine) addRoutes(s *Sub) []Route {
 			continue
 		}
 		o := s.plan.Occurrences[r.Occ]
-		if _, err := e.conn.ExecContext(context.Background(), `INSERT INTO temp.__patina_route (tbl, col, sub, param) VALUES (?, ?, ?, ?)`, o.Table, r.Column, s.ID, v.Go()); err != nil {
+		tbl, err := e.routeTable(o.Table, r.Column)
+		if err == nil {
+			_, err = e.conn.ExecContext(context.Background(), "INSERT INTO "+tbl+" (sub, param) VALUES (?, ?)", s.ID, v.Go())
+		}
+		if err != nil {
 			e.log.Warn("subscriptions: recording a route", "id", s.ID, "err", err)
 			continue
 		}
 		usable = append(usable, r)
 	}
 	return usable
+}
+
+// routeTable returns the TEMP table of a routed column, creating it.
+func (e *Engine) routeTable(table, column string) (string, error) {
+	key := routeKey(table, column)
+	if tbl := e.routeTables[key]; tbl != "" {
+		return tbl, nil
+	}
+	var typ string
+	if t := e.db.Schema().Tables[table]; t != nil {
+		for _, c := range t.Columns {
+			if c.Name == column {
+				typ = c.Type // validated by the store: a plain type name
+			}
+		}
+	}
+	name := fmt.Sprintf("__patina_route_%d", len(e.routeTables)+1)
+	if _, err := e.conn.ExecContext(context.Background(), fmt.Sprintf(
+		"CREATE TEMP TABLE %[1]s (sub TEXT NOT NULL, param %[2]s); CREATE INDEX temp.%[1]s_param ON %[1]s (param); CREATE INDEX temp.%[1]s_sub ON %[1]s (sub)", name, typ)); err != nil {
+		return "", err
+	}
+	e.routeTables[key] = "temp." + name
+	return "temp." + name, nil
 }
 
 // routeKey names a routed column.
@@ -294,13 +325,13 @@ func (e *Engine) routeHits(ctx context.Context, affected []*Sub, sets map[string
 			for j, c := range o.PK {
 				conds[j] = fmt.Sprintf("t.%s = k.k%d", quoteIdent(c.Name), j)
 			}
-			q := fmt.Sprintf(`SELECT DISTINCT r.sub FROM %s AS k CROSS JOIN %s AS t CROSS JOIN temp.__patina_route AS r
-WHERE k.set_id = ?1 AND %s AND r.tbl = ?2 AND r.col = ?3 AND t.%s = r.param`, keysTable, quoteIdent(o.Table), strings.Join(conds, " AND "), quoteIdent(r.Column))
+			q := fmt.Sprintf(`SELECT DISTINCT r.sub FROM %s AS k CROSS JOIN %s AS t CROSS JOIN %s AS r
+WHERE k.set_id = ?1 AND %s AND t.%s = r.param`, keysTable, quoteIdent(o.Table), e.routeTables[key], strings.Join(conds, " AND "), quoteIdent(r.Column))
 			st, err := e.prepared(ctx, q)
 			if err != nil {
 				return nil, fmt.Errorf("subscriptions: route: %w", err)
 			}
-			rows, err := st.QueryContext(ctx, set, o.Table, r.Column)
+			rows, err := st.QueryContext(ctx, set)
 			if err != nil {
 				return nil, fmt.Errorf("subscriptions: route: %w", err)
 			}
@@ -366,8 +397,13 @@ func (e *Engine) unregister(s *Sub) {
 	if e.subs[s.ID] != s {
 		return
 	}
-	if _, err := e.conn.ExecContext(context.Background(), `DELETE FROM temp.__patina_route WHERE sub = ?`, s.ID); err != nil {
-		e.log.Warn("subscriptions: removing routes", "id", s.ID, "err", err)
+	for _, r := range s.routes {
+		o := s.plan.Occurrences[r.Occ]
+		if tbl := e.routeTables[routeKey(o.Table, r.Column)]; tbl != "" {
+			if _, err := e.conn.ExecContext(context.Background(), "DELETE FROM "+tbl+" WHERE sub = ?", s.ID); err != nil {
+				e.log.Warn("subscriptions: removing routes", "id", s.ID, "err", err)
+			}
+		}
 	}
 	delete(e.subs, s.ID)
 	delete(e.byKey, subKey(s.plan, s.Query))
@@ -508,6 +544,7 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var last time.Time
 	for {
 		beat.Tick()
 		select {
@@ -515,6 +552,21 @@ func (e *Engine) Run(ctx context.Context) error {
 			return nil
 		case <-beat.Due():
 		case <-e.wake:
+			// Under load, let a batch gather for batchGap since the last
+			// one began: each batch has a fixed cost (a transaction, the
+			// routing queries, a write of the subscription file), and
+			// fewer, larger batches leave more CPU to everything else.
+			// A change arriving after a quiet spell goes at once.
+			if wait := batchGap - time.Since(last); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil
+				case <-t.C:
+				}
+			}
+			last = time.Now()
 			e.evaluatePending(ctx)
 		case now := <-tick.C:
 			e.dropIdle(ctx, now)
@@ -562,11 +614,9 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 		return
 	}
 	defer func() { _ = e.execPrepared(context.WithoutCancel(ctx), "ROLLBACK") }()
+	// The batch's transaction is rolled back at its end, and the keys
+	// with it: the table is empty now.
 	e.nextSet = 0
-	if err := e.execPrepared(ctx, "DELETE FROM "+keysTable); err != nil {
-		e.log.Error("subscriptions: clear keys", "err", err)
-		return
-	}
 	sets := map[string]int64{} // table → the set of its changed keys
 	for t, m := range changed {
 		set, err := e.addKeys(ctx, m)
@@ -720,12 +770,14 @@ func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]ma
 				wide[i][k] = v
 			}
 		}
+		added := false
 		addKeys := func(keys [][]byte) {
 			for i, k := range keys {
 				if k != nil {
 					if _, ok := wide[i][string(k)]; !ok {
 						v, _ := crdt.UnpackPK(k)
 						wide[i][string(k)] = v
+						added = true
 					}
 				}
 			}
@@ -740,6 +792,12 @@ func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]ma
 			}
 		}
 		s.mu.Unlock()
+		if !added {
+			// The rows hold no other keys: the widened scope is the one
+			// just evaluated (an occurrence routed away contributed no
+			// rows either way).
+			return s.merge(scope, fresh), nil
+		}
 		fresh, scope = map[string]freshRow{}, map[string]struct{}{}
 		for i := range s.plan.Occurrences {
 			if len(wide[i]) == 0 {
