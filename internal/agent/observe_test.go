@@ -297,7 +297,8 @@ func TestStallExitsWithStatus70(t *testing.T) {
 		return
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestStallExitsWithStatus70$")
-	cmd.Env = append(os.Environ(), "PATINA_TEST_HOLD_WRITE_LOCK=1")
+	// The child exits without cleaning up: its files go in our directory.
+	cmd.Env = append(os.Environ(), "PATINA_TEST_HOLD_WRITE_LOCK=1", "PATINA_TEST_DIR="+t.TempDir())
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	err := cmd.Run()
@@ -316,7 +317,7 @@ func TestStallExitsWithStatus70(t *testing.T) {
 // holdWriteLock runs in the child process: an agent whose write never
 // ends.
 func holdWriteLock(t *testing.T) {
-	dir := t.TempDir()
+	dir := os.Getenv("PATINA_TEST_DIR")
 	cfg, err := agent.ParseConfig(fmt.Sprintf("[db]\npath = %q\n[api]\naddr = \"127.0.0.1:0\"\n[watchdog]\ntimeout = \"300ms\"\n", filepath.Join(dir, "patina.db")), "test")
 	if err != nil {
 		t.Fatal(err)
