@@ -134,7 +134,7 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 		return nil, err
 	}
 
-	elapsed, err := pace(ctx, opts.Rate, total, func(seq int) error {
+	elapsed, err := Pace(ctx, opts.Rate, total, func(seq int) error {
 		c := clients[seq%n]
 		t0 := time.Now()
 		mu.Lock()

@@ -173,7 +173,7 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 			}()
 		}
 	}
-	elapsed, err := pace(ctx, opts.Rate, total, func(seq int) error {
+	elapsed, err := Pace(ctx, opts.Rate, total, func(seq int) error {
 		t0 := time.Now()
 		mu.Lock()
 		sent[seq] = t0
@@ -224,10 +224,10 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 	return out, nil
 }
 
-// pace calls write for seq 0..total-1 at rate a second, from a pool of
+// Pace calls write for seq 0..total-1 at rate a second, from a pool of
 // workers so that a slow request does not delay the next, and returns how
 // long it took.
-func pace(ctx context.Context, rate, total int, write func(seq int) error) (time.Duration, error) {
+func Pace(ctx context.Context, rate, total int, write func(seq int) error) (time.Duration, error) {
 	jobs := make(chan int, total)
 	var workers sync.WaitGroup
 	var writeErr error

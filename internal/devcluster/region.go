@@ -278,6 +278,9 @@ func (n *RegionNode) startProcess() error {
 	return nil
 }
 
+// ConfigPath is the node's agent configuration file.
+func (n *RegionNode) ConfigPath() string { return n.cfgPath }
+
 // Client returns a client for the node's API.
 func (n *RegionNode) Client() *client.Client {
 	c, _ := client.New(n.API, "")
