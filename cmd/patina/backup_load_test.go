@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3"
-
 	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/bench"
 	"github.com/patina-db/patina/internal/devcluster"
+	"github.com/patina-db/patina/internal/store"
 )
 
 // TestBackupRestoreUnderLoad runs a region of agent processes, writes
@@ -78,15 +76,10 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 	}
 	during, took := committed.Load()-before, time.Since(began)
 	t.Logf("backup taken in %s while %d transactions committed (%.0f/s)", took.Round(time.Millisecond), during, float64(during)/took.Seconds())
-	db, err := sql.Open("sqlite3", "file:"+out+"?mode=ro")
-	if err != nil {
+	// PRAGMA integrity_check, and the file is a patina database.
+	if _, err := store.CheckFile(ctx, out); err != nil {
 		t.Fatal(err)
 	}
-	var check string
-	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
-		t.Fatalf("integrity_check: %q %v", check, err)
-	}
-	db.Close()
 
 	restored, err := r.AddNode(func(n *devcluster.RegionNode) error {
 		if _, errOut, code := patina(t, "", "restore", out, "--config", n.ConfigPath()); code != 0 {

@@ -96,38 +96,23 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 	allSeen := make(chan struct{})
 
 	fctx, stopFollow := context.WithCancel(ctx)
-	defer stopFollow()
-	var follow sync.WaitGroup
-	for i, c := range clients {
-		stream, err := c.Updates(fctx, "machines")
-		if err != nil {
-			return nil, err
-		}
-		follow.Add(1)
-		go func() {
-			defer follow.Done()
-			defer stream.Close()
-			for stream.Next() {
-				now := time.Now()
-				id, _ := stream.Notify().PK[0].(string)
-				if len(id) < 2 || id[0] != 'b' {
-					continue
-				}
-				seq, err := strconv.Atoi(id[1:])
-				if err != nil || seq < 0 || seq >= total {
-					continue
-				}
-				mu.Lock()
-				if seen[seq][i].IsZero() {
-					seen[seq][i] = now
-					remaining--
-					if remaining == 0 {
-						close(allSeen)
-					}
-				}
-				mu.Unlock()
+	follow, err := followRows(fctx, clients, "b", total, func(node, seq int, now time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[seq][node].IsZero() {
+			seen[seq][node] = now
+			remaining--
+			if remaining == 0 {
+				close(allSeen)
 			}
-		}()
+		}
+	})
+	defer func() {
+		stopFollow()
+		follow.Wait()
+	}()
+	if err != nil {
+		return nil, err
 	}
 	before, err := bytesSent(ctx, clients)
 	if err != nil {
@@ -212,3 +197,38 @@ func pct(ds []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// followRows follows every node's machines updates and calls seen for each
+// row named prefix+seq (0 <= seq < total), with the node and the time it
+// was reported. Wait on the group after ending ctx.
+func followRows(ctx context.Context, clients []*client.Client, prefix string, total int, seen func(node, seq int, now time.Time)) (*sync.WaitGroup, error) {
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		stream, err := c.Updates(ctx, "machines")
+		if err != nil {
+			return &wg, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer stream.Close()
+			for stream.Next() {
+				now := time.Now()
+				if seq, ok := rowSeq(stream.Notify().PK[0], prefix, total); ok {
+					seen(i, seq, now)
+				}
+			}
+		}()
+	}
+	return &wg, nil
+}
+
+// rowSeq reads the sequence number of a benchmark row id (prefix+seq).
+func rowSeq(v any, prefix string, total int) (int, bool) {
+	id, _ := v.(string)
+	if len(id) <= len(prefix) || id[:len(prefix)] != prefix {
+		return 0, false
+	}
+	seq, err := strconv.Atoi(id[len(prefix):])
+	return seq, err == nil && seq >= 0 && seq < total
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 	"time"
 
@@ -112,38 +111,25 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 	applied := make([]time.Time, total)
 	event := make([]time.Time, total)
 	var mu sync.Mutex
-	seqOf := func(id string) (int, bool) {
-		if len(id) < 2 || id[:1] != prefix {
-			return 0, false
-		}
-		seq, err := strconv.Atoi(id[1:])
-		return seq, err == nil && seq >= 0 && seq < total
-	}
 	fctx, stop := context.WithCancel(ctx)
-	defer stop()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	for i, c := range clients {
-		stream, err := c.Updates(fctx, "machines")
-		if err != nil {
-			return nil, err
+	follow, err := followRows(fctx, clients, prefix, total, func(node, seq int, now time.Time) {
+		if holder(seq) != node {
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer stream.Close()
-			for stream.Next() {
-				now := time.Now()
-				id, _ := stream.Notify().PK[0].(string)
-				if seq, ok := seqOf(id); ok && holder(seq) == i {
-					mu.Lock()
-					if applied[seq].IsZero() {
-						applied[seq] = now
-					}
-					mu.Unlock()
-				}
-			}
-		}()
+		mu.Lock()
+		defer mu.Unlock()
+		if applied[seq].IsZero() {
+			applied[seq] = now
+		}
+	})
+	defer func() {
+		stop()
+		follow.Wait()
+		wg.Wait()
+	}()
+	if err != nil {
+		return nil, err
 	}
 	if withSubs {
 		for a := 0; a < apps; a++ {
@@ -161,8 +147,7 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 						continue
 					}
 					now := time.Now()
-					id, _ := ch.Cells[0].(string)
-					if seq, ok := seqOf(id); ok {
+					if seq, ok := rowSeq(ch.Cells[0], prefix, total); ok {
 						mu.Lock()
 						if event[seq].IsZero() {
 							event[seq] = now
