@@ -75,10 +75,11 @@ type RegionNode struct {
 	cmd   *exec.Cmd
 	done  chan error
 
-	cfgPath, logPath string
-	opts             RegionOptions
-	cancel           context.CancelFunc
-	ctx              context.Context
+	cfgPath, logPath  string
+	quicPort, apiPort int
+	opts              RegionOptions
+	cancel            context.CancelFunc
+	ctx               context.Context
 }
 
 // StartRegion starts the agents, joins them, and returns once every agent
@@ -136,7 +137,48 @@ func (r *Region) AddNode(prepare func(n *RegionNode) error) (*RegionNode, error)
 	}
 	gossip := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	dbPath := filepath.Join(opts.Dir, name+".db")
-	cfgText := fmt.Sprintf(`[db]
+	node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip, DBPath: dbPath,
+		cfgPath: filepath.Join(opts.Dir, name+".toml"), logPath: filepath.Join(opts.Dir, name+".log"), opts: opts, ctx: r.ctx,
+		quicPort: ports[1], apiPort: ports[2]}
+	nc, err := r.ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.Write(r.tlsDir, name); err != nil {
+		return nil, err
+	}
+	if err := r.writeConfig(node, bootstrap); err != nil {
+		return nil, err
+	}
+	if prepare != nil {
+		if err := prepare(node); err != nil {
+			return nil, fmt.Errorf("devcluster: %s: %w", name, err)
+		}
+	}
+	if err := node.Start(); err != nil {
+		return nil, fmt.Errorf("devcluster: %s: %w", name, err)
+	}
+	r.Nodes = append(r.Nodes, node)
+	// Every agent's configuration lists every other agent, so that any of
+	// them restarted (the first included) finds the cluster again.
+	for _, n := range r.Nodes {
+		var others []string
+		for _, o := range r.Nodes {
+			if o != n {
+				others = append(others, o.Gossip)
+			}
+		}
+		if err := r.writeConfig(n, others); err != nil {
+			return nil, err
+		}
+	}
+	return node, nil
+}
+
+// writeConfig writes a node's agent configuration.
+func (r *Region) writeConfig(n *RegionNode, bootstrap []string) error {
+	opts := r.opts
+	text := fmt.Sprintf(`[db]
 path = %q
 schema_paths = %s
 [gossip]
@@ -152,32 +194,10 @@ key_file = %q
 [api]
 addr = "127.0.0.1:%d"
 %s
-%s`, dbPath, tomlList(opts.SchemaPaths), gossip, ports[1], tomlList(bootstrap), opts.Cluster, name,
-		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, name+".pem"), filepath.Join(r.tlsDir, name+"-key.pem"), ports[2],
+%s`, n.DBPath, tomlList(opts.SchemaPaths), n.Gossip, n.quicPort, tomlList(bootstrap), opts.Cluster, n.Name,
+		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, n.Name+".pem"), filepath.Join(r.tlsDir, n.Name+"-key.pem"), n.apiPort,
 		opts.ExtraTOML, watchdogSection(opts.WatchdogTimeout))
-	nc, err := r.ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := nc.Write(r.tlsDir, name); err != nil {
-		return nil, err
-	}
-	cfgPath := filepath.Join(opts.Dir, name+".toml")
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
-		return nil, err
-	}
-	node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip, DBPath: dbPath,
-		cfgPath: cfgPath, logPath: filepath.Join(opts.Dir, name+".log"), opts: opts, ctx: r.ctx}
-	if prepare != nil {
-		if err := prepare(node); err != nil {
-			return nil, fmt.Errorf("devcluster: %s: %w", name, err)
-		}
-	}
-	if err := node.Start(); err != nil {
-		return nil, fmt.Errorf("devcluster: %s: %w", name, err)
-	}
-	r.Nodes = append(r.Nodes, node)
-	return node, nil
+	return os.WriteFile(n.cfgPath, []byte(text), 0o644)
 }
 
 func syncLine(d time.Duration) string {
