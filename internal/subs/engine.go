@@ -950,17 +950,7 @@ func (p *Plan) scopeSQL(occ int) string {
 }
 
 // tables lists the distinct tables the query reads.
-func (p *Plan) tables() []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, o := range p.Occurrences {
-		if !seen[o.Table] {
-			seen[o.Table] = true
-			out = append(out, o.Table)
-		}
-	}
-	return out
-}
+func (p *Plan) tables() []string { return p.distinct }
 
 // subKey identifies identical subscriptions: the normalized SQL and the
 // parameters.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +44,8 @@ type Plan struct {
 	// Routes are the WHERE terms that let a batch skip the subscription
 	// without running its query.
 	Routes []Route
+	// distinct are the tables read, each once.
+	distinct []string
 }
 
 // Route is a top-level WHERE term "alias.column = parameter" on a table
@@ -120,6 +123,11 @@ func NewPlan(query string, schema *store.Schema) (*Plan, error) {
 		return nil, err
 	}
 	plan.Routes = findRoutes(sel, plan.Occurrences, schema)
+	for _, o := range plan.Occurrences {
+		if !slices.Contains(plan.distinct, o.Table) {
+			plan.distinct = append(plan.distinct, o.Table)
+		}
+	}
 	seen := map[string]bool{}
 	var keyCols []string
 	for i := range plan.Occurrences {
