@@ -45,6 +45,7 @@ cat <<TXT
 patina agent running: API $PATINA_API, database $DATA/patina.db
 
   $BIN query 'SELECT id, app, state, address FROM machines'
+  $BIN subscribe 'SELECT id, state FROM machines WHERE app = ?' --param web   # in another terminal
   $BIN exec "UPDATE machines SET state = 'stopped' WHERE id = 'm1'"
   curl -s -XPOST $PATINA_API/v1/queries -d '"SELECT app, count(*) FROM machines GROUP BY app"'
   sqlite3 $DATA/patina.db 'select count(*) from machines'
