@@ -158,6 +158,7 @@ func Open(ctx context.Context, cfg Config, db Reader) (*Engine, error) {
 			continue
 		}
 		s.idleSince = now
+		s.ready.Store(true)
 		e.register(s)
 	}
 	return e, nil
@@ -460,11 +461,15 @@ func (e *Engine) Lag() time.Duration {
 	return time.Since(e.since)
 }
 
-// Get returns a subscription by id, nil when unknown.
+// Get returns a subscription by id, nil when unknown (or still being
+// created).
 func (e *Engine) Get(id string) *Sub {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.subs[id]
+	if s := e.subs[id]; s != nil && s.ready.Load() {
+		return s
+	}
+	return nil
 }
 
 // Find returns the subscription of an identical query, nil when none.
@@ -475,7 +480,10 @@ func (e *Engine) Find(q Query) (*Sub, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.byKey[subKey(plan, q)], nil
+	if s := e.byKey[subKey(plan, q)]; s != nil && s.ready.Load() {
+		return s, nil
+	}
+	return nil, nil
 }
 
 // Subscribe returns the subscription of q, creating it (and evaluating it
@@ -487,12 +495,14 @@ func (e *Engine) Subscribe(ctx context.Context, q Query) (s *Sub, created bool, 
 	}
 	key := subKey(plan, q)
 	e.mu.Lock()
-	if s := e.byKey[key]; s != nil {
+	if s := e.byKey[key]; s != nil && s.ready.Load() {
 		e.mu.Unlock()
 		return s, false, nil
 	}
 	e.mu.Unlock()
 
+	// Creation happens whole under evalMu: past it, a subscription in
+	// byKey has its first rows.
 	e.evalMu.Lock()
 	defer e.evalMu.Unlock()
 	e.mu.Lock()
@@ -514,6 +524,7 @@ func (e *Engine) Subscribe(ctx context.Context, q Query) (s *Sub, created bool, 
 		e.unregister(s)
 		return nil, false, err
 	}
+	s.ready.Store(true)
 	return s, true, nil
 }
 

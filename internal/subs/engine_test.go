@@ -414,3 +414,46 @@ func TestPlanRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentSubscribe: identical queries subscribed at once share one
+// subscription, and none of them sees it before its first rows are in.
+func TestConcurrentSubscribe(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	defer st.Close()
+	e := openEngine(t, dir, st, 100)
+	defer e.Close()
+	for i := 0; i < 200; i++ {
+		write(t, st, `INSERT INTO machines (id, app) VALUES (?, 'a')`, fmt.Sprintf("m%d", i))
+	}
+	type got struct {
+		id   string
+		rows int
+		err  error
+	}
+	results := make(chan got, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			s, _, err := e.Subscribe(context.Background(), Query{SQL: "SELECT id FROM machines WHERE app = 'a'"})
+			if err != nil {
+				results <- got{err: err}
+				return
+			}
+			rows, _, err := s.Snapshot()
+			results <- got{id: s.ID, rows: len(rows), err: err}
+		}()
+	}
+	var first string
+	for i := 0; i < 8; i++ {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if first == "" {
+			first = r.id
+		}
+		if r.id != first || r.rows != 200 {
+			t.Fatalf("subscriber %d: subscription %s with %d rows, want %s with 200", i, r.id, r.rows, first)
+		}
+	}
+}

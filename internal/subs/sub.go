@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/patina-db/patina/internal/crdt"
@@ -76,6 +77,7 @@ type Sub struct {
 	plan    *Plan
 	routes  []Route // the plan's routes whose parameter was given
 	columns []string
+	ready   atomic.Bool // its first rows are in: listeners may see it
 
 	mu        sync.Mutex
 	rows      map[string]*resultRow            // identity → row
