@@ -147,3 +147,51 @@ func checkParams(st Statement) error {
 	}
 	return nil
 }
+
+// StatementEnd is where a statement's text ends: before trailing
+// whitespace, comments and a semicolon. It reads the text as SQLite's
+// tokenizer would, so quotes and comments hide what they contain.
+func StatementEnd(q string) int {
+	end := 0
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == '\'' || c == '"' || c == '`' || c == '[':
+			closing := c
+			if c == '[' {
+				closing = ']'
+			}
+			j := i + 1
+			for j < len(q) {
+				if q[j] == closing {
+					if closing != ']' && j+1 < len(q) && q[j+1] == closing {
+						j += 2 // a doubled quote
+						continue
+					}
+					break
+				}
+				j++
+			}
+			i = min(j+1, len(q))
+			end = i
+		case c == '-' && i+1 < len(q) && q[i+1] == '-':
+			if nl := strings.IndexByte(q[i:], '\n'); nl >= 0 {
+				i += nl + 1
+			} else {
+				i = len(q)
+			}
+		case c == '/' && i+1 < len(q) && q[i+1] == '*':
+			if e := strings.Index(q[i+2:], "*/"); e >= 0 {
+				i += e + 4
+			} else {
+				i = len(q)
+			}
+		case c == ';' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
+			i++
+		default:
+			i++
+			end = i
+		}
+	}
+	return end
+}

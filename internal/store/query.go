@@ -63,7 +63,10 @@ func (s *Store) Query(ctx context.Context, st Statement) (*Rows, error) {
 	for name, val := range st.Named {
 		args = append(args, sql.Named(strings.TrimLeft(name, ":@$"), val))
 	}
-	rows, err := s.readers.QueryContext(ctx, st.SQL, args...)
+	// Only the statement: the driver would run a trailing comment after
+	// its semicolon as a statement of its own, and return its (empty)
+	// result instead.
+	rows, err := s.readers.QueryContext(ctx, st.SQL[:StatementEnd(st.SQL)], args...)
 	if err != nil {
 		return nil, classifyQueryError(err)
 	}

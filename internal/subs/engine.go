@@ -644,7 +644,13 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 	}
 	var saves []saved
 	for _, s := range affected {
-		changes, err := e.evaluateKeys(ctx, s, changed, sets, hits)
+		var changes []Change
+		var err error
+		if s.plan.Full {
+			changes, err = e.evaluateAll(ctx, s)
+		} else {
+			changes, err = e.evaluateKeys(ctx, s, changed, sets, hits)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return

@@ -185,6 +185,11 @@ func TestSubscriptionMatchesQuery(t *testing.T) {
 		{`SELECT id, app, state FROM machines ORDER BY id`, nil},
 		{`SELECT a.id, b.id FROM machines a LEFT JOIN machines b ON b.app = a.app AND b.id > a.id LEFT JOIN machine_checks c ON c.machine_id = b.id WHERE a.state = 'started'`, nil},
 		{`SELECT c.machine_id, c.status FROM machine_checks c JOIN machines m ON m.id = c.machine_id WHERE (m.app = ?2 AND c.name = ?1) AND m.state = 'started'`, []any{"http", "b"}},
+		// A WHERE clause true on the rows a LEFT JOIN makes of NULLs.
+		{`SELECT m.id FROM machines m LEFT JOIN machine_checks c ON c.machine_id = m.id WHERE c.machine_id IS NULL`, nil},
+		// Leading space, characters of several bytes, a parameter in
+		// ORDER BY, a trailing semicolon and comment.
+		{"\n  SELECT id, state FROM machines WHERE app != 'héé' AND state = ? ORDER BY id, ? ; -- the end", []any{"started", int64(1)}},
 	}
 	rapid.Check(t, func(rt *rapid.T) {
 		dir := t.TempDir()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -44,6 +45,9 @@ type Plan struct {
 	// Routes are the WHERE terms that let a batch skip the subscription
 	// without running its query.
 	Routes []Route
+	// Full is true when the query is re-run whole at each change of its
+	// tables: a LEFT JOIN whose WHERE reads the null-extended side.
+	Full bool
 	// distinct are the tables read, each once.
 	distinct []string
 }
@@ -83,7 +87,13 @@ func planErrorf(format string, args ...any) error {
 }
 
 // NewPlan parses and rewrites a subscription query against the schema.
-func NewPlan(query string, schema *store.Schema) (*Plan, error) {
+func NewPlan(query string, schema *store.Schema) (plan *Plan, err error) {
+	defer func() {
+		// The parser's printer panics on a few constructs it parses.
+		if r := recover(); r != nil {
+			plan, err = nil, planErrorf("cannot handle the query: %v", r)
+		}
+	}()
 	p := sqlparser.NewParser(strings.NewReader(query))
 	parsed, err := p.ParseStatement()
 	if err != nil {
@@ -115,7 +125,7 @@ func NewPlan(query string, schema *store.Schema) (*Plan, error) {
 	case sel.Source == nil:
 		return nil, planErrorf("the query reads no table")
 	}
-	plan := &Plan{Key: sel.String()}
+	plan = &Plan{Key: sel.String()}
 	if err := plan.addSource(sel.Source, schema, false); err != nil {
 		return nil, err
 	}
@@ -123,6 +133,7 @@ func NewPlan(query string, schema *store.Schema) (*Plan, error) {
 		return nil, err
 	}
 	plan.Routes = findRoutes(sel, plan.Occurrences, schema)
+	plan.Full = plan.Outer && sel.WhereExpr != nil && readsNullable(sel.WhereExpr, plan.Occurrences, schema)
 	for _, o := range plan.Occurrences {
 		if !slices.Contains(plan.distinct, o.Table) {
 			plan.distinct = append(plan.distinct, o.Table)
@@ -145,21 +156,136 @@ func NewPlan(query string, schema *store.Schema) (*Plan, error) {
 		}
 		plan.KeyColumns += len(o.PK)
 	}
-	at := sel.Select.Offset + len("SELECT")
+	// The parser counts positions in characters; the text is sliced in
+	// bytes.
+	at := byteOffset(query, sel.Select.Offset) + len("SELECT")
 	if sel.All.IsValid() {
-		at = sel.All.Offset + len("ALL")
+		at = byteOffset(query, sel.All.Offset) + len("ALL")
 	}
-	body := strings.TrimRight(strings.TrimSpace(query), "; \t\r\n")
+	body := query[:store.StatementEnd(query)]
 	if at > len(body) {
 		return nil, planErrorf("cannot parse the query")
 	}
 	keys := " " + strings.Join(keyCols, ", ") + ","
 	plan.SQL = body[:at] + keys + body[at:]
 	plan.unordered = plan.SQL
-	if sel.Order.IsValid() && sel.Order.Offset > at && sel.Order.Offset <= len(body) {
-		plan.unordered = body[:at] + keys + body[at:sel.Order.Offset]
+	if sel.Order.IsValid() && !hasBinds(sel.OrderingTerms) {
+		// A scope needs no order; ORDER BY may keep SQLite from
+		// flattening the query into the join with the keys. (With
+		// parameters in it, it stays: they keep their numbers.)
+		if end := byteOffset(query, sel.Order.Offset); end > at && end <= len(body) {
+			plan.unordered = body[:at] + keys + body[at:end]
+		}
 	}
 	return plan, nil
+}
+
+// byteOffset turns a position counted in characters into one in bytes.
+func byteOffset(s string, chars int) int {
+	n := 0
+	for i := range s {
+		if n == chars {
+			return i
+		}
+		n++
+	}
+	return len(s)
+}
+
+// hasBinds reports whether ORDER BY terms hold parameters.
+func hasBinds(terms []*sqlparser.OrderingTerm) bool {
+	found := false
+	for _, t := range terms {
+		inspect(t.X, func(n any) bool {
+			_, isBind := n.(*sqlparser.BindExpr)
+			found = found || isBind
+			return !found
+		})
+	}
+	return found
+}
+
+// readsNullable reports whether an expression reads a column of a table
+// on the null-extended side of a LEFT JOIN (or a column it cannot place).
+// Such a WHERE clause can be true for the rows a LEFT JOIN makes of NULLs
+// (c.id IS NULL): those rows hold none of a change's keys, so the query
+// is then evaluated in full at each change of its tables.
+func readsNullable(e sqlparser.Expr, occs []Occurrence, schema *store.Schema) bool {
+	nullable := false
+	inspect(e, func(n any) bool {
+		var col sqlparser.Expr
+		switch x := n.(type) {
+		case *sqlparser.QualifiedRef:
+			col = x
+		case *sqlparser.Ident:
+			col = x
+		case *sqlparser.Call:
+			for _, a := range x.Args { // not the function's name
+				inspect(a, func(n any) bool { return visitColumn(n, occs, schema, &nullable) })
+			}
+			return false
+		default:
+			return !nullable
+		}
+		occ, _, ok := resolveColumn(col, occs, schema)
+		nullable = nullable || !ok || occs[occ].Nullable
+		return false
+	})
+	return nullable
+}
+
+func visitColumn(n any, occs []Occurrence, schema *store.Schema, nullable *bool) bool {
+	switch x := n.(type) {
+	case *sqlparser.QualifiedRef, *sqlparser.Ident:
+		occ, _, ok := resolveColumn(x.(sqlparser.Expr), occs, schema)
+		*nullable = *nullable || !ok || occs[occ].Nullable
+		return false
+	case *sqlparser.Call:
+		for _, a := range x.Args {
+			inspect(a, func(n any) bool { return visitColumn(n, occs, schema, nullable) })
+		}
+		return false
+	}
+	return !*nullable
+}
+
+// inspect calls fn for every node of an expression tree, depth first,
+// descending into a node's fields when fn returns true. It reaches every
+// field by reflection, so no kind of node is skipped (the parser's own
+// walker skips some, such as IS NULL).
+func inspect(n any, fn func(n any) bool) {
+	inspectValue(reflect.ValueOf(n), fn)
+}
+
+var posType = reflect.TypeOf(sqlparser.Pos{})
+
+func inspectValue(v reflect.Value, fn func(n any) bool) {
+	switch v.Kind() {
+	case reflect.Interface:
+		if !v.IsNil() {
+			inspectValue(v.Elem(), fn)
+		}
+	case reflect.Pointer:
+		if !v.IsNil() && fn(v.Interface()) && v.Elem().Kind() == reflect.Struct {
+			inspectFields(v.Elem(), fn)
+		}
+	case reflect.Struct: // a node held by value, such as SelectExpr
+		if v.Type() != posType && fn(v.Interface()) {
+			inspectFields(v, fn)
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			inspectValue(v.Index(i), fn)
+		}
+	}
+}
+
+func inspectFields(v reflect.Value, fn func(n any) bool) {
+	for i := 0; i < v.NumField(); i++ {
+		if v.Type().Field(i).IsExported() {
+			inspectValue(v.Field(i), fn)
+		}
+	}
 }
 
 func keyColumnName(occ, col int) string { return fmt.Sprintf("__patina_k%d_%d", occ, col) }
@@ -254,28 +380,24 @@ func checkExpressions(sel *sqlparser.SelectStatement) error {
 	return nil
 }
 
-type exprChecker struct{ err error }
-
-func (c *exprChecker) Visit(n sqlparser.Node) (sqlparser.Visitor, sqlparser.Node, error) {
-	switch x := n.(type) {
-	case *sqlparser.SelectStatement, *sqlparser.Exists, sqlparser.SelectExpr, *sqlparser.SelectExpr:
-		return nil, n, planErrorf("subqueries are not supported: a result row must depend only on its own tables' rows")
-	case *sqlparser.Call:
-		name := strings.ToLower(x.Name.Name)
-		if x.Over != nil || x.Filter != nil {
-			return nil, n, planErrorf("window and aggregate functions are not supported (%s)", name)
+// checkNoSubquery refuses subqueries, aggregates and window functions
+// anywhere in an expression.
+func checkNoSubquery(n any) error {
+	var err error
+	inspect(n, func(n any) bool {
+		switch x := n.(type) {
+		case *sqlparser.SelectStatement, *sqlparser.Exists, sqlparser.SelectExpr, *sqlparser.SelectExpr:
+			err = planErrorf("subqueries are not supported: a result row must depend only on its own tables' rows")
+		case *sqlparser.Call:
+			name := strings.ToLower(x.Name.Name)
+			if x.Over != nil || x.Filter != nil {
+				err = planErrorf("window and aggregate functions are not supported (%s)", name)
+			} else if aggregates[name] || ((name == "min" || name == "max") && len(x.Args) == 1) || x.Star.IsValid() {
+				err = planErrorf("aggregate functions are not supported (%s): result rows must map to table rows", name)
+			}
 		}
-		if aggregates[name] || ((name == "min" || name == "max") && len(x.Args) == 1) || x.Star.IsValid() {
-			return nil, n, planErrorf("aggregate functions are not supported (%s): result rows must map to table rows", name)
-		}
-	}
-	return c, n, nil
-}
-
-func (c *exprChecker) VisitEnd(n sqlparser.Node) (sqlparser.Node, error) { return n, nil }
-
-func checkNoSubquery(n sqlparser.Node) error {
-	_, err := sqlparser.Walk(&exprChecker{}, n)
+		return err == nil
+	})
 	return err
 }
 
@@ -288,9 +410,14 @@ func findRoutes(sel *sqlparser.SelectStatement, occs []Occurrence, schema *store
 	if sel.WhereExpr == nil {
 		return nil
 	}
-	binds := &bindCollector{}
-	_, _ = sqlparser.Walk(binds, sel)
-	numbers, ok := numberBinds(binds.found)
+	var binds []*sqlparser.BindExpr
+	inspect(sel, func(n any) bool {
+		if b, ok := n.(*sqlparser.BindExpr); ok {
+			binds = append(binds, b)
+		}
+		return true
+	})
+	numbers, ok := numberBinds(binds)
 	if !ok {
 		return nil
 	}
@@ -331,17 +458,6 @@ func findRoutes(sel *sqlparser.SelectStatement, occs []Occurrence, schema *store
 	walk(sel.WhereExpr)
 	return routes
 }
-
-type bindCollector struct{ found []*sqlparser.BindExpr }
-
-func (c *bindCollector) Visit(n sqlparser.Node) (sqlparser.Visitor, sqlparser.Node, error) {
-	if b, ok := n.(*sqlparser.BindExpr); ok {
-		c.found = append(c.found, b)
-	}
-	return c, n, nil
-}
-
-func (c *bindCollector) VisitEnd(n sqlparser.Node) (sqlparser.Node, error) { return n, nil }
 
 // numberBinds gives positional parameters their numbers as SQLite does:
 // "?" one more than the largest so far, "?N" N. Named parameters get 0.
