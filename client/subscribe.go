@@ -36,6 +36,8 @@ type Subscription struct {
 	closed bool
 
 	reconnects int
+	rowsDone   bool          // the rows a stream started with have all arrived
+	backoff    time.Duration // the wait before the next reconnection
 	// MaxBackoff bounds the wait between reconnection attempts (default 2s).
 	MaxBackoff time.Duration
 }
@@ -73,7 +75,7 @@ func (c *Client) SubscribeFrom(ctx context.Context, st Statement, from uint64) (
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscription{c: c, ctx: ctx, last: from}
+	s := &Subscription{c: c, ctx: ctx, last: from, rowsDone: true}
 	if err := s.start(resp); err != nil {
 		return nil, err
 	}
@@ -82,7 +84,7 @@ func (c *Client) SubscribeFrom(ctx context.Context, st Statement, from uint64) (
 
 // Resume follows subscription id from after change from, without rows.
 func (c *Client) Resume(ctx context.Context, id string, from uint64) (*Subscription, error) {
-	s := &Subscription{c: c, ctx: ctx, id: id, last: from}
+	s := &Subscription{c: c, ctx: ctx, id: id, last: from, rowsDone: true}
 	if err := s.resume(); err != nil {
 		return nil, err
 	}
@@ -174,6 +176,7 @@ func (s *Subscription) Next() bool {
 		if err == nil {
 			if ev != nil {
 				s.ev = *ev
+				s.backoff = 0
 				return true
 			}
 			continue // a columns line
@@ -184,6 +187,11 @@ func (s *Subscription) Next() bool {
 			return false
 		}
 		if s.isClosed() {
+			return false
+		}
+		if !s.rowsDone {
+			// Resuming would repeat the changes the missing rows hold.
+			s.err = fmt.Errorf("client: subscription %s: the stream broke before all its rows arrived (%v): subscribe again", s.id, err)
 			return false
 		}
 		// A broken stream or an error event (cut off, agent stopping):
@@ -231,6 +239,7 @@ func (s *Subscription) read() (*SubEvent, error) {
 		if ev.EOQ.ChangeID != nil {
 			s.last = *ev.EOQ.ChangeID
 		}
+		s.rowsDone = true
 		return &SubEvent{Ready: true}, nil
 	case ev.Change != nil:
 		if ev.Change.ChangeID != s.last+1 {
@@ -245,12 +254,24 @@ func (s *Subscription) read() (*SubEvent, error) {
 // reconnect resumes after the last change, retrying with backoff until it
 // succeeds, the agent refuses for good, or ctx ends.
 func (s *Subscription) reconnect() error {
-	backoff := 50 * time.Millisecond
 	limit := s.MaxBackoff
 	if limit <= 0 {
 		limit = 2 * time.Second
 	}
 	for {
+		// The wait grows across attempts until an event is read, so a
+		// stream that breaks as soon as it opens is not retried in a
+		// tight loop.
+		if s.backoff > 0 {
+			t := time.NewTimer(s.backoff)
+			select {
+			case <-s.ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+		s.backoff = min(max(2*s.backoff, 50*time.Millisecond), limit)
 		err := s.resume()
 		if err == nil {
 			s.reconnects++
@@ -263,13 +284,5 @@ func (s *Subscription) reconnect() error {
 		if errors.As(err, &apiErr) && apiErr.Status < 500 {
 			return fmt.Errorf("client: resuming subscription %s after change %d: %w", s.id, s.last, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(backoff*2, limit)
 	}
 }

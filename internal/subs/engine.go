@@ -524,6 +524,7 @@ func (e *Engine) Subscribe(ctx context.Context, q Query) (s *Sub, created bool, 
 		e.unregister(s)
 		return nil, false, err
 	}
+	s.publish()
 	s.ready.Store(true)
 	return s, true, nil
 }
@@ -622,6 +623,7 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 	// One read transaction: every subscription sees the same state.
 	if err := e.execPrepared(ctx, "BEGIN"); err != nil {
 		e.log.Error("subscriptions: begin", "err", err)
+		e.requeue(changed)
 		return
 	}
 	defer func() { _ = e.execPrepared(context.WithoutCancel(ctx), "ROLLBACK") }()
@@ -633,6 +635,7 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 		set, err := e.addKeys(ctx, m)
 		if err != nil {
 			e.log.Error("subscriptions: changed keys", "err", err)
+			e.requeue(changed)
 			return
 		}
 		sets[t] = set
@@ -640,6 +643,7 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 	hits, err := e.routeHits(ctx, affected, sets)
 	if err != nil {
 		e.log.Error("subscriptions: routing", "err", err)
+		e.requeue(changed)
 		return
 	}
 	var saves []saved
@@ -663,6 +667,28 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 		}
 	}
 	e.commit(ctx, saves)
+}
+
+// requeue puts back changed keys a batch could not evaluate, for the
+// next one.
+func (e *Engine) requeue(changed map[string]map[string][]crdt.Value) {
+	e.mu.Lock()
+	for t, m := range changed {
+		if e.pending[t] == nil {
+			e.pending[t] = map[string][]crdt.Value{}
+		}
+		for k, v := range m {
+			e.pending[t][k] = v
+		}
+	}
+	if e.since.IsZero() {
+		e.since = time.Now()
+	}
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
 }
 
 // commit persists the batch, then wakes the listeners: a change is never
@@ -708,6 +734,13 @@ func (e *Engine) dropIdle(ctx context.Context, now time.Time) {
 		s.mu.Unlock()
 		if idle {
 			e.evalMu.Lock()
+			s.mu.Lock()
+			idle = s.listeners == 0 // a listener may have come meanwhile
+			s.mu.Unlock()
+			if !idle {
+				e.evalMu.Unlock()
+				continue
+			}
 			e.unregister(s)
 			s.end(errors.New("subscription dropped after being idle"))
 			if err := e.store.remove(ctx, s.ID); err != nil {

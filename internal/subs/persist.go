@@ -63,10 +63,11 @@ func openPersister(ctx context.Context, path string) (*persister, error) {
 	params := url.Values{}
 	params.Set("_journal_mode", "WAL")
 	// No fsync, ever: the file survives a crash of the process (the OS
-	// has the writes), and after a power loss it may come back older,
-	// which clients see as a resume point beyond the last change (400)
-	// and subscribe again. An fsync per checkpoint would stall the
-	// engine loop for as long as the disk takes.
+	// has the writes). After a power loss it may come back older, and
+	// the change ids after its last saved one are issued again for what
+	// the rows are then (see docs/operations.md). An fsync per
+	// checkpoint would stall the engine loop for as long as the disk
+	// takes.
 	params.Set("_synchronous", "OFF")
 	params.Set("_busy_timeout", "5000")
 	params.Set("_txlock", "immediate")
@@ -240,7 +241,7 @@ func (p *persister) load(ctx context.Context, window int) ([]*Sub, error) {
 			}
 			q.Named[k] = v[0]
 		}
-		s := &Sub{ID: id, Query: q, window: window, nextRowID: next, last: uint64(last), rows: map[string]*resultRow{}, wake: make(chan struct{}), dirty: map[string]struct{}{}}
+		s := &Sub{ID: id, Query: q, window: window, nextRowID: next, last: uint64(last), visible: uint64(last), rows: map[string]*resultRow{}, wake: make(chan struct{}), dirty: map[string]struct{}{}}
 		if err := json.Unmarshal([]byte(colsJSON), &s.columns); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("subscriptions: load %s: columns: %w", id, err)

@@ -84,6 +84,7 @@ type Sub struct {
 	byKey     []map[string]map[string]struct{} // occurrence → packed key → identities
 	nextRowID int64
 	last      uint64   // id of the last change
+	visible   uint64   // id of the last change saved and shown to listeners
 	log       []Change // the retained window, ascending ids ending at last
 	window    int
 	wake      chan struct{} // closed when changes are added or the sub ends
@@ -111,10 +112,17 @@ func newSub(id string, q Query, plan *Plan, window int) *Sub {
 func (s *Sub) Columns() []string { return s.columns }
 
 // Snapshot returns the current result, ordered by row id, and the id of
-// the last change it includes.
+// the last change it includes. While a batch's changes are being saved it
+// waits for them.
 func (s *Sub) Snapshot() ([]Row, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for s.ended == nil && s.visible != s.last {
+		wake := s.wake
+		s.mu.Unlock()
+		<-wake
+		s.mu.Lock()
+	}
 	if s.ended != nil {
 		return nil, 0, s.ended
 	}
@@ -130,11 +138,11 @@ func (s *Sub) Snapshot() ([]Row, uint64, error) {
 	return out, s.last, nil
 }
 
-// Last is the id of the last change.
+// Last is the id of the last change listeners can see.
 func (s *Sub) Last() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.last
+	return s.visible
 }
 
 // ChangesAfter returns up to max retained changes with ids above after. When
@@ -145,18 +153,19 @@ func (s *Sub) ChangesAfter(after uint64, max int) ([]Change, <-chan struct{}, er
 	if s.ended != nil {
 		return nil, nil, s.ended
 	}
-	if after > s.last {
-		return nil, nil, fmt.Errorf("resume from %d: %w (last change is %d)", after, ErrAhead, s.last)
+	// Changes past visible are not saved yet: they stay hidden.
+	if after > s.visible {
+		return nil, nil, fmt.Errorf("resume from %d: %w (last change is %d)", after, ErrAhead, s.visible)
 	}
 	first := s.last - uint64(len(s.log)) + 1
 	if after+1 < first {
 		return nil, nil, fmt.Errorf("resume from %d: %w (oldest retained change is %d)", after, ErrNotRetained, first)
 	}
-	if after == s.last {
+	if after == s.visible {
 		return nil, s.wake, nil
 	}
 	from := int(after + 1 - first)
-	n := min(len(s.log)-from, max)
+	n := min(int(s.visible-after), max)
 	return append([]Change(nil), s.log[from:from+n]...), nil, nil
 }
 
@@ -279,11 +288,13 @@ func (s *Sub) retain(changes []Change) {
 	}
 }
 
-// publish wakes the listeners waiting for changes.
+// publish shows the changes saved so far to the listeners and wakes
+// them.
 func (s *Sub) publish() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended == nil {
+		s.visible = s.last
 		close(s.wake)
 		s.wake = make(chan struct{})
 	}
