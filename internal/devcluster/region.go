@@ -160,8 +160,9 @@ func (r *Region) AddNode(prepare func(n *RegionNode) error) (*RegionNode, error)
 	}
 	r.Nodes = append(r.Nodes, node)
 	// Every agent's configuration lists every other agent, so that any of
-	// them restarted (the first included) finds the cluster again.
-	for _, n := range r.Nodes {
+	// them restarted (the first included) finds the cluster again. The
+	// new one's lists them all already.
+	for _, n := range r.Nodes[:len(r.Nodes)-1] {
 		var others []string
 		for _, o := range r.Nodes {
 			if o != n {
@@ -197,7 +198,12 @@ addr = "127.0.0.1:%d"
 %s`, n.DBPath, tomlList(opts.SchemaPaths), n.Gossip, n.quicPort, tomlList(bootstrap), opts.Cluster, n.Name,
 		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, n.Name+".pem"), filepath.Join(r.tlsDir, n.Name+"-key.pem"), n.apiPort,
 		opts.ExtraTOML, watchdogSection(opts.WatchdogTimeout))
-	return os.WriteFile(n.cfgPath, []byte(text), 0o644)
+	// Whole or not at all: an agent may be reading it.
+	tmp := n.cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, n.cfgPath)
 }
 
 func syncLine(d time.Duration) string {
