@@ -1,0 +1,80 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/patina-db/patina/client"
+)
+
+// TestSubscriptionStreamBreaks drives the client against a server that
+// breaks its streams on purpose: a break after the rows is resumed from
+// the last change, with nothing repeated; a break in the middle of the
+// rows is an error, since resuming would repeat what the missing rows
+// hold.
+func TestSubscriptionStreamBreaks(t *testing.T) {
+	var resumes atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("patina-query-id", "s1")
+		body, _ := io.ReadAll(r.Body)
+		switch {
+		case r.Method == http.MethodPost && strings.Contains(string(body), "cut"):
+			fmt.Fprintln(w, `{"columns":["id"]}`)
+			fmt.Fprintln(w, `{"row":[1,["m1"]]}`) // then the connection ends
+		case r.Method == http.MethodPost:
+			fmt.Fprintln(w, `{"columns":["id"]}`)
+			fmt.Fprintln(w, `{"row":[1,["m1"]]}`)
+			fmt.Fprintln(w, `{"eoq":{"time":0,"change_id":1}}`)
+			fmt.Fprintln(w, `{"change":["insert",2,["m2"],2]}`) // then the connection ends
+		case r.URL.Path == "/v1/subscriptions/s1" && r.URL.Query().Get("from") == "2":
+			resumes.Add(1)
+			fmt.Fprintln(w, `{"change":["update",2,["m2"],3]}`)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		default:
+			http.Error(w, `{"error":"unexpected request"}`, http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	c, _ := client.New(srv.URL, "")
+	sub, err := c.Subscribe(ctx, client.Statement{Query: "SELECT id FROM machines"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 4 && sub.Next() {
+		ev := sub.Event()
+		switch {
+		case ev.Row != nil:
+			got = append(got, fmt.Sprint("row ", ev.Row.Cells))
+		case ev.Ready:
+			got = append(got, "ready")
+		case ev.Change != nil:
+			got = append(got, fmt.Sprint(ev.Change.Kind, " ", ev.Change.ChangeID))
+		}
+	}
+	sub.Close()
+	if want := "row [m1],ready,insert 2,update 3"; strings.Join(got, ",") != want || resumes.Load() != 1 {
+		t.Fatalf("events %v after %d resumes, want %s after 1", got, resumes.Load(), want)
+	}
+
+	sub, err = c.Subscribe(ctx, client.Statement{Query: "SELECT id FROM machines -- cut"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sub.Next() {
+	}
+	if sub.Err() == nil || !strings.Contains(sub.Err().Error(), "before all its rows") {
+		t.Fatalf("a stream cut inside its rows ended with %v", sub.Err())
+	}
+}
