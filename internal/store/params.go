@@ -13,6 +13,7 @@ type sqlShape struct {
 	maxIndex   int            // highest parameter index: what SQLite binds
 	named      map[string]int // :name, @name, $name (without the sigil) → index
 	positional bool           // uses ? or ?NNN
+	end        int            // just past the last token
 }
 
 // scanSQL finds the statements and parameters of SQL text the way SQLite's
@@ -40,7 +41,7 @@ func scanSQL(q string) (sqlShape, error) {
 				return sh, errors.New("unterminated quoted string or identifier")
 			}
 			i += end + 2
-			inStmt = true
+			inStmt, sh.end = true, i
 			continue
 		case c == '[':
 			end := strings.IndexByte(q[i:], ']')
@@ -48,7 +49,7 @@ func scanSQL(q string) (sqlShape, error) {
 				return sh, errors.New("unterminated [identifier]")
 			}
 			i += end + 1
-			inStmt = true
+			inStmt, sh.end = true, i
 			continue
 		case c == '-' && i+1 < len(q) && q[i+1] == '-':
 			end := strings.IndexByte(q[i:], '\n')
@@ -86,7 +87,7 @@ func scanSQL(q string) (sqlShape, error) {
 				sh.maxIndex++
 			}
 			i = j
-			inStmt = true
+			inStmt, sh.end = true, i
 			continue
 		case (c == ':' || c == '@' || c == '$') && i+1 < len(q) && isIdentByte(q[i+1]):
 			j := i + 1
@@ -99,11 +100,11 @@ func scanSQL(q string) (sqlShape, error) {
 				sh.named[name] = sh.maxIndex
 			}
 			i = j
-			inStmt = true
+			inStmt, sh.end = true, i
 			continue
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
 		default:
-			inStmt = true
+			inStmt, sh.end = true, i+1
 		}
 		i++
 	}
@@ -149,49 +150,11 @@ func checkParams(st Statement) error {
 }
 
 // StatementEnd is where a statement's text ends: before trailing
-// whitespace, comments and a semicolon. It reads the text as SQLite's
-// tokenizer would, so quotes and comments hide what they contain.
+// whitespace, comments and a semicolon, read as SQLite's tokenizer would.
 func StatementEnd(q string) int {
-	end := 0
-	for i := 0; i < len(q); {
-		c := q[i]
-		switch {
-		case c == '\'' || c == '"' || c == '`' || c == '[':
-			closing := c
-			if c == '[' {
-				closing = ']'
-			}
-			j := i + 1
-			for j < len(q) {
-				if q[j] == closing {
-					if closing != ']' && j+1 < len(q) && q[j+1] == closing {
-						j += 2 // a doubled quote
-						continue
-					}
-					break
-				}
-				j++
-			}
-			i = min(j+1, len(q))
-			end = i
-		case c == '-' && i+1 < len(q) && q[i+1] == '-':
-			if nl := strings.IndexByte(q[i:], '\n'); nl >= 0 {
-				i += nl + 1
-			} else {
-				i = len(q)
-			}
-		case c == '/' && i+1 < len(q) && q[i+1] == '*':
-			if e := strings.Index(q[i+2:], "*/"); e >= 0 {
-				i += e + 4
-			} else {
-				i = len(q)
-			}
-		case c == ';' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
-			i++
-		default:
-			i++
-			end = i
-		}
+	sh, err := scanSQL(q)
+	if err != nil {
+		return len(q) // an unterminated quote: SQLite reports it
 	}
-	return end
+	return sh.end
 }

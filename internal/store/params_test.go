@@ -39,3 +39,18 @@ func TestCheckParams(t *testing.T) {
 		}
 	}
 }
+
+func TestStatementEnd(t *testing.T) {
+	for q, want := range map[string]string{
+		"SELECT 1":                            "SELECT 1",
+		"SELECT 1 ; -- done":                  "SELECT 1",
+		"\n SELECT 'a;--' ;\n/* c */ ":        "\n SELECT 'a;--'",
+		"SELECT \"x\"\"y\" FROM [t;] -- c\n;": "SELECT \"x\"\"y\" FROM [t;]",
+		"SELECT ?2, :name;":                   "SELECT ?2, :name",
+		"SELECT 'héé'; ":                      "SELECT 'héé'",
+	} {
+		if got := q[:StatementEnd(q)]; got != want {
+			t.Errorf("%q: %q, want %q", q, got, want)
+		}
+	}
+}
