@@ -232,15 +232,7 @@ const maxBatch = 128
 func (n *Node) broadcastLoop(ctx context.Context) {
 	beat := n.cfg.Watchdog.Register("cluster.broadcast")
 	defer beat.Stop()
-	for {
-		beat.Tick()
-		select {
-		case <-ctx.Done():
-			return
-		case <-beat.Due():
-			continue
-		case <-n.wake:
-		}
+	for watchdog.Wait(ctx, beat, n.wake) {
 		// No fixed wait when idle: what committed while the previous batch
 		// was on the wire forms the next batch. Under load a short wait
 		// lets more join.
@@ -406,15 +398,7 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 func (n *Node) applyLoop(ctx context.Context) {
 	beat := n.cfg.Watchdog.Register("cluster.apply")
 	defer beat.Stop()
-	for {
-		beat.Tick()
-		select {
-		case <-ctx.Done():
-			return
-		case <-beat.Due():
-			continue
-		case <-n.applyWake:
-		}
+	for watchdog.Wait(ctx, beat, n.applyWake) {
 		for {
 			beat.Tick()
 			n.faults.stallApply(ctx)
@@ -501,15 +485,7 @@ func (n *Node) retryLoop(ctx context.Context) {
 	defer t.Stop()
 	beat := n.cfg.Watchdog.Register("cluster.retry")
 	defer beat.Stop()
-	for {
-		beat.Tick()
-		select {
-		case <-ctx.Done():
-			return
-		case <-beat.Due():
-			continue
-		case <-t.C:
-		}
+	for watchdog.Wait(ctx, beat, t.C) {
 		n.mu.Lock()
 		// Versions the store knows are checked there first; the seen set
 		// needs only what lies above each actor's known prefix.
@@ -535,15 +511,7 @@ func (n *Node) syncLoop(ctx context.Context) {
 	// down has the most to catch up right when it starts.
 	next := time.NewTimer(100 * time.Millisecond)
 	defer next.Stop()
-	for {
-		beat.Tick()
-		select {
-		case <-ctx.Done():
-			return
-		case <-beat.Due():
-			continue
-		case <-next.C:
-		}
+	for watchdog.Wait(ctx, beat, next.C) {
 		next.Reset(n.syncRound(ctx, beat))
 	}
 }

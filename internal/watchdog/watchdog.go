@@ -242,6 +242,22 @@ func (b *Beat) Due() <-chan time.Time {
 	return b.ticker.C
 }
 
+// Wait blocks until ch delivers or ctx ends (then false), ticking b
+// whenever it is due meanwhile: a loop waiting for work is never taken for
+// stalled.
+func Wait[T any](ctx context.Context, b *Beat, ch <-chan T) bool {
+	for {
+		b.Tick()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-b.Due():
+		case <-ch:
+			return true
+		}
+	}
+}
+
 // Stop ends the watch, for a loop that returns.
 func (b *Beat) Stop() {
 	if b == nil {
