@@ -9,11 +9,14 @@ import (
 	"strings"
 )
 
-//go:embed regional/*.sql
+//go:embed regional/*.sql global/*.sql
 var files embed.FS
 
 // Regional returns the regional cluster's schema (machines, machine_checks).
 func Regional() string { return read("regional") }
+
+// Global returns the global cluster's schema (app_regions, regions).
+func Global() string { return read("global") }
 
 func read(dir string) string {
 	entries, err := fs.Glob(files, dir+"/*.sql")
