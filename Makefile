@@ -26,13 +26,19 @@ demo: build
 	./deploy/demo/run.sh
 
 # Regenerates the protobuf code from proto/ (the generated code is
-# committed, so builds need no protoc). Needs protoc (Debian:
-# protobuf-compiler); installs protoc-gen-go at the version go.mod pins.
-PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
+# committed, so builds need no protoc). Installs what it needs: protoc
+# from Debian's protobuf-compiler when missing, protoc-gen-go at the
+# version go.mod pins, protoc-gen-go-grpc at PROTOC_GEN_GO_GRPC.
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+PROTOC_GEN_GO_GRPC ?= v1.6.2
 proto:
-	@command -v protoc >/dev/null || { echo "proto: protoc not found (apt-get install protobuf-compiler)"; exit 1; }
+	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
-	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=. --go_opt=paths=source_relative $$(find proto -name '*.proto')
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC)
+	protoc --plugin=protoc-gen-go=$(GOBIN_DIR)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(GOBIN_DIR)/protoc-gen-go-grpc \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		$$(find proto -name '*.proto')
 
 lint:
 	$(GO) vet $(PKGS)

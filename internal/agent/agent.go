@@ -33,6 +33,7 @@ type Agent struct {
 	server *http.Server
 	subs   *subs.Engine
 	obs    *observability
+	grpc   *grpcServer // nil without [grpc] addr
 }
 
 // Options are what a process embedding agents (tests, patina dev) may
@@ -87,26 +88,48 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		st.Close()
 		return nil, fmt.Errorf("agent: api listen: %w", err)
 	}
+	var grpcLn net.Listener
+	grpcAddr := ""
+	grpcOpts, err := cfg.GRPC.serverOptions()
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if cfg.GRPC.Addr != "" {
+		if grpcLn, err = net.Listen("tcp", cfg.GRPC.Addr); err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("agent: grpc listen: %w", err)
+		}
+		grpcAddr = grpcLn.Addr().String()
+	}
+	closeListeners := func() {
+		ln.Close()
+		if grpcLn != nil {
+			grpcLn.Close()
+		}
+	}
 	var node *cluster.Node
 	if cfg.Gossip.Addr != "" {
 		creds := opts.Credentials
 		if creds == nil {
 			if creds, err = cluster.LoadCredentials(cfg.Gossip.TLS); err != nil {
-				ln.Close()
+				closeListeners()
 				st.Close()
 				return nil, fmt.Errorf("agent: %w", err)
 			}
 		}
-		cc, err := cfg.clusterConfig(creds, ln.Addr().String())
+		cc, err := cfg.clusterConfig(creds, ln.Addr().String(), grpcAddr)
 		if err != nil {
-			ln.Close()
+			closeListeners()
 			st.Close()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 		cc.Local = opts.LocalGossip
 		obs.clusterConfig(&cc)
 		if node, err = cluster.Start(ctx, cc, st, opts.Faults, logger); err != nil {
-			ln.Close()
+			closeListeners()
 			st.Close()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
@@ -125,7 +148,7 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 		if node != nil {
 			node.Close()
 		}
-		ln.Close()
+		closeListeners()
 		st.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -164,6 +187,9 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},
 	}
+	if grpcLn != nil {
+		a.grpc = newGRPCServer(grpcLn, grpcOpts, st, engine, cfg.region(), logger)
+	}
 	a.server.RegisterOnShutdown(handler.CloseStreams)
 	logger.Info("agent ready", "actor", st.Actor().String(), "db", cfg.DB.Path, "api", a.APIAddr(), "tables", strings.Join(st.Schema().TableNames(), ","))
 	return a, nil
@@ -175,6 +201,23 @@ func (a *Agent) APIAddr() string { return a.ln.Addr().String() }
 // MetricsAddr is where GET /metrics is served: [telemetry]
 // prometheus_addr's listener, or the API's.
 func (a *Agent) MetricsAddr() string { return a.obs.addr(a.APIAddr()) }
+
+// GRPCAddr is the address gRPC listens on, "" without [grpc] addr.
+func (a *Agent) GRPCAddr() string {
+	if a.grpc == nil {
+		return ""
+	}
+	return a.grpc.ln.Addr().String()
+}
+
+// GRPCServices names the gRPC services the agent serves (besides health
+// and reflection).
+func (a *Agent) GRPCServices() []string {
+	if a.grpc == nil {
+		return nil
+	}
+	return a.grpc.services
+}
 
 // Store is the node's store.
 func (a *Agent) Store() *store.Store { return a.store }
@@ -189,8 +232,15 @@ func (a *Agent) Node() *cluster.Node { return a.node }
 // in-flight requests get up to api.shutdown_timeout to finish, and the
 // database is closed.
 func (a *Agent) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- a.server.Serve(a.ln) }()
+	if a.grpc != nil {
+		go func() {
+			if err := a.grpc.serve(); err != nil {
+				errc <- err
+			}
+		}()
+	}
 	subsCtx, stopSubs := context.WithCancel(context.WithoutCancel(ctx))
 	subsDone := make(chan error, 1)
 	go func() { subsDone <- a.subs.Run(subsCtx) }()
@@ -206,6 +256,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	a.log.Info("agent stopping")
 	metricsErr := a.obs.stopping(sctx)
+	if a.grpc != nil {
+		a.grpc.stop(sctx)
+	}
 	shutErr := errors.Join(a.server.Shutdown(sctx), metricsErr)
 	if serveErr == nil {
 		serveErr = <-errc

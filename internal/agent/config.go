@@ -20,6 +20,7 @@ type Config struct {
 	DB        DBConfig        `toml:"db"`
 	Gossip    GossipConfig    `toml:"gossip"`
 	API       APIConfig       `toml:"api"`
+	GRPC      GRPCConfig      `toml:"grpc"`
 	Subs      SubsConfig      `toml:"subscriptions"`
 	Telemetry TelemetryConfig `toml:"telemetry"`
 	Watchdog  WatchdogConfig  `toml:"watchdog"`
@@ -211,6 +212,9 @@ func (c Config) Validate() error {
 	if d, err := parseDuration(c.API.StreamWriteTimeout); err != nil || d <= 0 {
 		errs = append(errs, fmt.Errorf("api.stream_write_timeout %q: want a positive duration", c.API.StreamWriteTimeout))
 	}
+	if err := c.GRPC.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Subs.Window < 1 {
 		errs = append(errs, errors.New("subscriptions.window must be at least 1"))
 	}
@@ -232,7 +236,7 @@ func (c Config) Validate() error {
 }
 
 // clusterConfig turns [gossip] into the cluster package's configuration.
-func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr string) (cluster.Config, error) {
+func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr, grpcAddr string) (cluster.Config, error) {
 	g := c.Gossip
 	key, err := base64.StdEncoding.DecodeString(g.SecretKey)
 	if err != nil {
@@ -240,7 +244,7 @@ func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr string) (clust
 	}
 	cc := cluster.Config{
 		Name: g.Name, Cluster: g.Cluster, Region: g.Region, GossipAddr: g.Addr, AdvertiseAddr: g.AdvertiseAddr,
-		QUICAddr: g.QUICAddr, Bootstrap: g.Bootstrap, SecretKey: key, Credentials: creds, APIAddr: apiAddr,
+		QUICAddr: g.QUICAddr, Bootstrap: g.Bootstrap, SecretKey: key, Credentials: creds, APIAddr: apiAddr, GRPCAddr: grpcAddr,
 		Fanout: g.Fanout,
 	}
 	if cc.Region == "" {
@@ -250,6 +254,14 @@ func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr string) (clust
 		cc.SyncInterval, _ = parseDuration(g.SyncInterval)
 	}
 	return cc, nil
+}
+
+// region is the agent's region: [gossip] region, or its cluster name.
+func (c Config) region() string {
+	if c.Gossip.Region != "" {
+		return c.Gossip.Region
+	}
+	return c.Gossip.Cluster
 }
 
 // timeout is the watchdog timeout, 0 when disabled.

@@ -43,6 +43,10 @@ func (r *Rows) Values() ([]any, error) {
 	return r.vals, nil
 }
 
+// Scan copies the current row into dest, as database/sql's Rows.Scan
+// does. Use either Scan or Values for a row, not both.
+func (r *Rows) Scan(dest ...any) error { return r.rows.Scan(dest...) }
+
 // Err is the error that ended iteration, if any.
 func (r *Rows) Err() error { return r.rows.Err() }
 
