@@ -146,4 +146,3 @@ func (s *Service) ListRegions(ctx context.Context, _ *globalv1.ListRegionsReques
 	}
 	return out, nil
 }
-

@@ -310,4 +310,3 @@ func TestGRPCConfigErrors(t *testing.T) {
 		t.Fatalf("unknown key: %v", err)
 	}
 }
-

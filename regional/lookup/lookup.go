@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
 	"github.com/patina-db/patina/internal/store"
+	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
 	"github.com/patina-db/patina/regional"
 )
 
