@@ -50,6 +50,12 @@ type RegionOptions struct {
 	// OnStall, when set, is told instead of exiting when an in-process
 	// agent's watchdog finds a stalled loop.
 	OnStall func(node string, s watchdog.Stall)
+	// NodeRegions, when set, gives agent i the region NodeRegions[i %
+	// len]: a global cluster spreads its agents over the regions this
+	// way. Unset: every agent's region is the cluster name.
+	NodeRegions []string
+	// Ports hands out the agents' ports (default: free ephemeral ports).
+	Ports *Ports
 }
 
 // Region is a running regional cluster.
@@ -65,9 +71,13 @@ type Region struct {
 // RegionNode is one agent of a region.
 type RegionNode struct {
 	Name string
+	// Region is the agent's region.
+	Region string
 	// API is the agent's HTTP address, http://host:port.
 	API    string
 	Gossip string
+	// GRPC is the agent's gRPC address, host:port.
+	GRPC string
 	// DBPath is the agent's database file.
 	DBPath string
 	// Agent is set for in-process agents.
@@ -77,6 +87,7 @@ type RegionNode struct {
 
 	cfgPath, logPath  string
 	quicPort, apiPort int
+	grpcPort          int
 	opts              RegionOptions
 	cancel            context.CancelFunc
 	ctx               context.Context
@@ -96,6 +107,9 @@ func StartRegion(ctx context.Context, opts RegionOptions) (*Region, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
+	}
+	if opts.Ports == nil {
+		opts.Ports = &Ports{}
 	}
 	ca, err := cluster.NewCA(opts.Cluster + " dev CA")
 	if err != nil {
@@ -131,15 +145,20 @@ func (r *Region) AddNode(prepare func(n *RegionNode) error) (*RegionNode, error)
 	for _, n := range r.Nodes {
 		bootstrap = append(bootstrap, n.Gossip)
 	}
-	ports, err := freePorts(3)
+	ports, err := opts.Ports.Take(4)
 	if err != nil {
 		return nil, err
 	}
+	region := opts.Cluster
+	if len(opts.NodeRegions) > 0 {
+		region = opts.NodeRegions[len(r.Nodes)%len(opts.NodeRegions)]
+	}
 	gossip := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	dbPath := filepath.Join(opts.Dir, name+".db")
-	node := &RegionNode{Name: name, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip, DBPath: dbPath,
+	node := &RegionNode{Name: name, Region: region, API: fmt.Sprintf("http://127.0.0.1:%d", ports[2]), Gossip: gossip, DBPath: dbPath,
+		GRPC:    fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		cfgPath: filepath.Join(opts.Dir, name+".toml"), logPath: filepath.Join(opts.Dir, name+".log"), opts: opts, ctx: r.ctx,
-		quicPort: ports[1], apiPort: ports[2]}
+		quicPort: ports[1], apiPort: ports[2], grpcPort: ports[3]}
 	nc, err := r.ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
 	if err != nil {
 		return nil, err
@@ -187,17 +206,20 @@ addr = %q
 quic_addr = "127.0.0.1:%d"
 bootstrap = %s
 cluster = %q
+region = %q
 name = %q
 %s[gossip.tls]
 ca_file = %q
 cert_file = %q
 key_file = %q
+[grpc]
+addr = "127.0.0.1:%d"
 [api]
 addr = "127.0.0.1:%d"
 %s
-%s`, n.DBPath, tomlList(opts.SchemaPaths), n.Gossip, n.quicPort, tomlList(bootstrap), opts.Cluster, n.Name,
-		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, n.Name+".pem"), filepath.Join(r.tlsDir, n.Name+"-key.pem"), n.apiPort,
-		opts.ExtraTOML, watchdogSection(opts.WatchdogTimeout))
+%s`, n.DBPath, tomlList(opts.SchemaPaths), n.Gossip, n.quicPort, tomlList(bootstrap), opts.Cluster, n.Region, n.Name,
+		syncLine(opts.SyncInterval), filepath.Join(r.tlsDir, "ca.pem"), filepath.Join(r.tlsDir, n.Name+".pem"), filepath.Join(r.tlsDir, n.Name+"-key.pem"),
+		n.grpcPort, n.apiPort, opts.ExtraTOML, watchdogSection(opts.WatchdogTimeout))
 	// Whole or not at all: an agent may be reading it.
 	tmp := n.cfgPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
@@ -357,8 +379,18 @@ func (r *Region) Stop() error {
 	return errors.Join(errs...)
 }
 
-// freePorts finds n free TCP ports on loopback that are free for UDP too.
-func freePorts(n int) ([]int, error) {
+// Ports hands out ports on loopback: from Base upwards when Base is set
+// (stable addresses, as `patina dev --base-port` wants), else free
+// ephemeral ones. Either way each is free for TCP and UDP when handed
+// out. Safe for one goroutine at a time.
+type Ports struct {
+	// Base is the first port to try; 0 means ephemeral ports.
+	Base int
+	next int
+}
+
+// Take hands out n ports.
+func (p *Ports) Take(n int) ([]int, error) {
 	var ports []int
 	var hold []io.Closer
 	defer func() {
@@ -366,9 +398,23 @@ func freePorts(n int) ([]int, error) {
 			c.Close()
 		}
 	}()
+	if p.Base > 0 && p.next == 0 {
+		p.next = p.Base
+	}
 	for len(ports) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr := "127.0.0.1:0"
+		if p.Base > 0 {
+			if p.next > 65535 {
+				return nil, fmt.Errorf("devcluster: no free ports left above %d", p.Base)
+			}
+			addr = fmt.Sprintf("127.0.0.1:%d", p.next)
+			p.next++
+		}
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
+			if p.Base > 0 {
+				continue // taken: try the next one
+			}
 			return nil, err
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
