@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/patina-db/patina/internal/devcluster"
+)
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run the whole two-tier topology on loopback until Ctrl-C",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data", Value: ".demo", Usage: "directory for every component's files and endpoints.json (emptied first)"},
+			&cli.StringSliceFlag{Name: "regions", Value: cli.NewStringSlice("ams", "iad", "syd"), Usage: "regions to run"},
+			&cli.IntFlag{Name: "agents-per-region", Value: 3, Usage: "agents in each regional cluster"},
+			&cli.IntFlag{Name: "global-agents", Value: 3, Usage: "agents in the global cluster"},
+			&cli.IntFlag{Name: "base-port", Value: 0, Usage: "first port to hand out (0: ephemeral ports)"},
+			&cli.BoolFlag{Name: "verbose", Usage: "every component's log on stderr"},
+		},
+		Action: func(c *cli.Context) error {
+			dir := c.String("data")
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("dev: %w", err)
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("dev: %w", err)
+			}
+			var log io.Writer = io.Discard
+			if c.Bool("verbose") {
+				log = c.App.ErrWriter
+			}
+			fmt.Fprintln(c.App.ErrWriter, "starting the topology...")
+			t, err := devcluster.StartTopology(c.Context, devcluster.TopologyOptions{
+				Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
+				GlobalAgents: c.Int("global-agents"), BasePort: c.Int("base-port"), Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			printEndpoints(c.App.Writer, t.Endpoints(), dir)
+			<-c.Context.Done()
+			fmt.Fprintln(c.App.ErrWriter, "stopping...")
+			return t.Stop()
+		},
+	}
+}
+
+// printEndpoints prints the endpoint table.
+func printEndpoints(w io.Writer, e devcluster.Endpoints, dir string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tCOMPONENT\tNAME\tHTTP\tGRPC")
+	for _, a := range e.Global.Agents {
+		fmt.Fprintf(tw, "global\tagent\t%s\t%s\t%s\n", a.Name, a.API, a.GRPC)
+	}
+	for _, name := range sortedKeys(e.Regions) {
+		r := e.Regions[name]
+		for _, a := range r.Agents {
+			fmt.Fprintf(tw, "%s\tagent\t%s\t%s\t%s\n", name, a.Name, a.API, a.GRPC)
+		}
+		for _, h := range r.Hosts {
+			fmt.Fprintf(tw, "%s\thost\t%s\t%s\t\n", name, h.Name, h.API)
+		}
+		if r.Bridge.Name != "" {
+			fmt.Fprintf(tw, "%s\tbridge\t%s\t\t\n", name, r.Bridge.Name)
+		}
+	}
+	tw.Flush()
+	abs, _ := filepath.Abs(filepath.Join(dir, "endpoints.json"))
+	fmt.Fprintf(w, "\napps: %s\nendpoints: %s\nCtrl-C stops everything.\n", strings.Join(e.Apps, ", "), abs)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}
