@@ -1,0 +1,41 @@
+package host
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaultsAndErrors(t *testing.T) {
+	cfg, err := ParseConfig(`
+[host]
+name = "h1"
+region = "ams"
+db = "/tmp/h1.db"
+`, "host.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host.Address != "127.0.0.1" || cfg.API.Addr != "127.0.0.1:8090" || cfg.Agent.API[0] != "http://127.0.0.1:8080" ||
+		cfg.republishInterval() != 30*time.Second || cfg.checkInterval() != 10*time.Second || cfg.Agent.BatchSize != 200 {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	for name, tc := range map[string]struct{ text, want string }{
+		"unknown key":     {"[host]\nname = \"h\"\nregion = \"ams\"\ndb = \"x\"\nnmae = \"y\"\n", "unknown key host.nmae"},
+		"unknown section": {"[host]\nname = \"h\"\nregion = \"ams\"\ndb = \"x\"\n[agnet]\napi = []\n", "unknown key agnet"},
+		"missing name":    {"[host]\nregion = \"ams\"\ndb = \"x\"\n", "host.name is required"},
+		"missing db":      {"[host]\nname = \"h\"\nregion = \"ams\"\n", "host.db is required"},
+		"bad region":      {"[host]\nname = \"h\"\nregion = \"AMS!\"\ndb = \"x\"\n", `host.region "AMS!"`},
+		"bad address":     {"[host]\nname = \"h\"\nregion = \"ams\"\ndb = \"x\"\naddress = \"localhost\"\n", `host.address "localhost"`},
+		"bad interval":    {"[host]\nname = \"h\"\nregion = \"ams\"\ndb = \"x\"\n[agent]\nrepublish_interval = \"often\"\n", "agent.republish_interval"},
+		"no agents":       {"[host]\nname = \"h\"\nregion = \"ams\"\ndb = \"x\"\n[agent]\napi = []\n", "agent.api"},
+		"bad agent url":   {"[host]\nname = \"h\"\nregion = \"ams\"\ndb = \"x\"\n[agent]\napi = [\"127.0.0.1:8080\"]\n", `agent.api "127.0.0.1:8080"`},
+		"bad log level":   {"[host]\nname = \"h\"\nregion = \"ams\"\ndb = \"x\"\n[log]\nlevel = \"loud\"\n", `log.level "loud"`},
+		"bad toml":        {"[host\n", "host.toml"},
+	} {
+		_, err := ParseConfig(tc.text, "host.toml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)
+		}
+	}
+}
