@@ -44,6 +44,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			restoreCommand(),
 			tlsCommand(),
 			benchCommand(),
+			hostCommand(),
+			machineCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {

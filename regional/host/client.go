@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/patina-db/patina/regional"
 )
@@ -125,4 +126,25 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("host client: %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// ParseCheckSpec reads a check as the CLI writes it:
+// KIND[:PATH][@INTERVAL], e.g. "http", "http:/healthz@5s", "tcp@2s".
+func ParseCheckSpec(s string) (CheckSpec, error) {
+	var spec CheckSpec
+	rest, interval, hasInterval := strings.Cut(s, "@")
+	if hasInterval {
+		d, err := time.ParseDuration(interval)
+		if err != nil || d <= 0 {
+			return CheckSpec{}, fmt.Errorf("check %q: interval %q: want a positive duration like 5s", s, interval)
+		}
+		spec.IntervalMS = d.Milliseconds()
+	}
+	spec.Kind, spec.Path, _ = strings.Cut(rest, ":")
+	switch spec.Kind {
+	case "http", "tcp":
+	default:
+		return CheckSpec{}, fmt.Errorf("check %q: kind %q: want http[:PATH][@INTERVAL] or tcp[@INTERVAL]", s, spec.Kind)
+	}
+	return spec, nil
 }

@@ -39,3 +39,22 @@ db = "/tmp/h1.db"
 		}
 	}
 }
+
+func TestParseCheckSpec(t *testing.T) {
+	for in, want := range map[string]CheckSpec{
+		"http":             {Kind: "http"},
+		"http:/healthz":    {Kind: "http", Path: "/healthz"},
+		"http:/a:b@1500ms": {Kind: "http", Path: "/a:b", IntervalMS: 1500},
+		"tcp@2s":           {Kind: "tcp", IntervalMS: 2000},
+	} {
+		got, err := ParseCheckSpec(in)
+		if err != nil || got != want {
+			t.Errorf("%s: %+v %v, want %+v", in, got, err, want)
+		}
+	}
+	for in, msg := range map[string]string{"udp": `kind "udp"`, "tcp@soon": `interval "soon"`, "http@-1s": `interval "-1s"`} {
+		if _, err := ParseCheckSpec(in); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("%s: %v, want %q", in, err, msg)
+		}
+	}
+}
