@@ -12,9 +12,12 @@ import (
 	"github.com/patina-db/patina/regional"
 )
 
-// maxCheckTimeout bounds one check run; a shorter interval bounds it
-// further, so a check never overlaps its next run.
-const maxCheckTimeout = 5 * time.Second
+// A check run times out after its interval, within these bounds. Runs
+// never overlap: the next is timed from the end of the last.
+const (
+	minCheckTimeout = time.Second
+	maxCheckTimeout = 5 * time.Second
+)
 
 // minCheckInterval is the shortest interval a check may ask for.
 const minCheckInterval = 50 * time.Millisecond
@@ -48,7 +51,7 @@ func newCheckClient() *http.Client {
 // runCheck runs c once against address:port: an HTTP GET of c.Path
 // passes on a 2xx answer, a TCP check passes when it connects.
 func runCheck(ctx context.Context, hc *http.Client, address string, port int, c regional.Check) checkResult {
-	timeout := min(c.Interval(), maxCheckTimeout)
+	timeout := min(max(c.Interval(), minCheckTimeout), maxCheckTimeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	target := net.JoinHostPort(address, strconv.Itoa(port))

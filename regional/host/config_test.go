@@ -1,6 +1,7 @@
 package host
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +57,12 @@ func TestParseCheckSpec(t *testing.T) {
 		if _, err := ParseCheckSpec(in); err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("%s: %v, want %q", in, err, msg)
 		}
+	}
+}
+
+// TestDeployExampleParses: the example configuration in deploy/ is valid.
+func TestDeployExampleParses(t *testing.T) {
+	if _, err := LoadConfig(filepath.Join("..", "..", "deploy", "host.toml")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -22,7 +22,7 @@ func schemaDir() string {
 }
 
 // startRegion starts a regional cluster of n real agents.
-func startRegion(t *testing.T, n int) *devcluster.Region {
+func startRegion(t testing.TB, n int) *devcluster.Region {
 	t.Helper()
 	r, err := devcluster.StartRegion(context.Background(), devcluster.RegionOptions{Nodes: n, Dir: t.TempDir(), SchemaPaths: []string{schemaDir()}})
 	if err != nil {
@@ -66,7 +66,7 @@ type testHost struct {
 // hostConfig is a host configuration for tests, publishing to agents.
 // The full re-publish runs only when a test asks; tests change the rest
 // in place.
-func hostConfig(t *testing.T, db string, agents []string) Config {
+func hostConfig(t testing.TB, db string, agents []string) Config {
 	t.Helper()
 	var quoted []string
 	for _, a := range agents {
@@ -92,7 +92,7 @@ level = "debug"
 }
 
 // startHost runs a host until the test ends (or stop is called).
-func startHost(t *testing.T, cfg Config) *testHost {
+func startHost(t testing.TB, cfg Config) *testHost {
 	t.Helper()
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -125,7 +125,7 @@ func (th *testHost) stop() {
 	}
 }
 
-func (th *testHost) client(t *testing.T) *Client {
+func (th *testHost) client(t testing.TB) *Client {
 	t.Helper()
 	c, err := NewClient("http://"+th.APIAddr(), th.cfg.API.Token)
 	if err != nil {
@@ -135,7 +135,7 @@ func (th *testHost) client(t *testing.T) *Client {
 }
 
 // waitFor polls cond until it holds, failing with what was not reached.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
@@ -166,7 +166,7 @@ func rows(ctx context.Context, c *client.Client, q string, args ...any) ([]strin
 }
 
 // agentHas waits until the query's rows on the agent are exactly want.
-func agentHas(t *testing.T, c *client.Client, want []string, q string, args ...any) {
+func agentHas(t testing.TB, c *client.Client, want []string, q string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
