@@ -45,6 +45,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			tlsCommand(),
 			benchCommand(),
 			devCommand(),
+			hostCommand(),
+			machineCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {

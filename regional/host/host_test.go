@@ -1,0 +1,237 @@
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/patina-db/patina/regional"
+)
+
+const (
+	machineRow = "SELECT id, app, region, host, state, port FROM machines ORDER BY id"
+	checkRow   = "SELECT machine_id, name, status FROM machine_checks ORDER BY machine_id, name"
+)
+
+// getMachine GETs path from a machine's server.
+func getMachine(m regional.Machine, path string) (int, machineReply, string, error) {
+	resp, err := http.Get(fmt.Sprintf("http://%s:%d%s", m.Address, m.Port, path))
+	if err != nil {
+		return 0, machineReply{}, "", err
+	}
+	defer resp.Body.Close()
+	var r machineReply
+	err = json.NewDecoder(resp.Body).Decode(&r)
+	return resp.StatusCode, r, resp.Header.Get(ServedByHeader), err
+}
+
+func postMachine(t *testing.T, m regional.Machine, path string) {
+	t.Helper()
+	resp, err := http.Post(fmt.Sprintf("http://%s:%d%s", m.Address, m.Port, path), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// TestMachineLifecycle: create, start, stop and destroy through the API
+// show in the agent's tables; a started machine answers with its id; a
+// machine answering 500 turns its check critical.
+func TestMachineLifecycle(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	agent := r.Nodes[0].Client()
+	h := startHost(t, hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{r.Nodes[0].API}))
+	c := h.client(t)
+
+	m, err := c.Create(ctx, MachineSpec{ID: "web-1", App: "web", Image: "img:1", Checks: []CheckSpec{{Kind: "http", IntervalMS: 50}, {Kind: "tcp", IntervalMS: 50}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.State != regional.StateCreated || m.Port == 0 || len(m.Checks) != 2 || m.Checks[0].Name != "http" || m.Checks[0].Path != "/" {
+		t.Fatalf("created %+v", m)
+	}
+	port := fmt.Sprint(m.Port)
+	agentHas(t, agent, []string{"web-1|web|ams|h1|created|" + port}, machineRow)
+	agentHas(t, agent, []string{"web-1|http|critical", "web-1|tcp|critical"}, checkRow)
+	if _, _, _, err := getMachine(m, "/"); err == nil {
+		t.Fatal("a created machine answers")
+	}
+
+	if m, err = c.Start(ctx, "web-1"); err != nil || m.State != regional.StateStarted {
+		t.Fatalf("start: %+v %v", m, err)
+	}
+	agentHas(t, agent, []string{"web-1|web|ams|h1|started|" + port}, machineRow)
+	agentHas(t, agent, []string{"web-1|http|passing", "web-1|tcp|passing"}, checkRow)
+	status, reply, servedBy, err := getMachine(m, "/anything")
+	if err != nil || status != 200 || reply.Machine != "web-1" || reply.App != "web" || reply.Region != "ams" || servedBy != "web-1" {
+		t.Fatalf("machine answered %d %+v %q %v", status, reply, servedBy, err)
+	}
+
+	// A machine answering 500 fails its HTTP check, not its TCP one.
+	postMachine(t, m, "/_patina/sick")
+	agentHas(t, agent, []string{"web-1|http|critical", "web-1|tcp|passing"}, checkRow)
+	if got, _ := c.Get(ctx, "web-1"); got.Checks[0].Output != "HTTP 500" {
+		t.Fatalf("check output %q", got.Checks[0].Output)
+	}
+	postMachine(t, m, "/_patina/well")
+	agentHas(t, agent, []string{"web-1|http|passing", "web-1|tcp|passing"}, checkRow)
+
+	if m, err = c.Stop(ctx, "web-1"); err != nil || m.State != regional.StateStopped {
+		t.Fatalf("stop: %+v %v", m, err)
+	}
+	agentHas(t, agent, []string{"web-1|web|ams|h1|stopped|" + port}, machineRow)
+	agentHas(t, agent, []string{"web-1|http|critical", "web-1|tcp|critical"}, checkRow)
+	if _, _, _, err := getMachine(m, "/"); err == nil {
+		t.Fatal("a stopped machine answers")
+	}
+
+	// Started again: same port, checks pass again.
+	if m, err = c.Start(ctx, "web-1"); err != nil || fmt.Sprint(m.Port) != port {
+		t.Fatalf("restart: %+v %v", m, err)
+	}
+	agentHas(t, agent, []string{"web-1|http|passing", "web-1|tcp|passing"}, checkRow)
+
+	if m, err = c.Destroy(ctx, "web-1"); err != nil || m.State != regional.StateDestroyed {
+		t.Fatalf("destroy: %+v %v", m, err)
+	}
+	agentHas(t, agent, nil, machineRow)
+	agentHas(t, agent, nil, checkRow)
+	if _, _, _, err := getMachine(m, "/"); err == nil {
+		t.Fatal("a destroyed machine answers")
+	}
+	waitFor(t, "the tombstone deleted once published", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.tombstones) == 0
+	})
+	if list, err := c.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("list after destroy: %+v %v", list, err)
+	}
+	if _, err := c.Get(ctx, "web-1"); !isStatus(err, 404) {
+		t.Fatalf("get after destroy: %v", err)
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var e *APIError
+	return errors.As(err, &e) && e.Status == status
+}
+
+// TestAPIErrors: bad input is 400 naming what is wrong, an unknown id
+// 404, a taken id or port 409, a missing token 401; nothing is stored.
+func TestAPIErrors(t *testing.T) {
+	ctx := context.Background()
+	cfg := hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{"http://127.0.0.1:1"})
+	cfg.API.Token = "s3cret"
+	h := startHost(t, cfg)
+	c := h.client(t)
+	if _, err := c.Create(ctx, MachineSpec{ID: "a", App: "web", Port: 0}); err != nil {
+		t.Fatal(err)
+	}
+	taken, _ := c.Get(ctx, "a")
+	for name, tc := range map[string]struct {
+		spec   MachineSpec
+		status int
+		want   string
+	}{
+		"bad app":        {MachineSpec{App: "Web!"}, 400, `app "Web!"`},
+		"no app":         {MachineSpec{}, 400, `app ""`},
+		"bad id":         {MachineSpec{ID: "A_1", App: "web"}, 400, `id "A_1"`},
+		"bad port":       {MachineSpec{App: "web", Port: 70000}, 400, "port 70000"},
+		"bad check kind": {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "udp"}}}, 400, `kind "udp"`},
+		"fast check":     {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "tcp", IntervalMS: 1}}}, 400, "interval_ms 1"},
+		"tcp with path":  {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "tcp", Path: "/"}}}, 400, "takes no path"},
+		"same check":     {MachineSpec{App: "web", Checks: []CheckSpec{{Name: "x", Kind: "tcp"}, {Name: "x", Kind: "http"}}}, 400, `check name "x"`},
+		"taken id":       {MachineSpec{ID: "a", App: "web"}, 409, "id is taken"},
+		"taken port":     {MachineSpec{App: "web", Port: taken.Port}, 409, fmt.Sprintf("port %d", taken.Port)},
+	} {
+		_, err := c.Create(ctx, tc.spec)
+		if !isStatus(err, tc.status) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %d containing %q", name, err, tc.status, tc.want)
+		}
+	}
+	for _, call := range []func(context.Context, string) (regional.Machine, error){c.Start, c.Stop, c.Destroy} {
+		if _, err := call(ctx, "nope"); !isStatus(err, 404) || !strings.Contains(err.Error(), `"nope"`) {
+			t.Errorf("unknown id: %v", err)
+		}
+	}
+	// Raw requests: unknown fields, garbage, no token.
+	for name, tc := range map[string]struct {
+		body, token string
+		status      int
+		want        string
+	}{
+		"unknown field": {`{"app":"web","colour":"red"}`, "s3cret", 400, `unknown field "colour"`},
+		"garbage":       {`{"app":`, "s3cret", 400, "body"},
+		"empty":         {``, "s3cret", 400, "empty body"},
+		"no token":      {`{"app":"web"}`, "", 401, "bearer token"},
+		"wrong token":   {`{"app":"web"}`, "s3cre", 401, "bearer token"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+h.APIAddr()+"/v1/machines", strings.NewReader(tc.body))
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e ErrorResponse
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("%s: %d %q, want %d containing %q", name, resp.StatusCode, e.Error, tc.status, tc.want)
+		}
+	}
+	if list := h.List(); len(list) != 1 {
+		t.Fatalf("refused requests stored machines: %+v", list)
+	}
+}
+
+// TestIdenticalRepublishConsumesNoVersion: a full re-publish of records
+// the agent already holds changes no cell; records go out in batches.
+func TestIdenticalRepublishConsumesNoVersion(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	agent := r.Nodes[0].Client()
+	cfg := hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{r.Nodes[0].API})
+	cfg.Agent.BatchSize = 2
+	h := startHost(t, cfg)
+	var want []string
+	for i := range 5 {
+		m, err := h.Create(ctx, MachineSpec{ID: fmt.Sprintf("m%d", i), App: "web", Checks: []CheckSpec{{Kind: "tcp"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprintf("m%d|web|ams|h1|created|%d", i, m.Port))
+	}
+	agentHas(t, agent, want, machineRow)
+	waitFor(t, "nothing queued", func() bool { return h.Queued() == 0 })
+	stats, err := h.Republish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats != (RepublishStats{Machines: 5, Transactions: 4, Versions: 0}) {
+		t.Fatalf("identical republish: %+v", stats)
+	}
+	// Through the API too, after a change only one batch changes.
+	if _, err := h.Start(ctx, "m3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Stop(ctx, "m3"); err != nil {
+		t.Fatal(err)
+	}
+	stats, err = h.client(t).Republish(ctx)
+	if err != nil || stats.Machines != 5 || stats.Versions > 1 {
+		t.Fatalf("republish after a change: %+v %v", stats, err)
+	}
+	stats, err = h.Republish(ctx)
+	if err != nil || stats.Versions != 0 {
+		t.Fatalf("second republish: %+v %v", stats, err)
+	}
+}

@@ -1,0 +1,96 @@
+package host
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/patina-db/patina/regional"
+)
+
+// TestDestroyWhileAgentDown: a destroy made while the agent is down
+// returns at once, survives a host restart as a tombstone, and reaches
+// the agent once it is back; the tombstone is then deleted.
+func TestDestroyWhileAgentDown(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	node := r.Nodes[0]
+	cfg := hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{node.API})
+	h := startHost(t, cfg)
+	for _, id := range []string{"keep", "gone"} {
+		if _, err := h.Create(ctx, MachineSpec{ID: id, App: "web", Start: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agentHas(t, node.Client(), []string{"gone|started", "keep|started"}, "SELECT id, state FROM machines ORDER BY id")
+
+	if err := node.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client(t).Destroy(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Stop(ctx, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the publisher retrying", func() bool { return h.Queued() == 2 })
+	// The host restarts before the agent is back: the tombstone is in bbolt.
+	h.stop()
+	h = startHost(t, cfg)
+	h.mu.Lock()
+	_, ok := h.tombstones["gone"]
+	h.mu.Unlock()
+	if !ok {
+		t.Fatal("no tombstone after restart")
+	}
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, node.Client(), []string{"keep|stopped"}, "SELECT id, state FROM machines ORDER BY id")
+	waitFor(t, "the tombstone deleted", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.tombstones) == 0
+	})
+}
+
+// TestFailoverToTheNextAgent: with the first agent unreachable, records
+// go to the next one in order.
+func TestFailoverToTheNextAgent(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	h := startHost(t, hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{"http://127.0.0.1:1", r.Nodes[0].API}))
+	if _, err := h.Create(ctx, MachineSpec{ID: "m1", App: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, r.Nodes[0].Client(), []string{"m1|created"}, "SELECT id, state FROM machines")
+}
+
+// TestPeriodicRepublishPrunes: the periodic full re-publish removes rows
+// of this host's machines it does not have (written behind its back),
+// keeps other hosts' rows, and restores rows of its own that went missing.
+func TestPeriodicRepublishPrunes(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	agent := r.Nodes[0].Client()
+	cfg := hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{r.Nodes[0].API})
+	cfg.Agent.RepublishInterval = "100ms"
+	h := startHost(t, cfg)
+	if _, err := h.Create(ctx, MachineSpec{ID: "mine", App: "web", Checks: []CheckSpec{{Kind: "tcp"}}}); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, agent, []string{"mine|h1"}, "SELECT id, host FROM machines ORDER BY id")
+	for _, m := range []regional.Machine{
+		{ID: "ghost", App: "web", Region: "ams", Host: "h1", State: regional.StateStarted, Checks: []regional.Check{{Name: "c", Status: "passing"}}},
+		{ID: "other", App: "web", Region: "ams", Host: "h2", State: regional.StateStarted},
+	} {
+		if _, err := agent.Transact(ctx, regional.Publish(&m)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := agent.Transact(ctx, regional.Unpublish("mine")...); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, agent, []string{"mine|h1", "other|h2"}, "SELECT id, host FROM machines ORDER BY id")
+	agentHas(t, agent, []string{"mine|tcp"}, "SELECT machine_id, name FROM machine_checks ORDER BY machine_id")
+}
