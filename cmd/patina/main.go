@@ -47,6 +47,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			devCommand(),
 			hostCommand(),
 			machineCommand(),
+			bridgeCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {

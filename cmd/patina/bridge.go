@@ -1,0 +1,33 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/patina-db/patina/bridge"
+	"github.com/patina-db/patina/internal/agent"
+)
+
+func bridgeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bridge",
+		Usage: "summarize a region's machines into the global cluster",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "bridge TOML config file", Required: true, EnvVars: []string{"PATINA_CONFIG"}},
+		},
+		Action: func(c *cli.Context) error {
+			cfg, err := bridge.LoadConfig(c.String("config"))
+			if err != nil {
+				return err
+			}
+			logger, err := agent.NewLogger(cfg.Log, c.App.ErrWriter)
+			if err != nil {
+				return err
+			}
+			b, err := bridge.New(cfg, logger)
+			if err != nil {
+				return err
+			}
+			return b.Run(c.Context)
+		},
+	}
+}
