@@ -6,9 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/patina-db/patina/bridge"
+	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/regional/host"
 )
 
 // TopologyOptions describe a two-tier topology to start.
@@ -30,6 +36,27 @@ type TopologyOptions struct {
 	SchemaDir string
 	// Log receives every in-process component's log (default: discarded).
 	Log io.Writer
+	// Apps are the demo apps and where their machines run (default
+	// DemoApps); an empty non-nil slice starts no machines.
+	Apps []App
+	// CheckInterval is how often the demo machines' HTTP checks run
+	// (default 2s).
+	CheckInterval time.Duration
+}
+
+// App is a demo app: how many machines it runs in each region, spread
+// over the region's hosts.
+type App struct {
+	Name     string
+	Machines map[string]int // region → machines
+}
+
+// DemoApps are the apps `patina dev` starts with: web everywhere, api in
+// ams and iad, worker only in syd.
+var DemoApps = []App{
+	{Name: "web", Machines: map[string]int{"ams": 3, "iad": 3, "syd": 3}},
+	{Name: "api", Machines: map[string]int{"ams": 2, "iad": 2}},
+	{Name: "worker", Machines: map[string]int{"syd": 2}},
 }
 
 // Topology is a running two-tier topology.
@@ -38,12 +65,46 @@ type Topology struct {
 	Global  *Region
 	opts    TopologyOptions
 	ports   *Ports
+	apps    []App
 }
 
-// RegionTier is one region of a topology: its regional cluster.
+// RegionTier is one region of a topology: its regional cluster and a
+// host agent beside each of its agents.
 type RegionTier struct {
 	Name    string
 	Cluster *Region
+	Hosts   []*HostNode
+	Bridge  *BridgeNode
+}
+
+// BridgeNode is a region's bridge.
+type BridgeNode struct {
+	Name   string
+	Bridge *bridge.Bridge
+	done   chan error
+	stop   context.CancelFunc
+}
+
+// Stop stops the bridge and waits for it.
+func (b *BridgeNode) Stop() error {
+	if b == nil || b.stop == nil {
+		return nil
+	}
+	b.stop()
+	b.stop = nil
+	return <-b.done
+}
+
+// HostNode is one host agent of a region.
+type HostNode struct {
+	Name string
+	// API is the host's HTTP address, http://host:port.
+	API string
+	// DB is the host's bbolt file.
+	DB   string
+	Host *host.Host
+	done chan error
+	stop context.CancelFunc
 }
 
 // Locations of the regions a dev topology knows, for nearest-region
@@ -79,7 +140,13 @@ func StartTopology(ctx context.Context, opts TopologyOptions) (*Topology, error)
 		}
 		opts.SchemaDir = dir
 	}
-	t := &Topology{opts: opts, ports: &Ports{Base: opts.BasePort}}
+	if opts.Apps == nil {
+		opts.Apps = DemoApps
+	}
+	if opts.CheckInterval == 0 {
+		opts.CheckInterval = 2 * time.Second
+	}
+	t := &Topology{opts: opts, ports: &Ports{Base: opts.BasePort}, apps: opts.Apps}
 	global, err := StartRegion(ctx, RegionOptions{
 		Cluster: "global", Nodes: opts.GlobalAgents, Dir: filepath.Join(opts.Dir, "global"),
 		SchemaPaths: []string{filepath.Join(opts.SchemaDir, "global")}, Log: opts.Log,
@@ -98,13 +165,187 @@ func StartTopology(ctx context.Context, opts TopologyOptions) (*Topology, error)
 			t.Stop()
 			return nil, fmt.Errorf("devcluster: region %s: %w", name, err)
 		}
-		t.Regions = append(t.Regions, &RegionTier{Name: name, Cluster: r})
+		tier := &RegionTier{Name: name, Cluster: r}
+		t.Regions = append(t.Regions, tier)
+		if err := t.startBridge(ctx, tier); err != nil {
+			t.Stop()
+			return nil, fmt.Errorf("devcluster: region %s: %w", name, err)
+		}
+		if err := t.startHosts(ctx, tier); err != nil {
+			t.Stop()
+			return nil, fmt.Errorf("devcluster: region %s: %w", name, err)
+		}
+	}
+	if err := t.createApps(ctx); err != nil {
+		t.Stop()
+		return nil, err
+	}
+	if err := t.WaitApps(ctx, time.Minute); err != nil {
+		t.Stop()
+		return nil, err
 	}
 	if err := t.WriteEndpoints(); err != nil {
 		t.Stop()
 		return nil, err
 	}
 	return t, nil
+}
+
+// startBridge starts the region's bridge: it follows the region's agents
+// and writes to the global agents placed in its region first.
+func (t *Topology) startBridge(ctx context.Context, tier *RegionTier) error {
+	cfg := bridge.DefaultConfig()
+	cfg.Bridge.Name, cfg.Bridge.Region = tier.Name+"-bridge", tier.Name
+	cfg.Log = agent.LogConfig{Format: "text", Level: "info"}
+	for _, n := range tier.Cluster.Nodes {
+		cfg.Region.Agents = append(cfg.Region.Agents, n.API)
+		cfg.Directory.Lookup = append(cfg.Directory.Lookup, n.GRPC)
+	}
+	var near, far []string
+	for _, n := range t.Global.Nodes {
+		if n.Region == tier.Name {
+			near = append(near, n.API)
+		} else {
+			far = append(far, n.API)
+		}
+	}
+	cfg.Global.Agents = append(near, far...)
+	if loc, ok := Locations[tier.Name]; ok {
+		cfg.Directory.Latitude, cfg.Directory.Longitude = loc[0], loc[1]
+	}
+	logger, err := agent.NewLogger(cfg.Log, t.opts.Log)
+	if err != nil {
+		return err
+	}
+	b, err := bridge.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	tier.Bridge = &BridgeNode{Name: cfg.Bridge.Name, Bridge: b, done: make(chan error, 1), stop: cancel}
+	go func() { tier.Bridge.done <- b.Run(bctx) }()
+	return nil
+}
+
+// startHosts starts a host agent beside each of the region's agents,
+// publishing to it first and to the others when it fails.
+func (t *Topology) startHosts(ctx context.Context, tier *RegionTier) error {
+	for i, n := range tier.Cluster.Nodes {
+		ports, err := t.ports.Take(1)
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("%s-h%d", tier.Name, i+1)
+		cfg := host.DefaultConfig()
+		cfg.Host.Name, cfg.Host.Region = name, tier.Name
+		cfg.Host.DB = filepath.Join(t.opts.Dir, tier.Name, name+".bolt")
+		cfg.Host.CheckInterval = t.opts.CheckInterval.String()
+		cfg.API.Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+		cfg.Agent.API = []string{n.API}
+		for _, o := range tier.Cluster.Nodes {
+			if o != n {
+				cfg.Agent.API = append(cfg.Agent.API, o.API)
+			}
+		}
+		h, err := startHost(ctx, name, cfg, t.opts.Log)
+		if err != nil {
+			return err
+		}
+		tier.Hosts = append(tier.Hosts, h)
+	}
+	return nil
+}
+
+func startHost(ctx context.Context, name string, cfg host.Config, log io.Writer) (*HostNode, error) {
+	logger, err := agent.NewLogger(cfg.Log, log)
+	if err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h, err := host.New(hctx, cfg, logger.With("host", name))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	hn := &HostNode{Name: name, API: "http://" + h.APIAddr(), DB: cfg.Host.DB, Host: h, done: make(chan error, 1), stop: cancel}
+	go func() { hn.done <- h.Run(hctx) }()
+	return hn, nil
+}
+
+// Stop stops the host agent and waits for it; its machines' records
+// stay in its bbolt file.
+func (h *HostNode) Stop() error {
+	if h.stop == nil {
+		return nil
+	}
+	h.stop()
+	h.stop = nil
+	return <-h.done
+}
+
+// createApps creates and starts the demo apps' machines, spread over
+// each region's hosts, each with an HTTP check.
+func (t *Topology) createApps(ctx context.Context) error {
+	for _, app := range t.apps {
+		for _, r := range t.Regions {
+			for i := range app.Machines[r.Name] {
+				h := r.Hosts[i%len(r.Hosts)]
+				_, err := h.Host.Create(ctx, host.MachineSpec{
+					App: app.Name, Image: "registry.internal/" + app.Name + ":v1", Start: true,
+					Checks: []host.CheckSpec{{Kind: "http", Path: "/"}},
+				})
+				if err != nil {
+					return fmt.Errorf("devcluster: %s machine on %s: %w", app.Name, h.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// WaitApps waits until every global agent's map lists each demo app in
+// each of its regions with all its machines.
+func (t *Topology) WaitApps(ctx context.Context, timeout time.Duration) error {
+	want := map[[2]string]int64{}
+	for _, a := range t.apps {
+		for region, n := range a.Machines {
+			if n > 0 && t.region(region) != nil {
+				want[[2]string{a.Name, region}] = int64(n)
+			}
+		}
+	}
+	return waitFor(ctx, timeout, "the global map lists every demo app", func() bool {
+		for _, n := range t.Global.Nodes {
+			rows, err := n.Client().Query(ctx, client.Statement{Query: "SELECT app, region, machine_count FROM app_regions"})
+			if err != nil {
+				return false
+			}
+			got := map[[2]string]int64{}
+			for rows.Next() {
+				r := rows.Row()
+				app, _ := r[0].(string)
+				region, _ := r[1].(string)
+				count, _ := r[2].(int64)
+				got[[2]string{app, region}] = count
+			}
+			err = rows.Err()
+			rows.Close()
+			if err != nil || !maps.Equal(got, want) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// region returns the region named name, nil when there is none.
+func (t *Topology) region(name string) *RegionTier {
+	for _, r := range t.Regions {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
 }
 
 // findSchemas finds the schemas directory from the working directory
@@ -171,7 +412,17 @@ func (t *Topology) Endpoints() Endpoints {
 	e := Endpoints{Regions: map[string]RegionEndpoints{}, Apps: []string{}}
 	e.Global.Agents = agentEndpoints(t.Global)
 	for _, r := range t.Regions {
-		e.Regions[r.Name] = RegionEndpoints{Agents: agentEndpoints(r.Cluster), Hosts: []HostEndpoint{}}
+		re := RegionEndpoints{Agents: agentEndpoints(r.Cluster), Hosts: []HostEndpoint{}}
+		if r.Bridge != nil {
+			re.Bridge.Name = r.Bridge.Name
+		}
+		for _, h := range r.Hosts {
+			re.Hosts = append(re.Hosts, HostEndpoint{Name: h.Name, API: h.API, DB: h.DB})
+		}
+		e.Regions[r.Name] = re
+	}
+	for _, a := range t.apps {
+		e.Apps = append(e.Apps, a.Name)
 	}
 	return e
 }
@@ -201,6 +452,16 @@ func (t *Topology) WriteEndpoints() error {
 // Stop stops every component, regions first, and waits for them.
 func (t *Topology) Stop() error {
 	var errs []error
+	for _, r := range t.Regions {
+		if err := r.Bridge.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("bridge %s: %w", r.Bridge.Name, err))
+		}
+		for _, h := range r.Hosts {
+			if err := h.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("host %s: %w", h.Name, err))
+			}
+		}
+	}
 	for _, r := range t.Regions {
 		if err := r.Cluster.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("region %s: %w", r.Name, err))
