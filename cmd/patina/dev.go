@@ -76,7 +76,23 @@ func printEndpoints(w io.Writer, e devcluster.Endpoints, dir string) {
 	}
 	tw.Flush()
 	abs, _ := filepath.Abs(filepath.Join(dir, "endpoints.json"))
-	fmt.Fprintf(w, "\napps: %s\nendpoints: %s\nCtrl-C stops everything.\n", strings.Join(e.Apps, ", "), abs)
+	fmt.Fprintf(w, "\napps: %s\nendpoints: %s\n", strings.Join(e.Apps, ", "), abs)
+	regions := sortedKeys(e.Regions)
+	if len(e.Global.Agents) > 0 && len(regions) > 0 {
+		bin := os.Args[0]
+		r := e.Regions[regions[0]]
+		fmt.Fprintf(w, "\ntry, in another terminal:\n")
+		fmt.Fprintf(w, "  %s apps --global %s\n", bin, e.Global.Agents[0].GRPC)
+		fmt.Fprintf(w, "  %s machines --global %s --region %s --app web\n", bin, e.Global.Agents[0].GRPC, regions[len(regions)-1])
+		if len(r.Agents) > 0 {
+			fmt.Fprintf(w, "  %s query --api %s 'SELECT id, app, host, state FROM machines'\n", bin, r.Agents[0].API)
+		}
+		if len(r.Hosts) > 0 {
+			fmt.Fprintf(w, "  %s machine list --host-api %s\n", bin, r.Hosts[0].API)
+			fmt.Fprintf(w, "  %s machine create --host-api %s --app blog --start\n", bin, r.Hosts[0].API)
+		}
+	}
+	fmt.Fprintln(w, "\nCtrl-C stops everything.")
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -48,6 +48,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			hostCommand(),
 			machineCommand(),
 			bridgeCommand(),
+			appsCommand(),
+			machinesCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {
@@ -63,7 +65,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 
 // argCommands take a positional argument (a SQL statement, a file),
 // which flags may follow.
-var argCommands = map[string]bool{"exec": true, "query": true, "subscribe": true, "backup": true, "restore": true}
+var argCommands = map[string]bool{"apps": true, "exec": true, "query": true, "subscribe": true, "backup": true, "restore": true}
 
 // boolFlags are the flags that take no value, for flagsFirst.
 var boolFlags = map[string]bool{"json": true, "force": true, "help": true, "h": true}
