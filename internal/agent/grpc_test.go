@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/cluster"
+	"github.com/patina-db/patina/internal/rpc"
 	"github.com/patina-db/patina/internal/store"
 	globalv1 "github.com/patina-db/patina/proto/patina/global/v1"
 	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
@@ -308,5 +311,50 @@ func TestGRPCConfigErrors(t *testing.T) {
 	_, err = agent.ParseConfig("[db]\npath = \"x.db\"\n[grpc]\nadress = \"x\"\n", "agent.toml")
 	if err == nil || !strings.Contains(err.Error(), "unknown key grpc.adress") {
 		t.Fatalf("unknown key: %v", err)
+	}
+}
+
+// TestGRPCOverMutualTLS: with cert_file, key_file and client_ca_file the
+// agent serves TLS and requires a client certificate from the CA; a
+// plaintext client and one without a certificate are refused.
+func TestGRPCOverMutualTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	ca, err := cluster.NewCA("grpc test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"server", "client"} {
+		nc, err := ca.Issue(name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Write(dir, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := startTierAgent(t, "global", fmt.Sprintf("cert_file = %q\nkey_file = %q\nclient_ca_file = %q\n",
+		filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"), filepath.Join(dir, "ca.pem")))
+	call := func(o rpc.DialOptions) error {
+		cc, err := rpc.Dial(a.GRPCAddr(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		_, err = globalv1.NewAppMapClient(cc).ListRegions(ctx, &globalv1.ListRegionsRequest{})
+		return err
+	}
+	if err := call(rpc.DialOptions{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem")}); err != nil {
+		t.Fatalf("with a client certificate: %v", err)
+	}
+	if err := call(rpc.DialOptions{CAFile: filepath.Join(dir, "ca.pem")}); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	if err := call(rpc.DialOptions{}); err == nil {
+		t.Fatal("a plaintext client was served")
 	}
 }
