@@ -12,7 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/patina-db/patina/internal/devcluster"
+	"github.com/patina-db/patina/internal/devcluster/topology"
 )
 
 func devCommand() *cli.Command {
@@ -40,7 +40,7 @@ func devCommand() *cli.Command {
 				log = c.App.ErrWriter
 			}
 			fmt.Fprintln(c.App.ErrWriter, "starting the topology...")
-			t, err := devcluster.StartTopology(c.Context, devcluster.TopologyOptions{
+			t, err := topology.Start(c.Context, topology.Options{
 				Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
 				GlobalAgents: c.Int("global-agents"), BasePort: c.Int("base-port"), Log: log,
 			})
@@ -56,7 +56,7 @@ func devCommand() *cli.Command {
 }
 
 // printEndpoints prints the endpoint table.
-func printEndpoints(w io.Writer, e devcluster.Endpoints, dir string) {
+func printEndpoints(w io.Writer, e topology.Endpoints, dir string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tCOMPONENT\tNAME\tHTTP\tGRPC")
 	for _, a := range e.Global.Agents {

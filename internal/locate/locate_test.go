@@ -7,16 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/patina-db/patina/internal/devcluster"
+	"github.com/patina-db/patina/internal/devcluster/topology"
 	"github.com/patina-db/patina/internal/locate"
 )
 
 func TestLocate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	topo, err := devcluster.StartTopology(ctx, devcluster.TopologyOptions{
+	topo, err := topology.Start(ctx, topology.Options{
 		Dir: t.TempDir(), Regions: []string{"ams", "iad", "syd"}, AgentsPerRegion: 1, GlobalAgents: 1,
-		Apps: []devcluster.App{
+		Apps: []topology.App{
 			{Name: "web", Machines: map[string]int{"ams": 1, "iad": 1, "syd": 2}},
 			{Name: "worker", Machines: map[string]int{"syd": 1}},
 		},

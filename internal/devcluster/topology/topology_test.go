@@ -1,4 +1,4 @@
-package devcluster_test
+package topology_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/patina-db/patina/internal/devcluster"
+	"github.com/patina-db/patina/internal/devcluster/topology"
 	globalv1 "github.com/patina-db/patina/proto/patina/global/v1"
 	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
 	"github.com/patina-db/patina/regional/host"
@@ -27,9 +27,9 @@ func TestTopologyAppMap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	topo, err := devcluster.StartTopology(ctx, devcluster.TopologyOptions{
+	topo, err := topology.Start(ctx, topology.Options{
 		Dir: dir, Regions: []string{"ams", "syd"}, AgentsPerRegion: 2, GlobalAgents: 2,
-		Apps: []devcluster.App{{Name: "web", Machines: map[string]int{"ams": 1, "syd": 1}}},
+		Apps: []topology.App{{Name: "web", Machines: map[string]int{"ams": 1, "syd": 1}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestTopologyAppMap(t *testing.T) {
 		}
 	}()
 
-	var e devcluster.Endpoints
+	var e topology.Endpoints
 	data, err := os.ReadFile(filepath.Join(dir, "endpoints.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,8 @@
-package devcluster
+// Package topology starts the whole two-tier topology on loopback in one
+// process: a global cluster, regional clusters with a host agent beside
+// every agent and a bridge per region, and demo apps whose machines are
+// real HTTP servers. `patina dev` and end-to-end tests use it.
+package topology
 
 import (
 	"context"
@@ -14,11 +18,12 @@ import (
 	"github.com/patina-db/patina/bridge"
 	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/devcluster"
 	"github.com/patina-db/patina/regional/host"
 )
 
-// TopologyOptions describe a two-tier topology to start.
-type TopologyOptions struct {
+// Options describe a two-tier topology to start.
+type Options struct {
 	// Dir holds every component's files; endpoints.json is written there.
 	Dir string
 	// Regions names the regional clusters (default ams, iad, syd).
@@ -62,9 +67,9 @@ var DemoApps = []App{
 // Topology is a running two-tier topology.
 type Topology struct {
 	Regions []*RegionTier
-	Global  *Region
-	opts    TopologyOptions
-	ports   *Ports
+	Global  *devcluster.Region
+	opts    Options
+	ports   *devcluster.Ports
 	apps    []App
 }
 
@@ -72,7 +77,7 @@ type Topology struct {
 // host agent beside each of its agents.
 type RegionTier struct {
 	Name    string
-	Cluster *Region
+	Cluster *devcluster.Region
 	Hosts   []*HostNode
 	Bridge  *BridgeNode
 }
@@ -115,11 +120,11 @@ var Locations = map[string][2]float64{
 	"lhr": {51.47, -0.45}, "nrt": {35.77, 140.39}, "gru": {-23.43, -46.47},
 }
 
-// StartTopology starts the global cluster, then each region. It returns
+// Start starts the global cluster, then each region. It returns
 // once every cluster's members see each other.
-func StartTopology(ctx context.Context, opts TopologyOptions) (*Topology, error) {
+func Start(ctx context.Context, opts Options) (*Topology, error) {
 	if opts.Dir == "" {
-		return nil, errors.New("devcluster: no directory")
+		return nil, errors.New("topology: no directory")
 	}
 	if len(opts.Regions) == 0 {
 		opts.Regions = []string{"ams", "iad", "syd"}
@@ -146,34 +151,34 @@ func StartTopology(ctx context.Context, opts TopologyOptions) (*Topology, error)
 	if opts.CheckInterval == 0 {
 		opts.CheckInterval = 2 * time.Second
 	}
-	t := &Topology{opts: opts, ports: &Ports{Base: opts.BasePort}, apps: opts.Apps}
-	global, err := StartRegion(ctx, RegionOptions{
+	t := &Topology{opts: opts, ports: &devcluster.Ports{Base: opts.BasePort}, apps: opts.Apps}
+	global, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{
 		Cluster: "global", Nodes: opts.GlobalAgents, Dir: filepath.Join(opts.Dir, "global"),
 		SchemaPaths: []string{filepath.Join(opts.SchemaDir, "global")}, Log: opts.Log,
 		NodeRegions: opts.Regions, Ports: t.ports,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("devcluster: global cluster: %w", err)
+		return nil, fmt.Errorf("topology: global cluster: %w", err)
 	}
 	t.Global = global
 	for _, name := range opts.Regions {
-		r, err := StartRegion(ctx, RegionOptions{
+		r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{
 			Cluster: name, Nodes: opts.AgentsPerRegion, Dir: filepath.Join(opts.Dir, name),
 			SchemaPaths: []string{filepath.Join(opts.SchemaDir, "regional")}, Log: opts.Log, Ports: t.ports,
 		})
 		if err != nil {
 			t.Stop()
-			return nil, fmt.Errorf("devcluster: region %s: %w", name, err)
+			return nil, fmt.Errorf("topology: region %s: %w", name, err)
 		}
 		tier := &RegionTier{Name: name, Cluster: r}
 		t.Regions = append(t.Regions, tier)
 		if err := t.startBridge(ctx, tier); err != nil {
 			t.Stop()
-			return nil, fmt.Errorf("devcluster: region %s: %w", name, err)
+			return nil, fmt.Errorf("topology: region %s: %w", name, err)
 		}
 		if err := t.startHosts(ctx, tier); err != nil {
 			t.Stop()
-			return nil, fmt.Errorf("devcluster: region %s: %w", name, err)
+			return nil, fmt.Errorf("topology: region %s: %w", name, err)
 		}
 	}
 	if err := t.createApps(ctx); err != nil {
@@ -295,7 +300,7 @@ func (t *Topology) createApps(ctx context.Context) error {
 					Checks: []host.CheckSpec{{Kind: "http", Path: "/"}},
 				})
 				if err != nil {
-					return fmt.Errorf("devcluster: %s machine on %s: %w", app.Name, h.Name, err)
+					return fmt.Errorf("topology: %s machine on %s: %w", app.Name, h.Name, err)
 				}
 			}
 		}
@@ -362,7 +367,7 @@ func findSchemas() (string, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("devcluster: no schemas/ directory here or above: run from the repository or set the schema directory")
+			return "", errors.New("topology: no schemas/ directory here or above: run from the repository or set the schema directory")
 		}
 		dir = parent
 	}
@@ -427,7 +432,7 @@ func (t *Topology) Endpoints() Endpoints {
 	return e
 }
 
-func agentEndpoints(r *Region) []AgentEndpoint {
+func agentEndpoints(r *devcluster.Region) []AgentEndpoint {
 	out := []AgentEndpoint{}
 	for _, n := range r.Nodes {
 		out = append(out, AgentEndpoint{Name: n.Name, API: n.API, GRPC: n.GRPC, DB: n.DBPath})
@@ -444,7 +449,7 @@ func (t *Topology) WriteEndpoints() error {
 	path := filepath.Join(t.opts.Dir, "endpoints.json")
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("devcluster: %w", err)
+		return fmt.Errorf("topology: %w", err)
 	}
 	return os.Rename(tmp, path)
 }
@@ -480,7 +485,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("devcluster: %s: not after %s", what, timeout)
+			return fmt.Errorf("topology: %s: not after %s", what, timeout)
 		}
 		select {
 		case <-ctx.Done():
