@@ -44,6 +44,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			restoreCommand(),
 			tlsCommand(),
 			benchCommand(),
+			reseedCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {

@@ -63,6 +63,12 @@ type Options struct {
 	OnEvent func(Event)
 }
 
+// DefaultOptions are the values Run uses for the fields left zero.
+func DefaultOptions() Options {
+	return Options{Ranges: 64, Parallel: 4, Batch: 1000, MaxBodyBytes: 4 << 20, MaxAttempts: 8,
+		RetryBase: 250 * time.Millisecond, RetryMax: 30 * time.Second}
+}
+
 // withDefaults fills unset fields and checks the rest.
 func (o Options) withDefaults() (Options, error) {
 	var errs []error
@@ -79,26 +85,17 @@ func (o Options) withDefaults() (Options, error) {
 	if len(o.APIs) == 0 {
 		errs = append(errs, errors.New("no agent API address (--api)"))
 	}
-	if o.Ranges == 0 {
-		o.Ranges = 64
-	}
-	if o.Parallel == 0 {
-		o.Parallel = 4
-	}
-	if o.Batch == 0 {
-		o.Batch = 1000
-	}
-	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = 4 << 20
-	}
-	if o.MaxAttempts == 0 {
-		o.MaxAttempts = 8
+	d := DefaultOptions()
+	for _, f := range []struct{ v, def *int }{{&o.Ranges, &d.Ranges}, {&o.Parallel, &d.Parallel}, {&o.Batch, &d.Batch}, {&o.MaxBodyBytes, &d.MaxBodyBytes}, {&o.MaxAttempts, &d.MaxAttempts}} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
 	}
 	if o.RetryBase == 0 {
-		o.RetryBase = 250 * time.Millisecond
+		o.RetryBase = d.RetryBase
 	}
 	if o.RetryMax == 0 {
-		o.RetryMax = 30 * time.Second
+		o.RetryMax = d.RetryMax
 	}
 	for _, c := range []struct {
 		name string
