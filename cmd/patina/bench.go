@@ -111,6 +111,27 @@ func benchCommand() *cli.Command {
 				}),
 			},
 			{
+				Name:  "reseed",
+				Usage: "reseed a region from hosts' bbolt files; time until every agent holds every row",
+				Flags: append(regionFlags(),
+					&cli.IntFlag{Name: "machines", Value: 1_000_000, Usage: "machine records in all"},
+					&cli.IntFlag{Name: "hosts", Value: 100, Usage: "hosts' bbolt files the machines are spread over"},
+					&cli.IntFlag{Name: "checks", Value: 0, Usage: "health checks per machine"},
+					&cli.IntFlag{Name: "ranges", Value: 64, Usage: "ranges the ids are split into"},
+					&cli.IntFlag{Name: "parallel", Value: 4, Usage: "ranges written at once"},
+					&cli.IntFlag{Name: "batch", Value: 1000, Usage: "rows per transaction"},
+					&cli.IntFlag{Name: "through", Usage: "write through this many of the agents (default: all)"}),
+				Action: benchAction(func(c *cli.Context, opts bench.Options) (*bench.ReseedResult, error) {
+					return bench.Reseed(c.Context, bench.ReseedOptions{Options: opts, Machines: c.Int("machines"), Hosts: c.Int("hosts"), Checks: c.Int("checks"),
+						Ranges: c.Int("ranges"), Parallel: c.Int("parallel"), Batch: c.Int("batch"), Through: c.Int("through")}, c.App.ErrWriter)
+				}, func(c *cli.Context, res *bench.ReseedResult) {
+					fmt.Fprintf(c.App.Writer, "reseed: %d nodes (%s), through %d: %d machines (%d checks each) from %d hosts' files, %d ranges, %d in parallel, batches of %d\n",
+						res.Nodes, mode(res.Processes), res.Through, res.Machines, res.Checks, res.Hosts, res.Ranges, res.Parallel, res.Batch)
+					fmt.Fprintf(c.App.Writer, "  written in %.1fs (%.0f rows/s, %d transactions); every agent held every row %.1fs after the start\n",
+						res.WriteSec, res.RowsPerSec, res.Transactions, res.ConvergedSec)
+				}),
+			},
+			{
 				Name:  "catchup",
 				Usage: "time for a node that missed versions to catch up through sync",
 				Flags: append(regionFlags(),
