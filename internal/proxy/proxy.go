@@ -52,8 +52,9 @@ type Stats struct {
 	Apps        int    // apps whose state is held now
 }
 
-// New returns a proxy listening on cfg.Proxy.Addr; it serves once Run
-// is called.
+// New returns a proxy listening on cfg.Proxy.Addr (port 0: any free
+// one, see Addr); it serves once Run is called, and Run releases the
+// listener and every connection when it returns.
 func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
