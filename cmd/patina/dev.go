@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/patina-db/patina/internal/devcluster/edge"
 	"github.com/patina-db/patina/internal/devcluster/topology"
 )
 
@@ -47,10 +49,14 @@ func devCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			e, err := edge.Start(c.Context, t, log)
+			if err != nil {
+				return errors.Join(err, t.Stop())
+			}
 			printEndpoints(c.App.Writer, t.Endpoints(), dir)
 			<-c.Context.Done()
 			fmt.Fprintln(c.App.ErrWriter, "stopping...")
-			return t.Stop()
+			return errors.Join(e.Stop(), t.Stop())
 		},
 	}
 }
@@ -70,6 +76,12 @@ func printEndpoints(w io.Writer, e topology.Endpoints, dir string) {
 		for _, h := range r.Hosts {
 			fmt.Fprintf(tw, "%s\thost\t%s\t%s\t\n", name, h.Name, h.API)
 		}
+		if r.DNS != "" {
+			fmt.Fprintf(tw, "%s\tdns\t%s-dns\t%s (udp, tcp)\t\n", name, name, r.DNS)
+		}
+		if r.Proxy != "" {
+			fmt.Fprintf(tw, "%s\tproxy\t%s-proxy\t%s\t\n", name, name, r.Proxy)
+		}
 		if r.Bridge.Name != "" {
 			fmt.Fprintf(tw, "%s\tbridge\t%s\t\t\n", name, r.Bridge.Name)
 		}
@@ -86,6 +98,9 @@ func printEndpoints(w io.Writer, e topology.Endpoints, dir string) {
 		fmt.Fprintf(w, "  %s machines --global %s --region %s --app web\n", bin, e.Global.Agents[0].GRPC, regions[len(regions)-1])
 		if len(r.Agents) > 0 {
 			fmt.Fprintf(w, "  %s query --api %s 'SELECT id, app, host, state FROM machines'\n", bin, r.Agents[0].API)
+		}
+		if r.Proxy != "" {
+			fmt.Fprintf(w, "  curl -i -H 'Host: web.internal' %s/    # served by the nearest healthy machine\n", r.Proxy)
 		}
 		if len(r.Hosts) > 0 {
 			fmt.Fprintf(w, "  %s machine list --host-api %s\n", bin, r.Hosts[0].API)

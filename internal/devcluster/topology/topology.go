@@ -80,6 +80,8 @@ type RegionTier struct {
 	Cluster *devcluster.Region
 	Hosts   []*HostNode
 	Bridge  *BridgeNode
+	// dns and proxy are the region's edge addresses, set by SetEdge.
+	dns, proxy string
 }
 
 // BridgeNode is a region's bridge.
@@ -385,6 +387,10 @@ type RegionEndpoints struct {
 	Agents []AgentEndpoint `json:"agents"`
 	Hosts  []HostEndpoint  `json:"hosts"`
 	Bridge BridgeEndpoint  `json:"bridge"`
+	// DNS and Proxy are the region's edge, when one runs: host:port and
+	// http://host:port.
+	DNS   string `json:"dns,omitempty"`
+	Proxy string `json:"proxy,omitempty"`
 }
 
 // GlobalEndpoints are the global cluster's agents.
@@ -421,6 +427,7 @@ func (t *Topology) Endpoints() Endpoints {
 		if r.Bridge != nil {
 			re.Bridge.Name = r.Bridge.Name
 		}
+		re.DNS, re.Proxy = r.dns, r.proxy
 		for _, h := range r.Hosts {
 			re.Hosts = append(re.Hosts, HostEndpoint{Name: h.Name, API: h.API, DB: h.DB})
 		}
@@ -439,6 +446,22 @@ func agentEndpoints(r *devcluster.Region) []AgentEndpoint {
 	}
 	return out
 }
+
+// SetEdge records the addresses of a region's DNS server and proxy for
+// Endpoints (an empty one is left as it was).
+func (t *Topology) SetEdge(region, dns, proxy string) {
+	if r := t.region(region); r != nil {
+		if dns != "" {
+			r.dns = dns
+		}
+		if proxy != "" {
+			r.proxy = proxy
+		}
+	}
+}
+
+// Ports hands out the topology's ports, for components started beside it.
+func (t *Topology) Ports() *devcluster.Ports { return t.ports }
 
 // WriteEndpoints writes <dir>/endpoints.json, whole or not at all.
 func (t *Topology) WriteEndpoints() error {
