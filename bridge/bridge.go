@@ -299,7 +299,7 @@ func (b *Bridge) heartbeat(ctx context.Context) {
 		return
 	}
 	now := time.Now()
-	stmts := directoryStatements(b.cfg.Bridge.Region, b.cfg.Directory, now.UnixMilli(), b.cfg.Bridge.HeartbeatInterval.Milliseconds())
+	stmts := directoryStatements(b.cfg.Bridge.Region, b.cfg.Directory, b.cfg.Region.Agents, now.UnixMilli(), b.cfg.Bridge.HeartbeatInterval.Milliseconds())
 	if _, err := b.global.Transact(ctx, "heartbeat", stmts); err != nil {
 		if ctx.Err() == nil {
 			b.log.Warn("heartbeat failed", "err", err)

@@ -26,9 +26,9 @@ const readRegion = `SELECT app, machine_count, healthy_count FROM app_regions WH
 
 // upsertDirectory writes the region's directory row, touching no cell
 // when it already says the same.
-const upsertDirectory = `INSERT INTO regions (name, lookup, latitude, longitude, bridge_heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (name) DO UPDATE SET lookup = excluded.lookup, latitude = excluded.latitude, longitude = excluded.longitude
-WHERE regions.lookup IS NOT excluded.lookup OR regions.latitude IS NOT excluded.latitude OR regions.longitude IS NOT excluded.longitude`
+const upsertDirectory = `INSERT INTO regions (name, lookup, api, latitude, longitude, bridge_heartbeat) VALUES (?1, ?2, ?6, ?3, ?4, ?5)
+ON CONFLICT (name) DO UPDATE SET lookup = excluded.lookup, api = excluded.api, latitude = excluded.latitude, longitude = excluded.longitude
+WHERE regions.lookup IS NOT excluded.lookup OR regions.api IS NOT excluded.api OR regions.latitude IS NOT excluded.latitude OR regions.longitude IS NOT excluded.longitude`
 
 // beat advances the heartbeat only when it is older than half an
 // interval, so that a second bridge of the region, beating a moment
@@ -79,14 +79,20 @@ func flushStatements(region string, upserts map[string]Counts, gone []string, no
 }
 
 // directoryStatements refresh the region's directory row and heartbeat.
-func directoryStatements(region string, d DirectoryConfig, nowMS int64, interval int64) []client.Statement {
-	lookup := d.Lookup
-	if lookup == nil {
-		lookup = []string{}
-	}
-	list, _ := json.Marshal(lookup)
+// The row lists the region's agents' HTTP APIs too (the bridge's own
+// list), for operators' tools such as region health.
+func directoryStatements(region string, d DirectoryConfig, agents []string, nowMS int64, interval int64) []client.Statement {
+	list, _ := json.Marshal(nonNil(d.Lookup))
+	apis, _ := json.Marshal(nonNil(agents))
 	return []client.Statement{
-		{Query: upsertDirectory, Params: []any{region, string(list), d.Latitude, d.Longitude, nowMS}},
+		{Query: upsertDirectory, Params: []any{region, string(list), d.Latitude, d.Longitude, nowMS, string(apis)}},
 		{Query: beat, Params: []any{nowMS, region, nowMS - interval/2}},
 	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

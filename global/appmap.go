@@ -121,7 +121,7 @@ func (s *Service) apps(ctx context.Context, where string, arg any) ([]*globalv1.
 
 // ListRegions returns the region directory.
 func (s *Service) ListRegions(ctx context.Context, _ *globalv1.ListRegionsRequest) (*globalv1.ListRegionsResponse, error) {
-	rows, err := s.db.Query(ctx, store.Statement{SQL: `SELECT name, lookup, latitude, longitude, bridge_heartbeat FROM regions ORDER BY name`})
+	rows, err := s.db.Query(ctx, store.Statement{SQL: `SELECT name, lookup, api, latitude, longitude, bridge_heartbeat FROM regions ORDER BY name`})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "reading regions: %v", err)
 	}
@@ -129,8 +129,8 @@ func (s *Service) ListRegions(ctx context.Context, _ *globalv1.ListRegionsReques
 	out := &globalv1.ListRegionsResponse{}
 	for rows.Next() {
 		r := &globalv1.Region{}
-		var lookup string
-		if err := rows.Scan(&r.Name, &lookup, &r.Latitude, &r.Longitude, &r.BridgeHeartbeat); err != nil {
+		var lookup, apis string
+		if err := rows.Scan(&r.Name, &lookup, &apis, &r.Latitude, &r.Longitude, &r.BridgeHeartbeat); err != nil {
 			return nil, status.Errorf(codes.Internal, "reading regions: %v", err)
 		}
 		if err := json.Unmarshal([]byte(lookup), &r.Lookup); err != nil {
@@ -138,6 +138,10 @@ func (s *Service) ListRegions(ctx context.Context, _ *globalv1.ListRegionsReques
 			// still answers.
 			s.log.Warn("region's lookup endpoints are not a JSON array of strings", "region", r.Name, "lookup", lookup, "err", err)
 			r.Lookup = nil
+		}
+		if err := json.Unmarshal([]byte(apis), &r.Api); err != nil {
+			s.log.Warn("region's agent APIs are not a JSON array of strings", "region", r.Name, "api", apis, "err", err)
+			r.Api = nil
 		}
 		out.Regions = append(out.Regions, r)
 	}

@@ -256,8 +256,8 @@ func TestAppMapOverGRPC(t *testing.T) {
 		}
 	}
 	stmts = append(stmts,
-		store.Statement{SQL: `INSERT INTO regions VALUES ('ams', '["127.0.0.1:1","127.0.0.1:2"]', 52.37, 4.9, 99)`},
-		store.Statement{SQL: `INSERT INTO regions VALUES ('syd', 'not json', -33.87, 151.2, 0)`})
+		store.Statement{SQL: `INSERT INTO regions (name, lookup, api, latitude, longitude, bridge_heartbeat) VALUES ('ams', '["127.0.0.1:1","127.0.0.1:2"]', '["http://127.0.0.1:3"]', 52.37, 4.9, 99)`},
+		store.Statement{SQL: `INSERT INTO regions (name, lookup, latitude, longitude, bridge_heartbeat) VALUES ('syd', 'not json', -33.87, 151.2, 0)`})
 	write(t, a, stmts...)
 
 	app, err := am.GetApp(ctx, &globalv1.GetAppRequest{App: "app004"})
@@ -295,7 +295,7 @@ func TestAppMapOverGRPC(t *testing.T) {
 		t.Fatalf("ListRegions: %v %v", regions, err)
 	}
 	ams, syd := regions.GetRegions()[0], regions.GetRegions()[1]
-	if ams.GetName() != "ams" || !slices.Equal(ams.GetLookup(), []string{"127.0.0.1:1", "127.0.0.1:2"}) || ams.GetBridgeHeartbeat() != 99 || ams.GetLatitude() != 52.37 {
+	if ams.GetName() != "ams" || !slices.Equal(ams.GetLookup(), []string{"127.0.0.1:1", "127.0.0.1:2"}) || ams.GetBridgeHeartbeat() != 99 || ams.GetLatitude() != 52.37 || !slices.Equal(ams.GetApi(), []string{"http://127.0.0.1:3"}) {
 		t.Fatalf("ams: %v", ams)
 	}
 	if syd.GetName() != "syd" || len(syd.GetLookup()) != 0 || syd.GetLongitude() != 151.2 {

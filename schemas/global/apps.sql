@@ -15,11 +15,12 @@ CREATE TABLE app_regions (
 
 CREATE INDEX app_regions_region ON app_regions (region);
 
--- One row per region: where its Lookup service answers, where it is (for
+-- One row per region: where its Lookup service and agents answer, where it is (for
 -- nearest-region ranking), and when its bridge last reported.
 CREATE TABLE regions (
     name             TEXT NOT NULL PRIMARY KEY,
     lookup           TEXT NOT NULL DEFAULT '[]', -- JSON array of gRPC host:port
+    api              TEXT NOT NULL DEFAULT '[]', -- JSON array of the agents' HTTP APIs, for operators' tools
     latitude         REAL NOT NULL DEFAULT 0,
     longitude        REAL NOT NULL DEFAULT 0,
     bridge_heartbeat INTEGER NOT NULL DEFAULT 0  -- unix milliseconds

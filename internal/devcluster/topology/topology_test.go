@@ -103,7 +103,7 @@ func TestTopologyAppMap(t *testing.T) {
 		}
 	}
 	dirResp, err := maps[0].ListRegions(ctx, &globalv1.ListRegionsRequest{})
-	if err != nil || len(dirResp.GetRegions()) != 2 || len(dirResp.GetRegions()[1].GetLookup()) != 2 || dirResp.GetRegions()[1].GetBridgeHeartbeat() == 0 {
+	if err != nil || len(dirResp.GetRegions()) != 2 || len(dirResp.GetRegions()[1].GetLookup()) != 2 || len(dirResp.GetRegions()[1].GetApi()) != 2 || dirResp.GetRegions()[1].GetBridgeHeartbeat() == 0 {
 		t.Fatalf("region directory: %v %v", dirResp, err)
 	}
 

@@ -341,8 +341,11 @@ type Region struct {
 	// bridge_heartbeat is when the region's bridge last reported, unix
 	// milliseconds; 0 when it never has.
 	BridgeHeartbeat int64 `protobuf:"varint,5,opt,name=bridge_heartbeat,json=bridgeHeartbeat,proto3" json:"bridge_heartbeat,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// api lists the region's agents' HTTP APIs (http://host:port), for
+	// operators' tools.
+	Api           []string `protobuf:"bytes,6,rep,name=api,proto3" json:"api,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Region) Reset() {
@@ -408,6 +411,13 @@ func (x *Region) GetBridgeHeartbeat() int64 {
 		return x.BridgeHeartbeat
 	}
 	return 0
+}
+
+func (x *Region) GetApi() []string {
+	if x != nil {
+		return x.Api
+	}
+	return nil
 }
 
 type ListRegionsResponse struct {
@@ -477,13 +487,14 @@ const file_proto_patina_global_v1_appmap_proto_rawDesc = "" +
 	"\x10ListAppsResponse\x12)\n" +
 	"\x04apps\x18\x01 \x03(\v2\x15.patina.global.v1.AppR\x04apps\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x14\n" +
-	"\x12ListRegionsRequest\"\x99\x01\n" +
+	"\x12ListRegionsRequest\"\xab\x01\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06lookup\x18\x02 \x03(\tR\x06lookup\x12\x1a\n" +
 	"\blatitude\x18\x03 \x01(\x01R\blatitude\x12\x1c\n" +
 	"\tlongitude\x18\x04 \x01(\x01R\tlongitude\x12)\n" +
-	"\x10bridge_heartbeat\x18\x05 \x01(\x03R\x0fbridgeHeartbeat\"I\n" +
+	"\x10bridge_heartbeat\x18\x05 \x01(\x03R\x0fbridgeHeartbeat\x12\x10\n" +
+	"\x03api\x18\x06 \x03(\tR\x03api\"I\n" +
 	"\x13ListRegionsResponse\x122\n" +
 	"\aregions\x18\x01 \x03(\v2\x18.patina.global.v1.RegionR\aregions2\xf9\x01\n" +
 	"\x06AppMap\x12@\n" +
