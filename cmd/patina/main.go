@@ -51,6 +51,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			appsCommand(),
 			machinesCommand(),
 			reseedCommand(),
+			regionCommand(),
 			proxyCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {

@@ -27,6 +27,7 @@ type Store interface {
 	Backup(ctx context.Context) (*store.Snapshot, error)
 	Actor() crdt.ActorID
 	Gaps() uint64
+	Head() uint64
 	Schema() *store.Schema
 }
 
@@ -359,7 +360,7 @@ func (s *Server) handleMigrations(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	h := Health{Gaps: s.store.Gaps(), Members: 1}
+	h := Health{Gaps: s.store.Gaps(), Members: 1, Head: s.store.Head(), ActorID: s.store.Actor().String()}
 	if c := s.opts.Cluster; c != nil {
 		h.Members, h.QueueSize, h.P99Lag = c.AliveMembers(), c.QueueSize(), c.P99LagSeconds()
 	}

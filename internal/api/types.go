@@ -384,6 +384,9 @@ type Health struct {
 	Members   int     `json:"members"`
 	P99Lag    float64 `json:"p99_lag"`
 	QueueSize int     `json:"queue_size"`
+	// Head is this node's last version, ActorID its actor.
+	Head    uint64 `json:"head"`
+	ActorID string `json:"actor_id"`
 }
 
 // MembersResponse answers GET /v1/members.
