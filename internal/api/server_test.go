@@ -235,7 +235,8 @@ func TestMigrations(t *testing.T) {
 func TestHealthThresholds(t *testing.T) {
 	f := newFixture(t, api.Options{})
 	code, raw := f.do("GET", "/v1/health", "")
-	if code != 200 || raw != `{"response":{"gaps":0,"members":1,"p99_lag":0,"queue_size":0}}`+"\n" {
+	want := `{"response":{"gaps":0,"members":1,"p99_lag":0,"queue_size":0,"head":0,"actor_id":"` + f.st.Actor().String() + `"}}` + "\n"
+	if code != 200 || raw != want {
 		t.Fatalf("%d %q", code, raw)
 	}
 	if code, _ := f.do("GET", "/v1/health?gaps=0&p99_lag=1&max_queue=0", ""); code != 200 {
