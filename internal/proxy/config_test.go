@@ -109,8 +109,8 @@ func TestLoadConfig(t *testing.T) {
 	if cfg, err := LoadConfig(path); err != nil || cfg.Region.Name != "ams" {
 		t.Fatalf("%+v %v", cfg, err)
 	}
-	// The example shipped in deploy/ parses.
-	if _, err := LoadConfig("../../deploy/proxy.toml"); err != nil {
+	// The example shipped in deploy/config parses.
+	if _, err := LoadConfig("../../deploy/config/ams/proxy.toml"); err != nil {
 		t.Fatal(err)
 	}
 }

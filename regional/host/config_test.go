@@ -60,9 +60,9 @@ func TestParseCheckSpec(t *testing.T) {
 	}
 }
 
-// TestDeployExampleParses: the example configuration in deploy/ is valid.
+// TestDeployExampleParses: the example configuration in deploy/config is valid.
 func TestDeployExampleParses(t *testing.T) {
-	if _, err := LoadConfig(filepath.Join("..", "..", "deploy", "host.toml")); err != nil {
+	if _, err := LoadConfig(filepath.Join("..", "..", "deploy", "config", "ams", "host.toml")); err != nil {
 		t.Fatal(err)
 	}
 }
