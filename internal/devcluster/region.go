@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -47,6 +46,9 @@ type RegionOptions struct {
 	ExtraTOML string
 	// WatchdogTimeout overrides the agents' [watchdog] timeout.
 	WatchdogTimeout time.Duration
+	// Restart supervises agents run as processes: one that exits without
+	// being stopped is started again.
+	Restart bool
 	// OnStall, when set, is told instead of exiting when an in-process
 	// agent's watchdog finds a stalled loop.
 	OnStall func(node string, s watchdog.Stall)
@@ -80,10 +82,10 @@ type RegionNode struct {
 	GRPC string
 	// DBPath is the agent's database file.
 	DBPath string
-	// Agent is set for in-process agents.
-	Agent *agent.Agent
-	cmd   *exec.Cmd
-	done  chan error
+	// Agent is set for in-process agents, Process for the others.
+	Agent   *agent.Agent
+	Process *Process
+	done    chan error
 
 	cfgPath, logPath  string
 	quicPort, apiPort int
@@ -268,8 +270,8 @@ func (n *RegionNode) Stop() error {
 		return nil // not running
 	}
 	defer func() { n.done = nil }()
-	if n.cmd != nil && n.cmd.Process != nil {
-		n.cmd.Process.Signal(os.Interrupt)
+	if n.Process != nil {
+		return n.Process.Stop()
 	}
 	if n.cancel != nil {
 		n.cancel()
@@ -278,9 +280,6 @@ func (n *RegionNode) Stop() error {
 	case err := <-n.done:
 		return err
 	case <-time.After(30 * time.Second):
-		if n.cmd != nil {
-			n.cmd.Process.Kill()
-		}
 		return fmt.Errorf("%s: did not stop", n.Name)
 	}
 }
@@ -306,24 +305,8 @@ func (n *RegionNode) startInProcess() error {
 }
 
 func (n *RegionNode) startProcess() error {
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	n.cmd = exec.Command(n.opts.Binary, "agent", "--config", n.cfgPath)
-	n.cmd.Stdout, n.cmd.Stderr = logf, logf
-	if err := n.cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	done := n.done
-	cmd := n.cmd
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		done <- err
-	}()
-	return nil
+	n.Process = &Process{Binary: n.opts.Binary, Args: []string{"agent", "--config", n.cfgPath}, LogPath: n.logPath, Restart: n.opts.Restart}
+	return n.Process.Start()
 }
 
 // ConfigPath is the node's agent configuration file.
