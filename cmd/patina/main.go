@@ -50,6 +50,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			bridgeCommand(),
 			appsCommand(),
 			machinesCommand(),
+			dnsCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {
