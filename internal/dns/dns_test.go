@@ -371,6 +371,9 @@ func badInput(t *testing.T, addr string, srv *dns.Server) {
 	req.Response = true
 	data, _ := req.Pack()
 	u.Write(data)
+	if srv.Stats().Rejected < 5 { // four opcodes, two questions
+		t.Errorf("rejected packets not counted: %+v", srv.Stats())
+	}
 	// Still serving, over both transports.
 	if m := c.query("web.internal", miekg.TypeA); m.Rcode != miekg.RcodeSuccess || len(m.Answer) == 0 {
 		t.Fatalf("after bad input over UDP: %v", m)
@@ -402,7 +405,7 @@ func startServer(t *testing.T, cfg dns.Config) *dns.Server {
 
 // client queries one server.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 	net  string // "udp" (default) or "tcp"
 }

@@ -166,7 +166,13 @@ func (s *Server) Run(ctx context.Context) error {
 	started := make(chan struct{}, len(servers))
 	for _, srv := range servers {
 		srv.Handler = s
-		srv.MsgAcceptFunc = accept
+		srv.MsgAcceptFunc = func(dh miekg.Header) miekg.MsgAcceptAction {
+			action := accept(dh)
+			if action != miekg.MsgAccept {
+				s.stats.rejected.Add(1)
+			}
+			return action
+		}
 		srv.MsgInvalidFunc = func([]byte, error) { s.stats.malformed.Add(1) }
 		srv.NotifyStartedFunc = func() { started <- struct{}{} }
 		go func() { errc <- srv.ActivateAndServe() }()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	miekg "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/patina-db/patina/internal/locate"
 	globalv1 "github.com/patina-db/patina/proto/patina/global/v1"
@@ -141,6 +142,21 @@ func TestTruncation(t *testing.T) {
 	if s.Stats().Truncated < 3 {
 		t.Errorf("truncations not counted: %+v", s.Stats())
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collectors()...)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			got[f.GetName()] += m.GetCounter().GetValue()
+		}
+	}
+	if got["patina_dns_queries_total"] < 6 || got["patina_dns_truncated_total"] < 3 || got["patina_dns_responses_total"] < 6 {
+		t.Errorf("metrics: %v", got)
+	}
 }
 
 // TestForward: names outside the zone go to the first recursor that
@@ -227,6 +243,12 @@ level = "debug"
 	if cfg.DNS.Addr != "127.0.0.1:5353" || cfg.DNS.Zone != "internal" || cfg.DNS.TTL != 5*time.Second ||
 		cfg.Cache.TTL != 2*time.Second || cfg.Cache.Timeout != time.Second {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+	if _, err := LoadConfig("../../deploy/dns.toml"); err != nil {
+		t.Fatalf("the example configuration: %v", err)
+	}
+	if _, err := LoadConfig("nope.toml"); err == nil || !strings.Contains(err.Error(), "nope.toml") {
+		t.Fatalf("a missing file: %v", err)
 	}
 	const region = "[region]\nname = \"ams\"\nlookup = [\"127.0.0.1:7002\"]\n"
 	for _, tc := range []struct{ text, want string }{

@@ -9,8 +9,8 @@ import (
 
 // counters are the server's counts since it started.
 type counters struct {
-	queries, malformed, truncated, degraded, forwarded, forwardFailed atomic.Uint64
-	noError, nxDomain, servFail, refused, formErr, notImp, other      atomic.Uint64
+	queries, malformed, rejected, truncated, degraded, forwarded, forwardFailed atomic.Uint64
+	noError, nxDomain, servFail, refused, formErr, notImp, other                atomic.Uint64
 }
 
 func (c *counters) count(rcode int) {
@@ -41,6 +41,10 @@ type Stats struct {
 	Rcodes map[string]uint64
 	// Malformed counts the packets that could not be parsed.
 	Malformed uint64
+	// Rejected counts the packets refused from their header alone
+	// (responses, opcodes other than QUERY, not one question): FORMERR,
+	// NOTIMP or no reply.
+	Rejected uint64
 	// Truncated counts the UDP responses sent with TC set.
 	Truncated uint64
 	// Degraded counts the answers given without a region that runs the
@@ -63,7 +67,7 @@ func (s *Server) Stats() Stats {
 			"NOERROR": c.noError.Load(), "NXDOMAIN": c.nxDomain.Load(), "SERVFAIL": c.servFail.Load(),
 			"REFUSED": c.refused.Load(), "FORMERR": c.formErr.Load(), "NOTIMP": c.notImp.Load(), "other": c.other.Load(),
 		},
-		Malformed: c.malformed.Load(), Truncated: c.truncated.Load(), Degraded: c.degraded.Load(),
+		Malformed: c.malformed.Load(), Rejected: c.rejected.Load(), Truncated: c.truncated.Load(), Degraded: c.degraded.Load(),
 		Unreachable: s.loc.Unreachable(), Forwarded: c.forwarded.Load(), ForwardFailed: c.forwardFailed.Load(),
 	}
 }
@@ -84,6 +88,7 @@ func (s *Server) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		counter("patina_dns_queries_total", "DNS queries answered.", &c.queries),
 		counter("patina_dns_malformed_total", "DNS packets that could not be parsed.", &c.malformed),
+		counter("patina_dns_rejected_total", "DNS packets refused from their header alone (responses, opcodes other than QUERY, not one question).", &c.rejected),
 		counter("patina_dns_truncated_total", "UDP responses sent truncated (TC).", &c.truncated),
 		counter("patina_dns_degraded_total", "Answers given without a region that did not answer in time.", &c.degraded),
 		counter("patina_dns_forwarded_total", "Queries outside the zone answered by a recursor.", &c.forwarded),
