@@ -53,6 +53,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			reseedCommand(),
 			regionCommand(),
 			proxyCommand(),
+			dnsCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {

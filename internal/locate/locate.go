@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,13 +116,9 @@ func (l *Locator) Unreachable() uint64 { return l.unreachable.Load() }
 // from fetch; errors are cached too, so a dead region is asked once per
 // TTL rather than on every request.
 func (l *Locator) cached(key string, fetch func() (any, error)) (any, error) {
-	now := time.Now()
-	l.mu.Lock()
-	if e, ok := l.cache[key]; ok && now.Before(e.expires) {
-		l.mu.Unlock()
-		return e.val, e.err
+	if v, err, ok := l.peek(key); ok {
+		return v, err
 	}
-	l.mu.Unlock()
 	v, err, _ := l.group.Do(key, func() (any, error) {
 		v, err := fetch()
 		l.mu.Lock()
@@ -137,6 +134,23 @@ func (l *Locator) cached(key string, fetch func() (any, error)) (any, error) {
 		return v, err
 	})
 	return v, err
+}
+
+// peek returns key's cached answer while it is fresh; ok is false when
+// there is none.
+func (l *Locator) peek(key string) (v any, err error, ok bool) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, found := l.cache[key]; found && now.Before(e.expires) {
+		return e.val, e.err, true
+	}
+	return nil, nil, false
+}
+
+// machinesKey is the cache key of an app's machines in a region.
+func machinesKey(app, region string, healthyOnly bool) string {
+	return "m|" + region + "|" + app + "|" + strconv.FormatBool(healthyOnly)
 }
 
 // conn returns the connection to addr, dialing it once.
@@ -267,8 +281,7 @@ func (l *Locator) Regions(ctx context.Context) ([]*globalv1.Region, error) {
 // Machines returns app's machines in region: the local region from the
 // local agents, another from its Lookup endpoints in the directory.
 func (l *Locator) Machines(ctx context.Context, app, region string, healthyOnly bool) ([]*regionalv1.Machine, error) {
-	key := fmt.Sprintf("m|%s|%s|%t", region, app, healthyOnly)
-	v, err := l.cached(key, func() (any, error) {
+	v, err := l.cached(machinesKey(app, region, healthyOnly), func() (any, error) {
 		addrs := l.cfg.Local
 		if region != l.cfg.Region {
 			regions, err := l.Regions(ctx)
@@ -351,6 +364,13 @@ func (l *Locator) Everywhere(ctx context.Context, app string, healthyOnly bool) 
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup
 	for i, region := range order {
+		// A fresh cached answer needs no goroutine: the common case,
+		// and the one that must be cheap.
+		if v, err, ok := l.peek(machinesKey(app, region, healthyOnly)); ok {
+			ms, _ := v.([]*regionalv1.Machine)
+			results[i], errs[i] = RegionMachines{Region: region, Machines: ms}, err
+			continue
+		}
 		wg.Go(func() {
 			ms, err := l.Machines(ctx, app, region, healthyOnly)
 			results[i], errs[i] = RegionMachines{Region: region, Machines: ms}, err

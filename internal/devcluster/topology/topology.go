@@ -47,6 +47,10 @@ type Options struct {
 	// CheckInterval is how often the demo machines' HTTP checks run
 	// (default 2s).
 	CheckInterval time.Duration
+	// HostAddresses gives a region's hosts the IP their machines listen
+	// on and publish (default 127.0.0.1), so that regions can be told
+	// apart by address: any 127.0.0.0/8 address or ::1 on loopback.
+	HostAddresses map[string]string
 }
 
 // App is a demo app: how many machines it runs in each region, spread
@@ -247,6 +251,9 @@ func (t *Topology) startHosts(ctx context.Context, tier *RegionTier) error {
 		cfg.Host.Name, cfg.Host.Region = name, tier.Name
 		cfg.Host.DB = filepath.Join(t.opts.Dir, tier.Name, name+".bolt")
 		cfg.Host.CheckInterval = t.opts.CheckInterval.String()
+		if a := t.opts.HostAddresses[tier.Name]; a != "" {
+			cfg.Host.Address = a
+		}
 		cfg.API.Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 		cfg.Agent.API = []string{n.API}
 		for _, o := range tier.Cluster.Nodes {
