@@ -22,22 +22,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/patina-db/patina/bridge"
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/devcluster"
+	"github.com/patina-db/patina/internal/dns"
 	"github.com/patina-db/patina/internal/proxy"
 	"github.com/patina-db/patina/regional/host"
 )
 
 var regions = []string{"ams", "iad", "syd"}
-
-// dnsSections are the top-level tables of a DNS server's configuration.
-// The DNS package lives on its own (it is not imported here), so its
-// examples are checked as TOML with these tables only.
-var dnsSections = []string{"dns", "region", "global", "grpc", "cache", "log"}
 
 // loaded is one example configuration, loaded by its role's loader.
 type loaded struct {
@@ -45,6 +40,7 @@ type loaded struct {
 	host   host.Config
 	bridge bridge.Config
 	proxy  proxy.Config
+	dns    dns.Config
 }
 
 // parseRole parses text as the configuration of the role its file name
@@ -62,29 +58,11 @@ func parseRole(file, text, name string) (loaded, error) {
 	case "proxy.toml":
 		l.proxy, err = proxy.ParseConfig(text, name)
 	case "dns.toml":
-		err = checkDNS(text, name)
+		l.dns, err = dns.ParseConfig(text, name)
 	default:
 		err = fmt.Errorf("%s: no role is configured by a file named %s", name, file)
 	}
 	return l, err
-}
-
-// checkDNS checks a DNS example without the DNS package: valid TOML,
-// only the known tables, the region named.
-func checkDNS(text, name string) error {
-	var m map[string]any
-	if _, err := toml.Decode(text, &m); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	for k := range m {
-		if !slices.Contains(dnsSections, k) {
-			return fmt.Errorf("%s: unknown table [%s]", name, k)
-		}
-	}
-	if r, _ := m["region"].(map[string]any); r == nil || r["name"] == "" || r["lookup"] == nil {
-		return fmt.Errorf("%s: [region] name and lookup are required", name)
-	}
-	return nil
 }
 
 // TestExampleConfigs: every file in deploy/config loads with its role's

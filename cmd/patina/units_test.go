@@ -16,10 +16,6 @@ import (
 // only they may run as Type=notify with WatchdogSec.
 var sdNotify = map[string]bool{"agent": true}
 
-// pendingCommands may be named by a unit before the command is part of
-// this binary; once it is, its unit is checked like the others.
-var pendingCommands = map[string]bool{"dns": true}
-
 // TestSystemdUnits: every unit in deploy/systemd runs
 // /usr/local/bin/patina with an existing command and only flags that
 // command has, restarts on failure, and is Type=notify with WatchdogSec
@@ -40,11 +36,7 @@ func TestSystemdUnits(t *testing.T) {
 		}
 		cmd, rest := findCommand(app.Commands, exec[1:])
 		if cmd == nil {
-			if pendingCommands[exec[1]] {
-				t.Logf("%s: command %q is not in this binary yet; not checked", name, exec[1])
-			} else {
-				t.Errorf("%s: patina has no command %q", name, exec[1])
-			}
+			t.Errorf("%s: patina has no command %q", name, exec[1])
 			continue
 		}
 		checkFlags(t, name, cmd, rest)

@@ -244,7 +244,7 @@ level = "debug"
 		cfg.Cache.TTL != 2*time.Second || cfg.Cache.Timeout != time.Second {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	if _, err := LoadConfig("../../deploy/dns.toml"); err != nil {
+	if _, err := LoadConfig("../../deploy/config/ams/dns.toml"); err != nil {
 		t.Fatalf("the example configuration: %v", err)
 	}
 	if _, err := LoadConfig("nope.toml"); err == nil || !strings.Contains(err.Error(), "nope.toml") {
