@@ -42,8 +42,15 @@ func devCommand() *cli.Command {
 				log = c.App.ErrWriter
 			}
 			fmt.Fprintln(c.App.ErrWriter, "starting the topology...")
+			// Each region's machines listen on a loopback address of their
+			// own (127.0.1.1, 127.0.2.1, ...), so that answers tell regions
+			// apart.
+			addrs := map[string]string{}
+			for i, r := range c.StringSlice("regions") {
+				addrs[r] = fmt.Sprintf("127.0.%d.1", i+1)
+			}
 			t, err := topology.Start(c.Context, topology.Options{
-				Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
+				HostAddresses: addrs, Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
 				GlobalAgents: c.Int("global-agents"), BasePort: c.Int("base-port"), Log: log,
 			})
 			if err != nil {
@@ -98,6 +105,11 @@ func printEndpoints(w io.Writer, e topology.Endpoints, dir string) {
 		fmt.Fprintf(w, "  %s machines --global %s --region %s --app web\n", bin, e.Global.Agents[0].GRPC, regions[len(regions)-1])
 		if len(r.Agents) > 0 {
 			fmt.Fprintf(w, "  %s query --api %s 'SELECT id, app, host, state FROM machines'\n", bin, r.Agents[0].API)
+		}
+		if r.DNS != "" {
+			host, port, _ := strings.Cut(r.DNS, ":")
+			fmt.Fprintf(w, "  dig @%s -p %s web.internal +short          # web's healthy machines, nearest region first\n", host, port)
+			fmt.Fprintf(w, "  dig @%s -p %s regions.web.internal TXT +short\n", host, port)
 		}
 		if r.Proxy != "" {
 			fmt.Fprintf(w, "  curl -i -H 'Host: web.internal' %s/    # served by the nearest healthy machine\n", r.Proxy)

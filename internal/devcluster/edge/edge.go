@@ -1,5 +1,5 @@
-// Package edge starts the edge of a running dev topology: an HTTP proxy
-// per region, asking that region's agents first and the global agents
+// Package edge starts the edge of a running dev topology: a DNS server
+// and an HTTP proxy per region, each asking that region's agents first and the global agents
 // placed in the region before the others. It lives beside the topology
 // rather than in it so that the edge components' own tests can start a
 // topology.
@@ -13,6 +13,7 @@ import (
 
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/devcluster/topology"
+	"github.com/patina-db/patina/internal/dns"
 	"github.com/patina-db/patina/internal/proxy"
 )
 
@@ -46,7 +47,21 @@ func Start(ctx context.Context, t *topology.Topology, log io.Writer) (*Edge, err
 			return nil, fmt.Errorf("edge: proxy for %s: %w", r.Name, err)
 		}
 		e.run(ctx, p.Run)
-		t.SetEdge(r.Name, "", "http://"+p.Addr())
+		dcfg := dns.DefaultConfig()
+		dports, err := t.Ports().Take(1)
+		if err != nil {
+			e.Stop()
+			return nil, err
+		}
+		dcfg.DNS.Addr = fmt.Sprintf("127.0.0.1:%d", dports[0])
+		dcfg.Region.Name, dcfg.Region.Lookup, dcfg.Global.Agents = r.Name, local, global
+		d, err := dns.New(dcfg, logger.With("dns", r.Name))
+		if err != nil {
+			e.Stop()
+			return nil, fmt.Errorf("edge: dns for %s: %w", r.Name, err)
+		}
+		e.run(ctx, d.Run)
+		t.SetEdge(r.Name, d.Addr(), "http://"+p.Addr())
 	}
 	if err := t.WriteEndpoints(); err != nil {
 		e.Stop()
