@@ -28,6 +28,7 @@ func devCommand() *cli.Command {
 			&cli.IntFlag{Name: "global-agents", Value: 3, Usage: "agents in the global cluster"},
 			&cli.IntFlag{Name: "base-port", Value: 0, Usage: "first port to hand out (0: ephemeral ports)"},
 			&cli.BoolFlag{Name: "verbose", Usage: "every component's log on stderr"},
+			&cli.BoolFlag{Name: "processes", Usage: "every component in a child process of its own, restarted when it exits (logs in the data directory)"},
 		},
 		Action: func(c *cli.Context) error {
 			dir := c.String("data")
@@ -42,6 +43,14 @@ func devCommand() *cli.Command {
 				log = c.App.ErrWriter
 			}
 			fmt.Fprintln(c.App.ErrWriter, "starting the topology...")
+			binary := ""
+			if c.Bool("processes") {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("dev: %w", err)
+				}
+				binary = exe
+			}
 			// Each region's machines listen on a loopback address of their
 			// own (127.0.1.1, 127.0.2.1, ...), so that answers tell regions
 			// apart.
@@ -50,7 +59,7 @@ func devCommand() *cli.Command {
 				addrs[r] = fmt.Sprintf("127.0.%d.1", i+1)
 			}
 			t, err := topology.Start(c.Context, topology.Options{
-				HostAddresses: addrs, Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
+				Binary: binary, HostAddresses: addrs, Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
 				GlobalAgents: c.Int("global-agents"), BasePort: c.Int("base-port"), Log: log,
 			})
 			if err != nil {

@@ -72,7 +72,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 var argCommands = map[string]bool{"apps": true, "exec": true, "query": true, "subscribe": true, "backup": true, "restore": true}
 
 // boolFlags are the flags that take no value, for flagsFirst.
-var boolFlags = map[string]bool{"json": true, "force": true, "help": true, "h": true}
+var boolFlags = map[string]bool{"processes": true, "verbose": true, "json": true, "force": true, "help": true, "h": true}
 
 // flagsFirst lets flags follow positional arguments (`patina exec 'SQL'
 // --param 1`), which urfave/cli stops parsing at: after the command name,

@@ -19,6 +19,7 @@ import (
 	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/devcluster"
+	"github.com/patina-db/patina/regional"
 	"github.com/patina-db/patina/regional/host"
 )
 
@@ -47,6 +48,11 @@ type Options struct {
 	// CheckInterval is how often the demo machines' HTTP checks run
 	// (default 2s).
 	CheckInterval time.Duration
+	// Binary, when set, runs every component as a child process of its
+	// own (`Binary agent|host|bridge --config F`, from configs written in
+	// the deploy/ format), supervised: one that exits without being
+	// stopped is started again, as systemd would.
+	Binary string
 	// HostAddresses gives a region's hosts the IP their machines listen
 	// on and publish (default 127.0.0.1), so that regions can be told
 	// apart by address: any 127.0.0.0/8 address or ::1 on loopback.
@@ -90,14 +96,19 @@ type RegionTier struct {
 
 // BridgeNode is a region's bridge.
 type BridgeNode struct {
-	Name   string
-	Bridge *bridge.Bridge
-	done   chan error
-	stop   context.CancelFunc
+	Name string
+	// Bridge is set for an in-process bridge, Process for a child one.
+	Bridge  *bridge.Bridge
+	Process *devcluster.Process
+	done    chan error
+	stop    context.CancelFunc
 }
 
 // Stop stops the bridge and waits for it.
 func (b *BridgeNode) Stop() error {
+	if b != nil && b.Process != nil {
+		return b.Process.Stop()
+	}
 	if b == nil || b.stop == nil {
 		return nil
 	}
@@ -112,10 +123,18 @@ type HostNode struct {
 	// API is the host's HTTP address, http://host:port.
 	API string
 	// DB is the host's bbolt file.
-	DB   string
-	Host *host.Host
-	done chan error
-	stop context.CancelFunc
+	DB string
+	// Host is set for an in-process host agent, Process for a child one.
+	Host    *host.Host
+	Process *devcluster.Process
+	done    chan error
+	stop    context.CancelFunc
+}
+
+// Client is a client for the host's API.
+func (h *HostNode) Client() *host.Client {
+	c, _ := host.NewClient(h.API, "")
+	return c
 }
 
 // Locations of the regions a dev topology knows, for nearest-region
@@ -161,7 +180,7 @@ func Start(ctx context.Context, opts Options) (*Topology, error) {
 	global, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{
 		Cluster: "global", Nodes: opts.GlobalAgents, Dir: filepath.Join(opts.Dir, "global"),
 		SchemaPaths: []string{filepath.Join(opts.SchemaDir, "global")}, Log: opts.Log,
-		NodeRegions: opts.Regions, Ports: t.ports,
+		NodeRegions: opts.Regions, Ports: t.ports, Binary: opts.Binary, Restart: opts.Binary != "",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("topology: global cluster: %w", err)
@@ -171,6 +190,7 @@ func Start(ctx context.Context, opts Options) (*Topology, error) {
 		r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{
 			Cluster: name, Nodes: opts.AgentsPerRegion, Dir: filepath.Join(opts.Dir, name),
 			SchemaPaths: []string{filepath.Join(opts.SchemaDir, "regional")}, Log: opts.Log, Ports: t.ports,
+			Binary: opts.Binary, Restart: opts.Binary != "",
 		})
 		if err != nil {
 			t.Stop()
@@ -224,6 +244,19 @@ func (t *Topology) startBridge(ctx context.Context, tier *RegionTier) error {
 	if loc, ok := Locations[tier.Name]; ok {
 		cfg.Directory.Latitude, cfg.Directory.Longitude = loc[0], loc[1]
 	}
+	if t.opts.Binary != "" {
+		path := filepath.Join(t.opts.Dir, tier.Name, cfg.Bridge.Name+".toml")
+		if err := WriteFile(path, bridgeTOML(cfg)); err != nil {
+			return err
+		}
+		p := &devcluster.Process{Binary: t.opts.Binary, Args: []string{"bridge", "--config", path},
+			LogPath: filepath.Join(t.opts.Dir, tier.Name, cfg.Bridge.Name+".log"), Restart: true}
+		if err := p.Start(); err != nil {
+			return err
+		}
+		tier.Bridge = &BridgeNode{Name: cfg.Bridge.Name, Process: p}
+		return nil
+	}
 	logger, err := agent.NewLogger(cfg.Log, t.opts.Log)
 	if err != nil {
 		return err
@@ -261,7 +294,12 @@ func (t *Topology) startHosts(ctx context.Context, tier *RegionTier) error {
 				cfg.Agent.API = append(cfg.Agent.API, o.API)
 			}
 		}
-		h, err := startHost(ctx, name, cfg, t.opts.Log)
+		var h *HostNode
+		if t.opts.Binary != "" {
+			h, err = startHostProcess(t.opts.Binary, filepath.Join(t.opts.Dir, tier.Name), name, cfg)
+		} else {
+			h, err = startHost(ctx, name, cfg, t.opts.Log)
+		}
 		if err != nil {
 			return err
 		}
@@ -286,15 +324,47 @@ func startHost(ctx context.Context, name string, cfg host.Config, log io.Writer)
 	return hn, nil
 }
 
+func startHostProcess(binary, dir, name string, cfg host.Config) (*HostNode, error) {
+	path := filepath.Join(dir, name+".toml")
+	if err := WriteFile(path, hostTOML(cfg)); err != nil {
+		return nil, err
+	}
+	p := &devcluster.Process{Binary: binary, Args: []string{"host", "--config", path}, LogPath: filepath.Join(dir, name+".log"), Restart: true}
+	if err := p.Start(); err != nil {
+		return nil, err
+	}
+	return &HostNode{Name: name, API: "http://" + cfg.API.Addr, DB: cfg.Host.DB, Process: p}, nil
+}
+
 // Stop stops the host agent and waits for it; its machines' records
 // stay in its bbolt file.
 func (h *HostNode) Stop() error {
+	if h.Process != nil {
+		return h.Process.Stop()
+	}
 	if h.stop == nil {
 		return nil
 	}
 	h.stop()
 	h.stop = nil
 	return <-h.done
+}
+
+// create makes a machine on the host, in process or through its API
+// (waiting for a child process's API to answer).
+func (h *HostNode) create(ctx context.Context, spec host.MachineSpec) (regional.Machine, error) {
+	if h.Host != nil {
+		return h.Host.Create(ctx, spec)
+	}
+	c := h.Client()
+	var m regional.Machine
+	var err error
+	werr := waitFor(ctx, time.Minute, "host "+h.Name+" answers", func() bool {
+		m, err = c.Create(ctx, spec)
+		var ae *host.APIError
+		return err == nil || errors.As(err, &ae)
+	})
+	return m, errors.Join(werr, err)
 }
 
 // createApps creates and starts the demo apps' machines, spread over
@@ -304,7 +374,7 @@ func (t *Topology) createApps(ctx context.Context) error {
 		for _, r := range t.Regions {
 			for i := range app.Machines[r.Name] {
 				h := r.Hosts[i%len(r.Hosts)]
-				_, err := h.Host.Create(ctx, host.MachineSpec{
+				_, err := h.create(ctx, host.MachineSpec{
 					App: app.Name, Image: "registry.internal/" + app.Name + ":v1", Start: true,
 					Checks: []host.CheckSpec{{Kind: "http", Path: "/"}},
 				})
@@ -466,6 +536,13 @@ func (t *Topology) SetEdge(region, dns, proxy string) {
 		}
 	}
 }
+
+// Binary is the binary components run from as processes, "" when they
+// run in this process; Dir is the topology's directory.
+func (t *Topology) Binary() string { return t.opts.Binary }
+
+// Dir is the directory holding every component's files.
+func (t *Topology) Dir() string { return t.opts.Dir }
 
 // Ports hands out the topology's ports, for components started beside it.
 func (t *Topology) Ports() *devcluster.Ports { return t.ports }
