@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -28,6 +29,7 @@ func devCommand() *cli.Command {
 			&cli.IntFlag{Name: "global-agents", Value: 3, Usage: "agents in the global cluster"},
 			&cli.IntFlag{Name: "base-port", Value: 0, Usage: "first port to hand out (0: ephemeral ports)"},
 			&cli.BoolFlag{Name: "verbose", Usage: "every component's log on stderr"},
+			&cli.DurationFlag{Name: "restart-delay", Value: 500 * time.Millisecond, Usage: "with --processes: the wait before a child that exited is started again"},
 			&cli.BoolFlag{Name: "processes", Usage: "every component in a child process of its own, restarted when it exits (logs in the data directory)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -59,7 +61,7 @@ func devCommand() *cli.Command {
 				addrs[r] = fmt.Sprintf("127.0.%d.1", i+1)
 			}
 			t, err := topology.Start(c.Context, topology.Options{
-				Binary: binary, HostAddresses: addrs, Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
+				Binary: binary, RestartDelay: c.Duration("restart-delay"), HostAddresses: addrs, Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
 				GlobalAgents: c.Int("global-agents"), BasePort: c.Int("base-port"), Log: log,
 			})
 			if err != nil {

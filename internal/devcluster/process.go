@@ -19,6 +19,9 @@ type Process struct {
 	Args    []string
 	LogPath string
 	Restart bool
+	// RestartDelay is the wait before a supervised process is started
+	// again (default 500ms).
+	RestartDelay time.Duration
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -27,8 +30,9 @@ type Process struct {
 	starts   int
 }
 
-// restartDelay is the wait before a supervised process is started again.
-const restartDelay = 500 * time.Millisecond
+// defaultRestartDelay is the wait before a supervised process is started
+// again.
+const defaultRestartDelay = 500 * time.Millisecond
 
 // Start starts the process and its supervisor.
 func (p *Process) Start() error {
@@ -81,7 +85,11 @@ func (p *Process) supervise(exited <-chan error) {
 			return
 		}
 		p.mu.Unlock()
-		time.Sleep(restartDelay)
+		delay := p.RestartDelay
+		if delay == 0 {
+			delay = defaultRestartDelay
+		}
+		time.Sleep(delay)
 		p.mu.Lock()
 		if p.stopping {
 			done := p.done

@@ -47,8 +47,9 @@ type RegionOptions struct {
 	// WatchdogTimeout overrides the agents' [watchdog] timeout.
 	WatchdogTimeout time.Duration
 	// Restart supervises agents run as processes: one that exits without
-	// being stopped is started again.
-	Restart bool
+	// being stopped is started again, RestartDelay later.
+	Restart      bool
+	RestartDelay time.Duration
 	// OnStall, when set, is told instead of exiting when an in-process
 	// agent's watchdog finds a stalled loop.
 	OnStall func(node string, s watchdog.Stall)
@@ -305,7 +306,7 @@ func (n *RegionNode) startInProcess() error {
 }
 
 func (n *RegionNode) startProcess() error {
-	n.Process = &Process{Binary: n.opts.Binary, Args: []string{"agent", "--config", n.cfgPath}, LogPath: n.logPath, Restart: n.opts.Restart}
+	n.Process = &Process{Binary: n.opts.Binary, Args: []string{"agent", "--config", n.cfgPath}, LogPath: n.logPath, Restart: n.opts.Restart, RestartDelay: n.opts.RestartDelay}
 	return n.Process.Start()
 }
 

@@ -51,8 +51,9 @@ type Options struct {
 	// Binary, when set, runs every component as a child process of its
 	// own (`Binary agent|host|bridge --config F`, from configs written in
 	// the deploy/ format), supervised: one that exits without being
-	// stopped is started again, as systemd would.
-	Binary string
+	// stopped is started again, as systemd would, RestartDelay later.
+	Binary       string
+	RestartDelay time.Duration
 	// HostAddresses gives a region's hosts the IP their machines listen
 	// on and publish (default 127.0.0.1), so that regions can be told
 	// apart by address: any 127.0.0.0/8 address or ::1 on loopback.
@@ -180,7 +181,7 @@ func Start(ctx context.Context, opts Options) (*Topology, error) {
 	global, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{
 		Cluster: "global", Nodes: opts.GlobalAgents, Dir: filepath.Join(opts.Dir, "global"),
 		SchemaPaths: []string{filepath.Join(opts.SchemaDir, "global")}, Log: opts.Log,
-		NodeRegions: opts.Regions, Ports: t.ports, Binary: opts.Binary, Restart: opts.Binary != "",
+		NodeRegions: opts.Regions, Ports: t.ports, Binary: opts.Binary, Restart: opts.Binary != "", RestartDelay: opts.RestartDelay,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("topology: global cluster: %w", err)
@@ -190,7 +191,7 @@ func Start(ctx context.Context, opts Options) (*Topology, error) {
 		r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{
 			Cluster: name, Nodes: opts.AgentsPerRegion, Dir: filepath.Join(opts.Dir, name),
 			SchemaPaths: []string{filepath.Join(opts.SchemaDir, "regional")}, Log: opts.Log, Ports: t.ports,
-			Binary: opts.Binary, Restart: opts.Binary != "",
+			Binary: opts.Binary, Restart: opts.Binary != "", RestartDelay: opts.RestartDelay,
 		})
 		if err != nil {
 			t.Stop()
