@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -69,7 +70,9 @@ func machineCommand() *cli.Command {
 			{
 				Name:  "list",
 				Usage: "list the host's machines",
-				Flags: append(hostAPIFlags(), &cli.BoolFlag{Name: "json", Usage: "print the records as JSON"}),
+				Flags: append(hostAPIFlags(), &cli.BoolFlag{Name: "json", Usage: "print the records as JSON"},
+					&cli.StringFlag{Name: "app", Usage: "only this app's machines"},
+					&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "only the ids, one per line"}),
 				Action: func(c *cli.Context) error {
 					hc, err := newHostClient(c)
 					if err != nil {
@@ -78,6 +81,15 @@ func machineCommand() *cli.Command {
 					machines, err := hc.List(c.Context)
 					if err != nil {
 						return err
+					}
+					if app := c.String("app"); app != "" {
+						machines = slices.DeleteFunc(machines, func(m regional.Machine) bool { return m.App != app })
+					}
+					if c.Bool("quiet") {
+						for _, m := range machines {
+							fmt.Fprintln(c.App.Writer, m.ID)
+						}
+						return nil
 					}
 					if c.Bool("json") {
 						enc := json.NewEncoder(c.App.Writer)

@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-bin/patina}
 DATA=${DATA:-.demo}
-exec "$BIN" dev --data "$DATA" "$@"
+exec "$BIN" dev --data "$DATA" --base-port "${BASE_PORT:-7100}" "$@"
