@@ -4,14 +4,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/patina-db/patina/internal/cluster"
+	"github.com/patina-db/patina/internal/tomlconfig"
 )
 
 // Config is an agent's TOML configuration. Every key has a default except
@@ -145,31 +143,12 @@ func DefaultConfig() Config {
 // LoadConfig reads a TOML file over the defaults. An unknown key is an
 // error naming it, so a typo never silently falls back to a default.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	return ParseConfig(string(data), path)
+	return tomlconfig.Load(path, DefaultConfig())
 }
 
 // ParseConfig parses TOML text; name is used in error messages.
 func ParseConfig(text, name string) (Config, error) {
-	cfg := DefaultConfig()
-	md, err := toml.Decode(text, &cfg)
-	if err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", name, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return Config{}, fmt.Errorf("config %s: unknown key %s", name, strings.Join(keys, ", "))
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", name, err)
-	}
-	return cfg, nil
+	return tomlconfig.Parse(text, name, DefaultConfig())
 }
 
 // Validate checks values the defaults cannot fill.

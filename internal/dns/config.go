@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	miekg "github.com/miekg/dns"
 
 	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/tomlconfig"
 	"github.com/patina-db/patina/regional"
 )
 
@@ -96,32 +95,13 @@ func DefaultConfig() Config {
 
 // LoadConfig reads and validates a configuration file.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	return ParseConfig(string(data), path)
+	return tomlconfig.Load(path, DefaultConfig())
 }
 
 // ParseConfig parses TOML text over the defaults; name is used in error
 // messages. An unknown key is an error naming it.
 func ParseConfig(text, name string) (Config, error) {
-	cfg := DefaultConfig()
-	md, err := toml.Decode(text, &cfg)
-	if err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", name, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return Config{}, fmt.Errorf("config %s: unknown key %s", name, strings.Join(keys, ", "))
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", name, err)
-	}
-	return cfg, nil
+	return tomlconfig.Parse(text, name, DefaultConfig())
 }
 
 // Validate checks what the defaults cannot fill and names every problem.

@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
-	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/tomlconfig"
 	"github.com/patina-db/patina/regional"
 )
 
@@ -81,32 +78,13 @@ func DefaultConfig() Config {
 // LoadConfig reads a TOML file over the defaults. An unknown key is an
 // error naming it.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	return ParseConfig(string(data), path)
+	return tomlconfig.Load(path, DefaultConfig())
 }
 
 // ParseConfig parses TOML text over the defaults; name is used in error
 // messages.
 func ParseConfig(text, name string) (Config, error) {
-	cfg := DefaultConfig()
-	md, err := toml.Decode(text, &cfg)
-	if err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", name, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return Config{}, fmt.Errorf("config %s: unknown key %s", name, strings.Join(keys, ", "))
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", name, err)
-	}
-	return cfg, nil
+	return tomlconfig.Parse(text, name, DefaultConfig())
 }
 
 // Validate checks the values the defaults cannot fill and the form of
