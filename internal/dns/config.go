@@ -10,6 +10,7 @@ import (
 	miekg "github.com/miekg/dns"
 
 	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/locate"
 	"github.com/patina-db/patina/internal/tomlconfig"
 	"github.com/patina-db/patina/regional"
 )
@@ -42,41 +43,14 @@ type ServerConfig struct {
 	Recursors []string `toml:"recursors"`
 }
 
-// RegionConfig is the local region.
-type RegionConfig struct {
-	// Name is the local region's name. Required.
-	Name string `toml:"name"`
-	// Lookup lists the local regional agents' gRPC addresses, host:port,
-	// tried in order. Required.
-	Lookup []string `toml:"lookup"`
-}
-
-// GlobalConfig is the global cluster read for other regions.
-type GlobalConfig struct {
-	// Agents are global agents' gRPC addresses, host:port, nearest first.
-	// Without them only the local region answers.
-	Agents []string `toml:"agents"`
-}
-
-// GRPCConfig says how to dial the agents.
-type GRPCConfig struct {
-	// Token is sent as a bearer token with every call, when set.
-	Token string `toml:"token"`
-	// CAFile, when set, dials TLS trusting this CA; CertFile and KeyFile
-	// then present a client certificate.
-	CAFile   string `toml:"ca_file"`
-	CertFile string `toml:"cert_file"`
-	KeyFile  string `toml:"key_file"`
-}
-
-// CacheConfig bounds how stale and how slow an answer may be.
-type CacheConfig struct {
-	// TTL is how long a region's answer is reused (default "2s").
-	TTL time.Duration `toml:"ttl"`
-	// Timeout bounds the wait for one region or for the global map
-	// (default "1s"); a region slower than that is left out.
-	Timeout time.Duration `toml:"timeout"`
-}
+// The [region], [global], [grpc] and [cache] sections are the ones every
+// edge component shares.
+type (
+	RegionConfig = locate.RegionSection
+	GlobalConfig = locate.GlobalSection
+	GRPCConfig   = locate.GRPCSection
+	CacheConfig  = locate.CacheSection
+)
 
 // MetricsConfig is the optional Prometheus endpoint.
 type MetricsConfig struct {
@@ -88,7 +62,7 @@ type MetricsConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		DNS:   ServerConfig{Addr: "127.0.0.1:5353", Zone: "internal", TTL: 5 * time.Second},
-		Cache: CacheConfig{TTL: 2 * time.Second, Timeout: time.Second},
+		Cache: locate.DefaultCache(),
 		Log:   agent.LogConfig{Format: "text", Level: "info"},
 	}
 }
@@ -121,27 +95,7 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if c.Region.Name == "" {
-		errs = append(errs, errors.New("region.name is required"))
-	} else if !regional.ValidName(c.Region.Name) {
-		errs = append(errs, fmt.Errorf("region.name %q: want a DNS label", c.Region.Name))
-	}
-	if len(c.Region.Lookup) == 0 {
-		errs = append(errs, errors.New("region.lookup is required: the local regional agents' gRPC addresses, host:port"))
-	}
-	errs = append(errs, hostPorts("region.lookup", c.Region.Lookup), hostPorts("global.agents", c.Global.Agents))
-	if (c.GRPC.CertFile == "") != (c.GRPC.KeyFile == "") {
-		errs = append(errs, errors.New("grpc.cert_file and grpc.key_file go together"))
-	}
-	if c.GRPC.CertFile != "" && c.GRPC.CAFile == "" {
-		errs = append(errs, errors.New("grpc.cert_file needs grpc.ca_file"))
-	}
-	if c.Cache.TTL < time.Millisecond {
-		errs = append(errs, fmt.Errorf("cache.ttl %s: want at least 1ms (a duration like \"2s\")", c.Cache.TTL))
-	}
-	if c.Cache.Timeout < time.Millisecond {
-		errs = append(errs, fmt.Errorf("cache.timeout %s: want at least 1ms (a duration like \"1s\")", c.Cache.Timeout))
-	}
+	errs = append(errs, locate.ValidateSections(c.Region, c.Global, c.GRPC, c.Cache))
 	if c.Metrics.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Addr); err != nil {
 			errs = append(errs, fmt.Errorf("metrics.addr %q: want host:port", c.Metrics.Addr))
@@ -183,14 +137,4 @@ func recursorAddr(r string) (string, error) {
 		return "", fmt.Errorf("dns.recursors %q: want host:port or an IP address", r)
 	}
 	return r, nil
-}
-
-func hostPorts(key string, list []string) error {
-	var errs []error
-	for _, a := range list {
-		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
-			errs = append(errs, fmt.Errorf("%s %q: want host:port", key, a))
-		}
-	}
-	return errors.Join(errs...)
 }

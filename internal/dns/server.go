@@ -28,7 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/patina-db/patina/internal/locate"
-	"github.com/patina-db/patina/internal/rpc"
 )
 
 // advertisedUDPSize is the UDP payload size the server says it accepts
@@ -68,11 +67,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	loc, err := locate.New(locate.Config{
-		Region: cfg.Region.Name, Local: cfg.Region.Lookup, Global: cfg.Global.Agents,
-		Dial: rpc.DialOptions{Token: cfg.GRPC.Token, CAFile: cfg.GRPC.CAFile, CertFile: cfg.GRPC.CertFile, KeyFile: cfg.GRPC.KeyFile},
-		TTL:  cfg.Cache.TTL, Timeout: cfg.Cache.Timeout, Logger: logger.With("component", "locate"),
-	})
+	loc, err := locate.New(locate.ConfigFrom(cfg.Region, cfg.Global, cfg.GRPC, cfg.Cache, logger.With("component", "locate")))
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}

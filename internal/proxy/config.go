@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/patina-db/patina/internal/agent"
-	"github.com/patina-db/patina/internal/rpc"
+	"github.com/patina-db/patina/internal/locate"
 	"github.com/patina-db/patina/internal/tomlconfig"
 	"github.com/patina-db/patina/regional"
 )
@@ -53,39 +53,14 @@ type ProxyConfig struct {
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 }
 
-// RegionConfig is the local region.
-type RegionConfig struct {
-	// Name is the local region. Required.
-	Name string `toml:"name"`
-	// Lookup lists the local regional agents' gRPC addresses, host:port,
-	// tried in order. Required.
-	Lookup []string `toml:"lookup"`
-}
-
-// GlobalConfig is the global cluster.
-type GlobalConfig struct {
-	// Agents lists global agents' gRPC addresses, host:port, nearest
-	// first. Without them only the local region is served.
-	Agents []string `toml:"agents"`
-}
-
-// GRPCConfig says how to dial every agent's gRPC service.
-type GRPCConfig struct {
-	Token    string `toml:"token"`
-	CAFile   string `toml:"ca_file"`
-	CertFile string `toml:"cert_file"`
-	KeyFile  string `toml:"key_file"`
-}
-
-// CacheConfig bounds the freshness of what the proxy knows about an app.
-type CacheConfig struct {
-	// TTL is how long an app's machines are used before they are asked
-	// again (default "2s").
-	TTL time.Duration `toml:"ttl"`
-	// Timeout bounds the wait for one region's answer, or the global
-	// map's (default "1s").
-	Timeout time.Duration `toml:"timeout"`
-}
+// The [region], [global], [grpc] and [cache] sections are the ones every
+// edge component shares.
+type (
+	RegionConfig = locate.RegionSection
+	GlobalConfig = locate.GlobalSection
+	GRPCConfig   = locate.GRPCSection
+	CacheConfig  = locate.CacheSection
+)
 
 // DefaultConfig is a configuration with every default filled in.
 func DefaultConfig() Config {
@@ -94,7 +69,7 @@ func DefaultConfig() Config {
 			Addr: "127.0.0.1:8000", Domain: "internal", MaxAttempts: 3, IdleTimeout: 5 * time.Minute,
 			DialTimeout: time.Second, RetryBodyLimit: 64 << 10, ShutdownTimeout: 10 * time.Second,
 		},
-		Cache: CacheConfig{TTL: 2 * time.Second, Timeout: time.Second},
+		Cache: locate.DefaultCache(),
 		Log:   agent.LogConfig{Format: "text", Level: "info"},
 	}
 }
@@ -132,23 +107,7 @@ func (c Config) Validate() error {
 		atLeast("proxy.idle_timeout", c.Proxy.IdleTimeout, 10*time.Millisecond),
 		atLeast("proxy.dial_timeout", c.Proxy.DialTimeout, time.Millisecond),
 		atLeast("proxy.shutdown_timeout", c.Proxy.ShutdownTimeout, 0),
-		atLeast("cache.ttl", c.Cache.TTL, time.Millisecond),
-		atLeast("cache.timeout", c.Cache.Timeout, time.Millisecond))
-	if c.Region.Name == "" {
-		errs = append(errs, errors.New("region.name is required"))
-	} else if !regional.ValidName(c.Region.Name) {
-		errs = append(errs, fmt.Errorf("region.name %q: want a DNS label", c.Region.Name))
-	}
-	if len(c.Region.Lookup) == 0 {
-		errs = append(errs, errors.New("region.lookup is required: the local regional agents' gRPC addresses, host:port"))
-	}
-	errs = append(errs, hostPorts("region.lookup", c.Region.Lookup), hostPorts("global.agents", c.Global.Agents))
-	if (c.GRPC.CertFile == "") != (c.GRPC.KeyFile == "") {
-		errs = append(errs, errors.New("grpc.cert_file and grpc.key_file go together"))
-	}
-	if c.GRPC.CertFile != "" && c.GRPC.CAFile == "" {
-		errs = append(errs, errors.New("grpc.cert_file needs grpc.ca_file: a client certificate is only sent over TLS"))
-	}
+		locate.ValidateSections(c.Region, c.Global, c.GRPC, c.Cache))
 	if _, err := agent.NewLogger(c.Log, nil); err != nil {
 		errs = append(errs, err)
 	}
@@ -156,11 +115,6 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
 	}
 	return errors.Join(errs...)
-}
-
-// dial is how the locator reaches every agent.
-func (c Config) dial() rpc.DialOptions {
-	return rpc.DialOptions{Token: c.GRPC.Token, CAFile: c.GRPC.CAFile, CertFile: c.GRPC.CertFile, KeyFile: c.GRPC.KeyFile}
 }
 
 // validDomain accepts one or more DNS labels separated by dots.
@@ -183,14 +137,4 @@ func atLeast(key string, d, min time.Duration) error {
 		return fmt.Errorf("%s %s: want at least %s (a duration like \"1s\")", key, d, min)
 	}
 	return nil
-}
-
-func hostPorts(key string, list []string) error {
-	var errs []error
-	for _, a := range list {
-		if h, p, err := net.SplitHostPort(a); err != nil || h == "" || p == "" {
-			errs = append(errs, fmt.Errorf("%s %q: want host:port", key, a))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/patina-db/patina/internal/locate"
 )
 
 const minimal = `
@@ -59,7 +61,7 @@ level = "debug"
 		len(cfg.Global.Agents) != 2 || cfg.GRPC.Token != "s3cret" || cfg.Cache.TTL != 500*time.Millisecond || cfg.Log.Level != "debug" {
 		t.Fatalf("parsed: %+v", cfg)
 	}
-	if d := cfg.dial(); d.Token != "s3cret" || d.CAFile != "ca.pem" || d.CertFile != "proxy.pem" || d.KeyFile != "proxy-key.pem" {
+	if d := locate.ConfigFrom(cfg.Region, cfg.Global, cfg.GRPC, cfg.Cache, nil).Dial; d.Token != "s3cret" || d.CAFile != "ca.pem" || d.CertFile != "proxy.pem" || d.KeyFile != "proxy-key.pem" {
 		t.Fatalf("dial options: %+v", d)
 	}
 }

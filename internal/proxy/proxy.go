@@ -62,10 +62,7 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	loc, err := locate.New(locate.Config{
-		Region: cfg.Region.Name, Local: cfg.Region.Lookup, Global: cfg.Global.Agents, Dial: cfg.dial(),
-		TTL: cfg.Cache.TTL, Timeout: cfg.Cache.Timeout, Logger: logger,
-	})
+	loc, err := locate.New(locate.ConfigFrom(cfg.Region, cfg.Global, cfg.GRPC, cfg.Cache, logger))
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
