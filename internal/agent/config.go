@@ -66,6 +66,9 @@ type GossipConfig struct {
 	// SecretKey is a base64 memberlist key (16, 24 or 32 bytes) that
 	// encrypts gossip; empty: gossip is not encrypted.
 	SecretKey string `toml:"secret_key"`
+	// AcceptKeys are more base64 keys accepted from peers while a key is
+	// rotated (secret_key is the one sent with); see docs/operations.md.
+	AcceptKeys []string `toml:"accept_keys"`
 	// Fanout is how many random members each broadcast goes to (default 3).
 	Fanout int `toml:"fanout"`
 	// SyncInterval is how often the agent syncs with random peers (default "1s").
@@ -184,6 +187,11 @@ func (c Config) Validate() error {
 		if _, err := base64.StdEncoding.DecodeString(c.Gossip.SecretKey); err != nil {
 			errs = append(errs, fmt.Errorf("gossip.secret_key: not base64: %w", err))
 		}
+		for i, k := range c.Gossip.AcceptKeys {
+			if _, err := base64.StdEncoding.DecodeString(k); err != nil {
+				errs = append(errs, fmt.Errorf("gossip.accept_keys[%d]: not base64: %w", i, err))
+			}
+		}
 	}
 	if _, err := parseDuration(c.API.ShutdownTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("api.shutdown_timeout: %w", err))
@@ -221,7 +229,15 @@ func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr, grpcAddr stri
 	if err != nil {
 		return cluster.Config{}, fmt.Errorf("gossip.secret_key: %w", err)
 	}
-	cc := cluster.Config{
+	var accept [][]byte
+	for i, k := range g.AcceptKeys {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			return cluster.Config{}, fmt.Errorf("gossip.accept_keys[%d]: %w", i, err)
+		}
+		accept = append(accept, b)
+	}
+	cc := cluster.Config{AcceptKeys: accept,
 		Name: g.Name, Cluster: g.Cluster, Region: g.Region, GossipAddr: g.Addr, AdvertiseAddr: g.AdvertiseAddr,
 		QUICAddr: g.QUICAddr, Bootstrap: g.Bootstrap, SecretKey: key, Credentials: creds, APIAddr: apiAddr, GRPCAddr: grpcAddr,
 		Fanout: g.Fanout,

@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -505,5 +506,39 @@ func TestMisbehavingMemberDoesNotStall(t *testing.T) {
 	// 150 announced 16 MiB frames would be 2.4 GiB.
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 512<<20 {
 		t.Fatalf("heap grew by %d MiB", grew>>20)
+	}
+}
+
+// TestGossipKeyRotation: during a rotation members send with different
+// keys and accept each other's; a member whose key nobody accepts never
+// joins.
+func TestGossipKeyRotation(t *testing.T) {
+	k1, k2, k3 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 32)
+	c := newTestCluster(t, 0, func(cfg *cluster.Config) {
+		switch cfg.Name {
+		case "n0":
+			cfg.SecretKey, cfg.AcceptKeys = k1, [][]byte{k2}
+		case "n1":
+			cfg.SecretKey, cfg.AcceptKeys = k2, [][]byte{k1}
+		default:
+			cfg.SecretKey = k3
+		}
+	})
+	c.add()
+	c.add()
+	c.waitMembers(2)
+	writeEverywhere(t, c.live(), 20)
+	c.waitConverged(30 * time.Second)
+	stranger := c.add()
+	// The stranger stays alone, and the others never count it.
+	if poll(3*time.Second, func() bool {
+		for _, m := range c.nodes[0].node.Members() {
+			if m.Name == stranger.name {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("a member with a key nobody accepts joined")
 	}
 }

@@ -30,6 +30,10 @@ type Config struct {
 	Bootstrap []string
 	// SecretKey, when set (16, 24 or 32 bytes), encrypts gossip.
 	SecretKey []byte
+	// AcceptKeys are more keys gossip from peers may be encrypted with,
+	// while a key is being rotated; SecretKey is the one this member
+	// sends with.
+	AcceptKeys [][]byte
 	// Credentials are the cluster CA and this member's certificate.
 	Credentials *Credentials
 	// APIAddr and GRPCAddr are announced in the member's metadata.
@@ -110,6 +114,14 @@ func (c *Config) Validate() error {
 	}
 	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		errs = append(errs, fmt.Errorf("gossip.secret_key is %d bytes; want 16, 24 or 32", n))
+	}
+	for i, k := range c.AcceptKeys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			errs = append(errs, fmt.Errorf("gossip.accept_keys[%d] is %d bytes; want 16, 24 or 32", i, n))
+		}
+	}
+	if len(c.AcceptKeys) > 0 && len(c.SecretKey) == 0 {
+		errs = append(errs, errors.New("gossip.accept_keys needs gossip.secret_key: without it gossip is not encrypted"))
 	}
 	if c.Fanout < 1 || c.SyncPeers < 1 || c.QueueLimit < 1 {
 		errs = append(errs, errors.New("gossip.fanout, sync_peers and queue_limit must be positive"))

@@ -72,6 +72,15 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	// before they are parsed.
 	mc.Label = "patina/" + cfg.Cluster
 	mc.SecretKey = cfg.SecretKey
+	if len(cfg.AcceptKeys) > 0 {
+		// Every key decrypts; SecretKey (memberlist makes it primary)
+		// encrypts.
+		kr, err := memberlist.NewKeyring(cfg.AcceptKeys, cfg.AcceptKeys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keys: %w", err)
+		}
+		mc.Keyring = kr
+	}
 	mc.Delegate = m
 	mc.Alive = m
 	mc.Merge = m
