@@ -5,6 +5,7 @@ import (
 
 	"github.com/patina-db/patina/bridge"
 	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 func bridgeCommand() *cli.Command {
@@ -27,6 +28,8 @@ func bridgeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// Alive while its write loop turns (a flush tick per interval).
+			defer watchdog.Serve(c.Context, watchdog.Advances(func() uint64 { return uint64(b.Stats().FlushTicks) }), logger)()
 			return b.Run(c.Context)
 		},
 	}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"time"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/dns"
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 func dnsCommand() *cli.Command {
@@ -27,6 +30,7 @@ func dnsCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			defer watchdog.Serve(c.Context, watchdog.Dials("tcp", s.Addr(), 5*time.Second), logger)()
 			return s.Run(c.Context)
 		},
 	}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"time"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/patina-db/patina/internal/agent"
+	"github.com/patina-db/patina/internal/watchdog"
 	"github.com/patina-db/patina/regional/host"
 )
 
@@ -27,6 +30,7 @@ func hostCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			defer watchdog.Serve(c.Context, watchdog.Dials("tcp", h.APIAddr(), 5*time.Second), logger)()
 			return h.Run(c.Context)
 		},
 	}

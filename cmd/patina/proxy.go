@@ -1,10 +1,13 @@
 package main
 
 import (
+	"time"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/proxy"
+	"github.com/patina-db/patina/internal/watchdog"
 )
 
 func proxyCommand() *cli.Command {
@@ -27,6 +30,7 @@ func proxyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			defer watchdog.Serve(c.Context, watchdog.Dials("tcp", p.Addr(), 5*time.Second), logger)()
 			return p.Run(c.Context)
 		},
 	}

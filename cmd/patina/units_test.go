@@ -14,7 +14,7 @@ import (
 
 // sdNotify are the commands that speak sd_notify (READY=1, WATCHDOG=1):
 // only they may run as Type=notify with WatchdogSec.
-var sdNotify = map[string]bool{"agent": true}
+var sdNotify = map[string]bool{"agent": true, "host": true, "bridge": true, "dns": true, "proxy": true}
 
 // TestSystemdUnits: every unit in deploy/systemd runs
 // /usr/local/bin/patina with an existing command and only flags that

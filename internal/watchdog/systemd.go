@@ -13,17 +13,42 @@ import (
 // call does nothing. The environment is left as it is, so several agents
 // in one process (tests) each notify.
 type Systemd struct {
-	w   *Watchdog
-	log *slog.Logger
+	healthy func() bool
+	log     *slog.Logger
 }
 
 // NewSystemd returns the notifier; w decides whether the service is
 // alive (nil: always).
 func NewSystemd(w *Watchdog, log *slog.Logger) *Systemd {
+	return NewSystemdProbe(w.Healthy, log)
+}
+
+// NewSystemdProbe returns a notifier for a service without registered
+// loops: probe, asked before every WATCHDOG=1, says whether it is alive.
+func NewSystemdProbe(probe func() bool, log *slog.Logger) *Systemd {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Systemd{w: w, log: log}
+	return &Systemd{healthy: probe, log: log}
+}
+
+// Serve tells systemd the service is ready and pets its watchdog while
+// probe holds, until ctx ends; call the returned func as the service
+// stops. Outside systemd it does nothing.
+func Serve(ctx context.Context, probe func() bool, log *slog.Logger) (stopping func()) {
+	s := NewSystemdProbe(probe, log)
+	s.Ready()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.KeepAlive(ctx)
+	}()
+	return func() {
+		s.Stopping()
+		cancel()
+		<-done
+	}
 }
 
 // Ready says the service is up (READY=1).
@@ -69,7 +94,7 @@ func (s *Systemd) KeepAlive(ctx context.Context) {
 // keepAliveOnce pets the service manager's watchdog if the agent is
 // healthy; it reports whether it did.
 func (s *Systemd) keepAliveOnce() bool {
-	if !s.w.Healthy() {
+	if !s.healthy() {
 		return false
 	}
 	return s.notify(daemon.SdNotifyWatchdog)
