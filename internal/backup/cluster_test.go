@@ -231,6 +231,16 @@ INSERT INTO machines (id, app, image) SELECT 'seed-' || ? || '-' || i, 'seed', h
 			break
 		}
 		if time.Now().After(deadline) {
+			// Say what the lagging nodes miss, and whose.
+			for _, n := range r.Nodes {
+				book := n.Agent.Store().Bookkeeping()
+				for _, a := range book.Actors() {
+					if g := book.Gaps(a); len(g) > 0 {
+						t.Logf("%s misses %v of %s (head %d; source %s, restored %s)", n.Name, g, a, book.Head(a), src.Actor(), got.Actor())
+					}
+				}
+				t.Logf("%s cluster stats: %v", n.Name, n.Agent.Node().Stats.Snapshot())
+			}
 			t.Fatalf("the nodes did not converge: %v", states)
 		}
 		time.Sleep(50 * time.Millisecond)
