@@ -42,25 +42,7 @@ func TestAdvances(t *testing.T) {
 // TestServeWithProbe: READY=1 at once, WATCHDOG=1 while the probe holds,
 // none while it fails, STOPPING=1 at the end.
 func TestServeWithProbe(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
-	t.Setenv("WATCHDOG_USEC", "40000")
-	t.Setenv("WATCHDOG_PID", "")
-	read := func() string {
-		t.Helper()
-		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-		buf := make([]byte, 256)
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("read notify socket: %v", err)
-		}
-		return string(buf[:n])
-	}
+	conn, read := notifySocket(t, "40000")
 	var alive atomic.Bool
 	alive.Store(true)
 	probes := make(chan struct{}, 100)
@@ -97,5 +79,31 @@ func TestServeWithProbe(t *testing.T) {
 	stopping()
 	if got := read(); got != "STOPPING=1" {
 		t.Fatalf("got %q, want STOPPING=1", got)
+	}
+}
+
+// notifySocket stands in for systemd: it sets NOTIFY_SOCKET (and
+// WATCHDOG_USEC to usec) for the test and returns the socket and a
+// reader of the next notification.
+func notifySocket(t *testing.T, usec string) (*net.UnixConn, func() string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", usec)
+	t.Setenv("WATCHDOG_PID", "")
+	return conn, func() string {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 256)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read notify socket: %v", err)
+		}
+		return string(buf[:n])
 	}
 }

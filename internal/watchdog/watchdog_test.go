@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -175,26 +173,7 @@ func TestDisabled(t *testing.T) {
 // READY=1, WATCHDOG=1 at half of WATCHDOG_USEC while healthy, none while
 // a loop is stalled, and STOPPING=1.
 func TestSystemdNotify(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
-	t.Setenv("WATCHDOG_USEC", "100000")
-	t.Setenv("WATCHDOG_PID", "")
-
-	read := func() string {
-		t.Helper()
-		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-		buf := make([]byte, 256)
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("read notify socket: %v", err)
-		}
-		return string(buf[:n])
-	}
+	_, read := notifySocket(t, "100000")
 
 	clock := &fakeClock{}
 	clock.now.Store(time.Now().UnixNano())
