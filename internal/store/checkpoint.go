@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
-	"time"
 )
 
 // restartFrames is the WAL size, in frames, past which Checkpoint stops
@@ -14,21 +13,11 @@ import (
 // start the log over, waiting for readers) bounds it.
 const restartFrames = 16384
 
-// restartWait bounds how long a RESTART checkpoint waits for readers and
-// the writer (it holds new writers back meanwhile), and restartEvery how
-// often one is tried: a reader that keeps its snapshot for minutes (a
-// backup) must not stall writes, only let the WAL grow until it is done.
-const (
-	restartWait  = 20 * time.Millisecond
-	restartEvery = time.Second
-)
-
 // checkpointer is the connection Checkpoint runs on, opened on first use.
 type checkpointer struct {
-	mu          sync.Mutex
-	conn        *sql.Conn
-	closed      bool
-	lastRestart time.Time
+	mu     sync.Mutex
+	conn   *sql.Conn
+	closed bool
 }
 
 // CheckpointResult is what one checkpoint did, in WAL frames.
@@ -59,15 +48,10 @@ func (s *Store) Checkpoint(ctx context.Context) (CheckpointResult, error) {
 		if err != nil {
 			return CheckpointResult{}, fmt.Errorf("checkpoint: %w", err)
 		}
-		if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartWait.Milliseconds())); err != nil {
-			conn.Close()
-			return CheckpointResult{}, fmt.Errorf("checkpoint: %w", err)
-		}
 		c.conn = conn
 	}
 	res, err := c.run(ctx, "PASSIVE")
-	if err == nil && res.Log > restartFrames && time.Since(c.lastRestart) >= restartEvery {
-		c.lastRestart = time.Now()
+	if err == nil && res.Log > restartFrames {
 		res, err = c.run(ctx, "RESTART")
 		res.Restarted = err == nil && !res.Busy
 	}
