@@ -66,7 +66,13 @@ func readVersionRows(ctx context.Context, tx querier, ts *tableSQL, ord int64, v
 // readVersionRange appends the surviving changes of versions from..to of
 // site ord to the changeset changesetOf names for each version.
 func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, from, to uint64, changesetOf func(v uint64) *crdt.Changeset) error {
-	rows, err := tx.QueryContext(ctx, ts.changesSel, ord, from, to)
+	var rows *sql.Rows
+	var err error
+	if from == to {
+		rows, err = tx.QueryContext(ctx, ts.versionSel, ord, from)
+	} else {
+		rows, err = tx.QueryContext(ctx, ts.changesSel, ord, from, to)
+	}
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ type tableSQL struct {
 	valueIndex map[string]int // value column name → index in t.Values
 	pkCols     []string       // quoted key columns
 	changesSel string         // rows of a range of versions of a site, with clock and data
+	versionSel string         // the same columns for one version
 }
 
 // maxStmtParams bounds the parameters of one multi-row statement.
@@ -23,12 +24,13 @@ func newTableSQL(t *Table) *tableSQL {
 	for i, c := range t.Values {
 		ts.valueIndex[c.Name] = i
 	}
-	var joinC, joinT []string
+	var joinC, joinT, joinDC []string
 	for _, c := range t.PK {
 		q := quoteIdent(c.Name)
 		ts.pkCols = append(ts.pkCols, q)
 		joinC = append(joinC, "c."+q+" = x."+q)
 		joinT = append(joinT, "d."+q+" = x."+q)
+		joinDC = append(joinDC, "d."+q+" = c."+q)
 	}
 	var sel []string
 	for _, c := range ts.pkCols {
@@ -48,6 +50,19 @@ func newTableSQL(t *Table) *tableSQL {
 	ts.changesSel = fmt.Sprintf("SELECT %s FROM %s AS x JOIN %s AS c ON %s LEFT JOIN %s AS d ON %s WHERE x.__patina_site = ?1 AND x.__patina_version BETWEEN ?2 AND ?3 ORDER BY x.__patina_version, %s",
 		strings.Join(sel, ", "), quoteIdent(vxTable(t.Name)), quoteIdent(clockTable(t.Name)), strings.Join(joinC, " AND "),
 		quoteIdent(t.Name), strings.Join(joinT, " AND "), prefixAll("x.", ts.pkCols))
+	// One version ?2 of site ?1, in key order, with the clock table
+	// driving: SQLite runs this form in a fraction of the time of the join
+	// above (about 8 µs against 50 µs for a one-row version here), which
+	// matters because every local commit reads its version back.
+	var vsel []string
+	for _, c := range ts.pkCols {
+		vsel = append(vsel, "+c."+c)
+	}
+	vsel = append(vsel, sel[len(ts.pkCols):len(sel)-1]...)
+	vsel = append(vsel, "?2")
+	ts.versionSel = fmt.Sprintf("SELECT %s FROM %s AS c LEFT JOIN %s AS d ON %s WHERE (%s) IN (SELECT %s FROM %s AS x WHERE x.__patina_site = ?1 AND x.__patina_version = ?2) ORDER BY %s",
+		strings.Join(vsel, ", "), quoteIdent(clockTable(t.Name)), quoteIdent(t.Name), strings.Join(joinDC, " AND "),
+		prefixAll("c.", ts.pkCols), prefixAll("x.", ts.pkCols), quoteIdent(vxTable(t.Name)), prefixAll("c.", ts.pkCols))
 	return ts
 }
 
