@@ -99,7 +99,13 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		newSite, err := s.applyChangeset(ctx, b, tables, cs)
 		if err != nil {
 			b.rows = b.rows[:rowsBefore]
-			if _, rerr := conn.ExecContext(ctx, "ROLLBACK TO v; RELEASE v"); rerr != nil {
+			// One statement each: a prepared statement runs only the first
+			// of several.
+			_, rerr := conn.ExecContext(ctx, "ROLLBACK TO v")
+			if rerr == nil {
+				_, rerr = conn.ExecContext(ctx, "RELEASE v")
+			}
+			if rerr != nil {
 				rollback()
 				return ApplyResult{}, hooks, fmt.Errorf("apply: rollback to savepoint: %w", rerr)
 			}

@@ -58,6 +58,8 @@ type Store struct {
 	hooks     Hooks
 	observer  WriteObserver
 	broken    error // set when a rollback failed: the writer's state is unknown
+
+	group committer // local transactions waiting to commit
 }
 
 func dsn(path string, params url.Values) string {

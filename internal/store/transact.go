@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3"
-
-	"github.com/patina-db/patina/internal/crdt"
 )
 
 // Statement is one SQL statement with positional and/or named parameters.
@@ -60,7 +58,9 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 	}
 	res := &TxResult{Results: make([]StatementResult, 0, len(stmts))}
 	start := time.Now()
-	v, err := s.write(ctx, true, func(tx Tx) error {
+	v, err := s.write(ctx, &writeReq{client: true, weight: groupWeight(stmts), fn: func(tx Tx) error {
+		// A group may run a transaction again (see runGroup).
+		res.Results = res.Results[:0]
 		for i, st := range stmts {
 			if err := checkClientSQL(st.SQL); err != nil {
 				return &StatementError{Index: i, Err: err, Client: true}
@@ -82,7 +82,7 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 			res.Results = append(res.Results, StatementResult{RowsAffected: n, Elapsed: time.Since(t0)})
 		}
 		return nil
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
@@ -103,97 +103,58 @@ type Tx interface {
 // store's own callers (the host agent, tests, benchmarks). fn may run any
 // statement on tx; it must not commit or roll back.
 func (s *Store) Write(ctx context.Context, fn func(tx Tx) error) (version uint64, err error) {
-	return s.write(ctx, false, fn)
+	return s.write(ctx, &writeReq{alone: true, fn: fn})
 }
 
-// write runs a local transaction and then, outside the lock, tells the
-// commit hook about a new version.
-func (s *Store) write(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, error) {
-	v, hooks, cs, err := s.writeLocked(ctx, client, fn)
-	if err == nil && cs != nil {
-		if hooks.Committed != nil {
-			hooks.Committed(cs)
-		}
-		if hooks.Rows != nil {
-			hooks.Rows(rowsOf(cs))
-		}
+// endTx leaves the writer outside any transaction after a failure: it
+// rolls back what is open. A statement still running on the connection
+// (one a canceled context cut short) would keep the rollback from
+// finishing, so if the writer is still inside a transaction the cached
+// statements are finalized and the rollback tried again. A writer that
+// cannot be brought back is marked broken and its SQLite connection
+// closed, which releases its locks: local writes then fail, but the
+// applier keeps replicating.
+func (s *Store) endTx(ctx context.Context) {
+	if s.writerIdle() {
+		return
 	}
-	return v, err
+	_, err := s.wint.ExecContext(ctx, "ROLLBACK")
+	if s.writerIdle() {
+		return
+	}
+	s.wint.reset()
+	if s.clientStmts != nil {
+		s.clientStmts.reset()
+	}
+	_, err2 := s.wint.ExecContext(ctx, "ROLLBACK")
+	if s.writerIdle() {
+		return
+	}
+	s.broken = fmt.Errorf("rollback failed: %w", errors.Join(err, err2))
+	// Close the SQLite connection underneath (not the sql.Conn, which
+	// would wait for any rows a caller left open): closing rolls the
+	// transaction back once its last statement is finalized.
+	_ = s.writer.Raw(func(dc any) error {
+		if c, ok := dc.(*sqlite3.SQLiteConn); ok {
+			return c.Close()
+		}
+		return nil
+	})
 }
 
-// write runs fn between BEGIN IMMEDIATE and COMMIT issued on the writer
-// connection itself. Not database/sql's Tx: when a Tx's context ends it
-// throws the connection away, and with it the TEMP capture triggers.
-func (s *Store) writeLocked(ctx context.Context, client bool, fn func(tx Tx) error) (uint64, Hooks, *crdt.Changeset, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return 0, Hooks{}, nil, ErrClosed
-	}
-	defer s.observeWrite(WriteLocal)()
-	if s.broken != nil {
-		return 0, Hooks{}, nil, fmt.Errorf("store: writer unusable: %w", s.broken)
-	}
-	next := s.head + 1
-	if s.pending != next {
-		if _, err := s.wint.ExecContext(ctx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
-			return 0, Hooks{}, nil, fmt.Errorf("set pending version: %w", err)
+// writerIdle reports whether the writer connection is outside any
+// transaction; an unusable connection counts as not idle.
+func (s *Store) writerIdle() bool {
+	idle := false
+	err := s.writer.Raw(func(dc any) error {
+		c, ok := dc.(*sqlite3.SQLiteConn)
+		if !ok {
+			return fmt.Errorf("writer is a %T", dc)
 		}
-		s.pending = next
-	}
-	if _, err := s.wint.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return 0, Hooks{}, nil, fmt.Errorf("begin: %w", err)
-	}
-	rollback := func() {
-		if _, err := s.wint.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
-			s.broken = fmt.Errorf("rollback failed: %w", err)
-		}
-	}
-	s.clientSQL.Store(client)
-	err := fn(s.writer)
-	s.clientSQL.Store(false)
-	if err != nil {
-		rollback()
-		return 0, Hooks{}, nil, err
-	}
-	touched, err := s.versionTouched(ctx, next)
-	changed := len(touched) > 0
-	if err != nil {
-		rollback()
-		return 0, Hooks{}, nil, err
-	}
-	var apply func()
-	var cs *crdt.Changeset
-	if changed {
-		if s.hooks.Committed != nil || s.hooks.Rows != nil {
-			// Read the new version for the hooks now, on the writer, whose
-			// pages are hot, rather than after commit on another connection.
-			cs = &crdt.Changeset{Actor: s.actor, Version: next}
-			for _, name := range touched {
-				if err := readVersionRows(ctx, s.wint, s.tableSQL(name), 0, next, cs); err != nil {
-					rollback()
-					return 0, Hooks{}, nil, fmt.Errorf("read version %d: %w", next, err)
-				}
-			}
-			for i := range cs.Changes {
-				cs.Changes[i].Seq = uint32(i)
-			}
-		}
-		if apply, err = s.persistVersion(ctx, s.wint, s.actor, 0, next, false); err != nil {
-			rollback()
-			return 0, Hooks{}, nil, err
-		}
-	}
-	if _, err := s.wint.ExecContext(ctx, "COMMIT"); err != nil {
-		rollback()
-		return 0, Hooks{}, nil, fmt.Errorf("commit: %w", err)
-	}
-	if !changed {
-		return 0, Hooks{}, nil, nil
-	}
-	apply()
-	s.head = next
-	return next, s.hooks, cs, nil
+		idle = c.AutoCommit()
+		return nil
+	})
+	return err == nil && idle
 }
 
 // versionTouched lists the tables, in name order, in which the open

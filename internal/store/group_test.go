@@ -1,0 +1,152 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
+// queued runs each transaction in a goroutine while the store's lock is
+// held, waits until all but the first are queued behind it, then lets the
+// group commit: the first leads and the rest form one group.
+func queued(t *testing.T, s *Store, ctxs []context.Context, txs [][]Statement) ([]*TxResult, []error) {
+	t.Helper()
+	res := make([]*TxResult, len(txs))
+	errs := make([]error, len(txs))
+	s.mu.Lock()
+	var wg sync.WaitGroup
+	for i := range txs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			if ctxs != nil && ctxs[i] != nil {
+				ctx = ctxs[i]
+			}
+			res[i], errs[i] = s.Transact(ctx, txs[i])
+		}()
+		if i == 0 {
+			// The first leads and waits for the lock.
+			waitQueue(t, s, func(q int) bool { return s.group.leading && q == 0 })
+		} else {
+			waitQueue(t, s, func(q int) bool { return q == i })
+		}
+	}
+	s.mu.Unlock()
+	wg.Wait()
+	return res, errs
+}
+
+func waitQueue(t *testing.T, s *Store, cond func(queued int) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.group.mu.Lock()
+		ok := cond(len(s.group.queue))
+		s.group.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("transactions did not queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestGroupCommitSharesAVersion: transactions queued behind a commit
+// commit together as one version, which replicates like any other.
+func TestGroupCommitSharesAVersion(t *testing.T) {
+	dir := t.TempDir()
+	s := regionalStore(t, dir, "a")
+	defer s.Close()
+	var txs [][]Statement
+	for i := 0; i < 6; i++ {
+		txs = append(txs, []Statement{stmt(`INSERT INTO machines (id, app) VALUES (?, 'g')`, fmt.Sprint("m", i))})
+	}
+	res, errs := queued(t, s, nil, txs)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("tx %d: %v", i, err)
+		}
+	}
+	// The leader alone, then the five behind it together.
+	if res[0].Version != 1 {
+		t.Fatalf("leader: version %d, want 1", res[0].Version)
+	}
+	for i := 1; i < 6; i++ {
+		if res[i].Version != 2 || len(res[i].Results) != 1 || res[i].Results[0].RowsAffected != 1 {
+			t.Fatalf("tx %d: %+v, want version 2 and one row", i, res[i])
+		}
+	}
+	if s.Head() != 2 {
+		t.Fatalf("head %d, want 2", s.Head())
+	}
+	b := regionalStore(t, dir, "b")
+	defer b.Close()
+	for v := uint64(1); v <= 2; v++ {
+		if _, err := b.Apply(context.Background(), []*crdt.Changeset{changesetOf(t, s, v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := dumpTable(t, b, "machines"), dumpTable(t, s, "machines"); got != want || want == "" {
+		t.Fatalf("replica differs:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestGroupCommitFailureIsItsOwn: a transaction that fails inside a group
+// leaves nothing behind and takes no other transaction with it, whether
+// SQLite rolled back only its statement or (OR ROLLBACK) the whole
+// transaction, or its client went away.
+func TestGroupCommitFailureIsItsOwn(t *testing.T) {
+	s := regionalStore(t, t.TempDir(), "a")
+	defer s.Close()
+	exec(t, s, stmt(`INSERT INTO machines (id, app) VALUES ('taken', 'x')`))
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	txs := [][]Statement{
+		{stmt(`INSERT INTO machines (id, app) VALUES ('lead', 'g')`)},
+		{stmt(`INSERT INTO machines (id, app) VALUES ('a', 'g')`)},
+		// Its first statement is undone with the failing second.
+		{stmt(`INSERT INTO machines (id, app) VALUES ('half', 'g')`), stmt(`INSERT INTO machines (id, app) VALUES ('taken', 'g')`)},
+		{stmt(`INSERT INTO machines (id, app) VALUES ('b', 'g')`)},
+		// Ends the whole SQLite transaction: the others run again.
+		{stmt(`INSERT INTO machines (id, app) VALUES ('half2', 'g')`), stmt(`INSERT OR ROLLBACK INTO machines (id, app) VALUES ('taken', 'g')`)},
+		{stmt(`INSERT INTO machines (id, app) VALUES ('c', 'g')`)},
+		{stmt(`INSERT INTO machines (id, app) VALUES ('canceled', 'g')`)},
+		{stmt(`UPDATE machines SET app = 'g' WHERE id = 'nothing'`)},
+	}
+	ctxs := make([]context.Context, len(txs))
+	ctxs[6] = gone
+	res, errs := queued(t, s, ctxs, txs)
+	for _, i := range []int{2, 4, 6} {
+		if errs[i] == nil {
+			t.Fatalf("tx %d committed: %+v", i, res[i])
+		}
+	}
+	for _, i := range []int{0, 1, 3, 5, 7} {
+		if errs[i] != nil {
+			t.Fatalf("tx %d: %v", i, errs[i])
+		}
+	}
+	if res[1].Version != 3 || res[3].Version != 3 || res[5].Version != 3 {
+		t.Fatalf("group versions %d %d %d, want 3", res[1].Version, res[3].Version, res[5].Version)
+	}
+	got := dumpQuery(t, s, `SELECT group_concat(id, ' ') FROM (SELECT id FROM machines ORDER BY id)`)
+	if want := "a b c lead taken\n"; got != want {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+	// The version holds exactly the group's surviving rows.
+	cs := changesetOf(t, s, 3)
+	keys := map[string]bool{}
+	for _, c := range cs.Changes {
+		keys[string(c.PK)] = true
+	}
+	if len(keys) != 3 {
+		t.Fatalf("version 3 touches %d rows, want 3", len(keys))
+	}
+}
