@@ -73,7 +73,7 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	st, err := store.Open(ctx, store.Config{Path: cfg.DB.Path, Readers: cfg.DB.Readers})
+	st, err := store.Open(ctx, store.Config{Path: cfg.DB.Path, Readers: cfg.DB.Readers, ManualCheckpoint: true})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -244,6 +244,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	subsCtx, stopSubs := context.WithCancel(context.WithoutCancel(ctx))
 	subsDone := make(chan error, 1)
 	go func() { subsDone <- a.subs.Run(subsCtx) }()
+	ckptDone := make(chan struct{})
+	go func() {
+		defer close(ckptDone)
+		checkpointLoop(subsCtx, a.store, a.obs.wd.Register("store.checkpoint"), a.log)
+	}()
 	a.obs.start(ctx, a.log)
 	defer a.obs.stop()
 	var serveErr error
@@ -271,6 +276,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		leaveErr = a.node.Close()
 	}
 	stopSubs()
+	<-ckptDone
 	subsErr := errors.Join(<-subsDone, a.subs.Close())
 	closeErr := errors.Join(leaveErr, subsErr, a.store.Close())
 	a.log.Info("agent stopped")

@@ -21,6 +21,12 @@ type Config struct {
 	// BusyTimeoutMS bounds how long a connection waits for a lock held by
 	// another process, e.g. a backup (default 5000).
 	BusyTimeoutMS int
+	// ManualCheckpoint keeps commits from checkpointing the WAL: the
+	// owner calls Checkpoint from a loop of its own (the agent does).
+	// Otherwise SQLite checkpoints on the committing connection once the
+	// WAL passes 1000 pages, which stalls the single writer for longer the
+	// larger the database grows.
+	ManualCheckpoint bool
 }
 
 // Store is one node's replicated database.
@@ -55,6 +61,7 @@ type Store struct {
 	pending   uint64 // value of temp.__patina_tx
 	clientSQL atomic.Bool
 	closed    bool
+	ckpt      checkpointer
 	hooks     Hooks
 	observer  WriteObserver
 	broken    error // set when a rollback failed: the writer's state is unknown
@@ -116,6 +123,13 @@ func (s *Store) open(ctx context.Context) error {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
 	s.wint, s.aint = newStmtConn(s.writer), newStmtConn(s.applier)
+	if s.cfg.ManualCheckpoint {
+		for _, c := range []*stmtConn{s.wint, s.aint} {
+			if _, err := c.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0"); err != nil {
+				return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+			}
+		}
+	}
 	r := url.Values{}
 	r.Set("_busy_timeout", fmt.Sprint(s.cfg.BusyTimeoutMS))
 	r.Set("_query_only", "1")
@@ -329,7 +343,7 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeConns() error {
-	var errs []error
+	errs := []error{s.ckpt.close()}
 	for _, c := range []*stmtConn{s.wint, s.aint, s.clientStmts} {
 		if c != nil {
 			c.reset()

@@ -25,7 +25,7 @@ func BenchmarkReseed(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		res, err := bench.Reseed(context.Background(), bench.ReseedOptions{
-			Options:  bench.Options{Nodes: 3, Dir: b.TempDir(), SchemaPaths: []string{schemaDir()}},
+			Options:  bench.Options{Nodes: benchNodes(), Dir: b.TempDir(), SchemaPaths: []string{schemaDir()}},
 			Machines: machines, Hosts: 100, Checks: checks,
 		}, io.Discard)
 		if err != nil {
@@ -34,4 +34,12 @@ func BenchmarkReseed(b *testing.B) {
 		b.ReportMetric(res.RowsPerSec, "rows/s")
 		b.ReportMetric(res.ConvergedSec, "converged_s")
 	}
+}
+
+// benchNodes is the region's size: PATINA_RESEED_NODES, default 3.
+func benchNodes() int {
+	if v, err := strconv.Atoi(os.Getenv("PATINA_RESEED_NODES")); err == nil && v > 0 {
+		return v
+	}
+	return 3
 }

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// restartFrames is the WAL size, in frames, past which Checkpoint stops
+// being polite: a passive checkpoint cannot reset a WAL that writers keep
+// appending to, so a RESTART checkpoint (which makes the next writer
+// start the log over, waiting for readers) bounds it.
+const restartFrames = 16384
+
+// restartWait bounds how long a RESTART checkpoint waits for readers and
+// the writer (it holds new writers back meanwhile), and restartEvery how
+// often one is tried: a reader that keeps its snapshot for minutes (a
+// backup) must not stall writes, only let the WAL grow until it is done.
+const (
+	restartWait  = 20 * time.Millisecond
+	restartEvery = time.Second
+)
+
+// checkpointer is the connection Checkpoint runs on, opened on first use.
+type checkpointer struct {
+	mu          sync.Mutex
+	conn        *sql.Conn
+	closed      bool
+	lastRestart time.Time
+}
+
+// CheckpointResult is what one checkpoint did, in WAL frames.
+type CheckpointResult struct {
+	// Busy: a lock kept the checkpoint from running (to completion).
+	Busy bool
+	// Log is the WAL's size and Done how much of it is now in the
+	// database file.
+	Log, Done int64
+	// Restarted: the WAL had grown past restartFrames and was restarted.
+	Restarted bool
+}
+
+// Checkpoint copies committed WAL frames into the database file on a
+// connection of its own, concurrently with writers. With
+// Config.ManualCheckpoint a commit never checkpoints, so that copying,
+// whose cost grows with the database, stays off the single writer; the
+// owner calls this instead, from a loop of its own.
+func (s *Store) Checkpoint(ctx context.Context) (CheckpointResult, error) {
+	c := &s.ckpt
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return CheckpointResult{}, ErrClosed
+	}
+	if c.conn == nil {
+		conn, err := s.writeDB.Conn(ctx)
+		if err != nil {
+			return CheckpointResult{}, fmt.Errorf("checkpoint: %w", err)
+		}
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartWait.Milliseconds())); err != nil {
+			conn.Close()
+			return CheckpointResult{}, fmt.Errorf("checkpoint: %w", err)
+		}
+		c.conn = conn
+	}
+	res, err := c.run(ctx, "PASSIVE")
+	if err == nil && res.Log > restartFrames && time.Since(c.lastRestart) >= restartEvery {
+		c.lastRestart = time.Now()
+		res, err = c.run(ctx, "RESTART")
+		res.Restarted = err == nil && !res.Busy
+	}
+	return res, err
+}
+
+func (c *checkpointer) run(ctx context.Context, mode string) (CheckpointResult, error) {
+	var busy int
+	var res CheckpointResult
+	if err := c.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &res.Log, &res.Done); err != nil {
+		return CheckpointResult{}, fmt.Errorf("checkpoint %s: %w", mode, err)
+	}
+	res.Busy = busy != 0
+	return res, nil
+}
+
+// close closes the checkpoint connection; Checkpoint fails from then on.
+func (c *checkpointer) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.conn == nil {
+		return nil
+	}
+	return c.conn.Close()
+}

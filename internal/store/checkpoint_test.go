@@ -1,0 +1,62 @@
+package store
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// With ManualCheckpoint a commit leaves the WAL alone; Checkpoint copies
+// it into the database file, and the next write starts the WAL over.
+func TestManualCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "c.db")
+	s, err := Open(ctx, Config{Path: path, ManualCheckpoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.ApplySchemaSQL(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT '')"); err != nil {
+		t.Fatal(err)
+	}
+	write := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if _, err := s.Transact(ctx, []Statement{{SQL: "INSERT INTO t (id, v) VALUES (?, hex(randomblob(2000)))", Args: []any{i}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	// Far more than the 1000 pages after which SQLite would checkpoint by
+	// itself.
+	write(0, 3000)
+	grown := walSize()
+	if grown < 2500*4096 {
+		t.Fatalf("WAL is %d bytes: commits checkpointed it", grown)
+	}
+	res, err := s.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Busy || res.Done != res.Log || res.Log == 0 {
+		t.Fatalf("checkpoint %+v: want every frame copied", res)
+	}
+	// The next write starts the WAL from its beginning: it stops growing.
+	write(3000, 10)
+	if res, err := s.Checkpoint(ctx); err != nil || res.Log >= 1000 {
+		t.Fatalf("after a checkpoint and more writes the WAL holds %+v (%v)", res, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Checkpoint(ctx); err != ErrClosed {
+		t.Fatalf("checkpoint after close: %v", err)
+	}
+}
