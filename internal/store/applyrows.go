@@ -80,11 +80,11 @@ func (s *Store) applyChangeset(ctx context.Context, b *applyBatch, tables map[st
 	for _, name := range tableOrder {
 		ts := tables[name]
 		if ts == nil {
-			t := s.schema.Tables[name]
-			if t == nil {
+			if s.schema.Tables[name] == nil {
 				return newSite, fail(fmt.Errorf("unknown table %q", name))
 			}
-			ts = newTableSQL(t)
+			// Built once per schema and kept (s.tables), not per batch.
+			ts = s.tableSQL(name)
 			tables[name] = ts
 		}
 		if err := s.applyTableRows(ctx, b, ts, ord, cs, byTable[name]); err != nil {
