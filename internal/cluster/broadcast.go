@@ -197,36 +197,3 @@ func (w *lagWindow) p99() time.Duration {
 	slices.Sort(s)
 	return s[min(n-1, int(math.Ceil(float64(n)*0.99))-1)]
 }
-
-// syncGrace is how long a member's own new versions are left to
-// broadcast before sync serves them too: serving them at once would send
-// most of them twice under load, and a large version is costly to read,
-// encode and apply. A version whose broadcast was lost arrives by sync
-// one grace period (plus a sync round) later.
-const syncGrace = time.Second
-
-// maxRecent bounds the own versions remembered for syncGrace.
-const maxRecent = 4096
-
-// ownCommit is one of a member's own versions and when it committed.
-type ownCommit struct {
-	v  uint64
-	at time.Time
-}
-
-// settledBefore returns the newest own version committed at or before
-// cutoff, from recent (ascending versions): sync serves own versions up
-// to it. limited is false when there is nothing to hold back (no recent
-// version is younger than cutoff). When every remembered version is
-// younger, the one before the oldest is the bound.
-func settledBefore(recent []ownCommit, cutoff time.Time) (settled uint64, limited bool) {
-	if len(recent) == 0 || !recent[len(recent)-1].at.After(cutoff) {
-		return 0, false
-	}
-	for i := len(recent) - 1; i >= 0; i-- {
-		if !recent[i].at.After(cutoff) {
-			return recent[i].v, true
-		}
-	}
-	return recent[0].v - 1, true
-}

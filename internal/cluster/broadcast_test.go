@@ -144,28 +144,3 @@ func TestSplitBroadcast(t *testing.T) {
 		t.Fatalf("%d changesets in %d parts", total, len(parts))
 	}
 }
-
-func TestSettledBefore(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	recent := []ownCommit{{v: 5, at: at(0)}, {v: 6, at: at(1)}, {v: 7, at: at(2)}}
-	for _, tc := range []struct {
-		cutoff  time.Time
-		settled uint64
-		limited bool
-	}{
-		{at(3), 0, false}, // every version is old enough
-		{at(2), 0, false},
-		{at(1), 6, true},  // 7 is held back
-		{at(0), 5, true},  // 6 and 7
-		{at(-1), 4, true}, // all remembered ones: up to the one before
-	} {
-		s, l := settledBefore(recent, tc.cutoff)
-		if s != tc.settled || l != tc.limited {
-			t.Errorf("cutoff %v: %d %v, want %d %v", tc.cutoff.Sub(t0), s, l, tc.settled, tc.limited)
-		}
-	}
-	if _, l := settledBefore(nil, t0); l {
-		t.Error("nothing remembered holds nothing back")
-	}
-}

@@ -87,8 +87,7 @@ type Node struct {
 	rnd     *rand.Rand
 	serving chan struct{} // sync serve slots
 
-	recent    []ownCommit // this node's latest versions and when they committed
-	inbox     []queued    // received, waiting to be applied
+	inbox     []queued // received, waiting to be applied
 	applyWake chan struct{}
 	inFlight  map[string]int // broadcast messages on their way, per member
 	sends     sync.WaitGroup
@@ -213,12 +212,7 @@ func (n *Node) Close() error {
 func (n *Node) Committed(cs *crdt.Changeset) {
 	n.mu.Lock()
 	n.seen.see(cs.Actor, cs.Version)
-	now := time.Now()
-	n.recent = append(n.recent, ownCommit{v: cs.Version, at: now})
-	if len(n.recent) > 2*maxRecent {
-		n.recent = append(n.recent[:0], n.recent[len(n.recent)-maxRecent:]...)
-	}
-	if !n.queue.push(queued{cs: cs, committed: now.UnixNano()}) {
+	if !n.queue.push(queued{cs: cs, committed: time.Now().UnixNano()}) {
 		n.Stats.QueueDropped.Add(1)
 	}
 	n.mu.Unlock()
@@ -651,10 +645,6 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 		peer[a] = crdt.HeadAndGaps(av.GetHead(), gaps)
 	}
 	book := n.st.Bookkeeping()
-	own := n.st.Actor()
-	n.mu.Lock()
-	settled, limited := settledBefore(n.recent, time.Now().Add(-syncGrace))
-	n.mu.Unlock()
 	chunk := &wirev1.SyncChunk{}
 	sent, chunkBytes := 0, 0
 	flush := func(done bool) error {
@@ -671,14 +661,8 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 		}
 		missing := have.Subtract(theirs)
 		for i := len(missing) - 1; i >= 0; i-- {
-			top := missing[i].End
-			if a == own && limited {
-				// Versions this node committed a moment ago are on their
-				// way by broadcast; a later round sends them if not.
-				top = min(top, settled)
-			}
 			// Newest first, a chunk's worth of versions per read.
-			for end := top; end >= missing[i].Start && end > 0; {
+			for end := missing[i].End; end >= missing[i].Start && end > 0; {
 				start := missing[i].Start
 				if end-start >= syncChunkSize {
 					start = end - syncChunkSize + 1
