@@ -283,3 +283,51 @@ func TestRangeSetPrefixAndDrop(t *testing.T) {
 		t.Fatal("prefix of a set without 1")
 	}
 }
+
+// TestRangeChanges: removing gone from before and adding added gives
+// after, and nothing both before and after is touched.
+func TestRangeChanges(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		var s RangeSet
+		for _, v := range rapid.SliceOf(rapid.Uint64Range(1, 60)).Draw(t, "before") {
+			s.Add(v)
+		}
+		before := s.Ranges()
+		for _, v := range rapid.SliceOf(rapid.Uint64Range(1, 80)).Draw(t, "added") {
+			s.Add(v)
+		}
+		after := s.Ranges()
+		gone, added := RangeChanges(before, after)
+		rows := map[uint64]Range{}
+		for _, r := range before {
+			rows[r.Start] = r
+		}
+		for _, r := range gone {
+			if rows[r.Start] != r {
+				t.Fatalf("gone %v was not stored", r)
+			}
+			delete(rows, r.Start)
+		}
+		for _, r := range added {
+			if _, ok := rows[r.Start]; ok {
+				t.Fatalf("added %v over a stored range", r)
+			}
+			rows[r.Start] = r
+		}
+		if len(rows) != len(after) {
+			t.Fatalf("stored %v, want %v", rows, after)
+		}
+		for _, r := range after {
+			if rows[r.Start] != r {
+				t.Fatalf("stored %v, want %v", rows, after)
+			}
+		}
+		for _, r := range gone {
+			for _, a := range after {
+				if r == a {
+					t.Fatalf("%v is in both and was removed", r)
+				}
+			}
+		}
+	})
+}

@@ -188,3 +188,30 @@ func (s *RangeSet) DropThrough(v uint64) {
 		s.ranges[0].Start = v + 1
 	}
 }
+
+// RangeChanges compares two sorted, disjoint lists of ranges, before and
+// after, and returns the ranges of before that are not in after exactly
+// (gone) and those of after that are not in before exactly (added). A
+// stored copy of before becomes after by removing gone and adding added.
+func RangeChanges(before, after []Range) (gone, added []Range) {
+	i, j := 0, 0
+	for i < len(before) || j < len(after) {
+		switch {
+		case j == len(after) || (i < len(before) && before[i].Start < after[j].Start):
+			gone = append(gone, before[i])
+			i++
+		case i == len(before) || after[j].Start < before[i].Start:
+			added = append(added, after[j])
+			j++
+		case before[i] == after[j]:
+			i++
+			j++
+		default: // same start, other end
+			gone = append(gone, before[i])
+			added = append(added, after[j])
+			i++
+			j++
+		}
+	}
+	return gone, added
+}

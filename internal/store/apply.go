@@ -127,6 +127,10 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
 		res.Applied++
 	}
+	if err := s.persistBatchBook(ctx, b); err != nil {
+		rollback()
+		return ApplyResult{}, hooks, err
+	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
 		return ApplyResult{}, hooks, fmt.Errorf("apply: commit: %w", err)
@@ -193,9 +197,33 @@ func (s *Store) siteActor(b *applyBatch, ord int64) crdt.ActorID {
 	return crdt.ActorID{}
 }
 
-func (s *Store) persistBatchVersion(ctx context.Context, b *applyBatch, a crdt.ActorID, ord int64, v uint64) error {
-	av := s.batchVersions(b, a)
-	return persistRange(ctx, s.aint, ord, 0, &av.Known, v)
+// persistBatchBook writes what the batch added to each actor's known
+// versions, in the batch's transaction: the ranges that changed are
+// replaced by the ranges they merged into. Versions of one actor arrive
+// mostly in order, so a batch of many versions rewrites a row or two per
+// actor instead of two or three per version.
+func (s *Store) persistBatchBook(ctx context.Context, b *applyBatch) error {
+	for a, av := range b.book {
+		ord, ok := s.sites[a]
+		if !ok {
+			if ord, ok = b.sites[a]; !ok {
+				return fmt.Errorf("apply: bookkeeping: actor %s has no site", a)
+			}
+		}
+		before := s.book.Versions(a)
+		gone, added := crdt.RangeChanges(before.Known.Ranges(), av.Known.Ranges())
+		for _, r := range gone {
+			if _, err := s.aint.ExecContext(ctx, `DELETE FROM __patina_bookkeeping WHERE actor = ? AND cleared = 0 AND start = ?`, ord, r.Start); err != nil {
+				return fmt.Errorf("apply: bookkeeping: %w", err)
+			}
+		}
+		for _, r := range added {
+			if _, err := s.aint.ExecContext(ctx, `INSERT INTO __patina_bookkeeping (actor, cleared, start, "end") VALUES (?, 0, ?, ?)`, ord, r.Start, r.End); err != nil {
+				return fmt.Errorf("apply: bookkeeping: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Store) execApplier(ctx context.Context, q string, args ...any) error {

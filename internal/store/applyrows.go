@@ -94,7 +94,9 @@ func (s *Store) applyChangeset(ctx context.Context, b *applyBatch, tables map[st
 			return newSite, fmt.Errorf("apply %s/%d: %w", cs.Actor, cs.Version, err)
 		}
 	}
-	return newSite, s.persistBatchVersion(ctx, b, cs.Actor, ord, cs.Version)
+	// The version's bookkeeping is written once for the whole batch
+	// (persistBatchBook), not per version.
+	return newSite, nil
 }
 
 // rowKey identifies a row across tables.
