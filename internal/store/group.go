@@ -41,6 +41,7 @@ type writeReq struct {
 	weight int
 
 	lead    chan struct{} // this request's turn to commit the queue
+	done    chan struct{} // closed when another request committed it
 	version uint64
 	err     error
 }
@@ -50,7 +51,6 @@ type committer struct {
 	mu      sync.Mutex
 	queue   []*writeReq
 	leading bool // someone is committing; the queue waits for them
-	done    map[*writeReq]chan struct{}
 }
 
 // write runs a local transaction, grouped with others that queue behind
@@ -59,18 +59,14 @@ type committer struct {
 func (s *Store) write(ctx context.Context, r *writeReq) (uint64, error) {
 	r.ctx = ctx
 	r.lead = make(chan struct{}, 1)
-	done := make(chan struct{})
+	r.done = make(chan struct{})
 	c := &s.group
 	c.mu.Lock()
-	if c.done == nil {
-		c.done = map[*writeReq]chan struct{}{}
-	}
-	c.done[r] = done
 	c.queue = append(c.queue, r)
 	if c.leading {
 		c.mu.Unlock()
 		select {
-		case <-done:
+		case <-r.done:
 			return r.version, r.err
 		case <-r.lead:
 		}
@@ -100,13 +96,11 @@ func (s *Store) write(ctx context.Context, r *writeReq) (uint64, error) {
 	} else {
 		c.leading = false
 	}
-	for _, m := range batch {
-		if m != r {
-			close(c.done[m])
-		}
-		delete(c.done, m)
-	}
 	c.mu.Unlock()
+	// batch[0] is r: a request leads only from the front of the queue.
+	for _, m := range batch[1:] {
+		close(m.done)
+	}
 	return r.version, r.err
 }
 
