@@ -69,6 +69,7 @@ func benchCommand() *cli.Command {
 						res.Nodes, mode(res.Processes), res.Rate, res.DurationSec, res.Versions, res.AchievedRate)
 					fmt.Fprintf(w, "  visible on every node  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs)
 					fmt.Fprintf(w, "  write acknowledged     p50 %.2f ms  p99 %.2f ms\n", res.AckP50Ms, res.AckP99Ms)
+					fmt.Fprintf(w, "  applied (agents' p99)  %.2f ms, the worst agent\n", res.ApplyLagP99Ms)
 					fmt.Fprintf(w, "  data plane             %.0f bytes sent per version\n", res.BytesPerVersion)
 					if res.NotVisible > 0 {
 						fmt.Fprintf(w, "  %d versions not visible everywhere within 30 s\n", res.NotVisible)

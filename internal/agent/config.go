@@ -69,8 +69,13 @@ type GossipConfig struct {
 	// AcceptKeys are more base64 keys accepted from peers while a key is
 	// rotated (secret_key is the one sent with); see docs/operations.md.
 	AcceptKeys []string `toml:"accept_keys"`
-	// Fanout is how many random members each broadcast goes to (default 3).
+	// Fanout is how many random members each broadcast goes to, at least
+	// (default 3); see cluster.EffectiveFanout.
 	Fanout int `toml:"fanout"`
+	// DirectLimit: in a region of at most this many other members, a
+	// writer sends its versions to all of them and nothing is relayed
+	// (default 16; -1: always epidemic).
+	DirectLimit int `toml:"direct_limit"`
 	// SyncInterval is how often the agent syncs with random peers (default "1s").
 	SyncInterval string `toml:"sync_interval"`
 	// TLS names the cluster CA and this agent's certificate; required.
@@ -240,7 +245,7 @@ func (c Config) clusterConfig(creds *cluster.Credentials, apiAddr, grpcAddr stri
 	cc := cluster.Config{AcceptKeys: accept,
 		Name: g.Name, Cluster: g.Cluster, Region: g.Region, GossipAddr: g.Addr, AdvertiseAddr: g.AdvertiseAddr,
 		QUICAddr: g.QUICAddr, Bootstrap: g.Bootstrap, SecretKey: key, Credentials: creds, APIAddr: apiAddr, GRPCAddr: grpcAddr,
-		Fanout: g.Fanout,
+		Fanout: g.Fanout, DirectLimit: g.DirectLimit,
 	}
 	if cc.Region == "" {
 		cc.Region = g.Cluster

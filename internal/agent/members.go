@@ -29,4 +29,10 @@ func (v clusterView) QueueSize() int { return v.n.QueueSize() }
 
 func (v clusterView) P99LagSeconds() float64 { return v.n.P99Lag().Seconds() }
 
-func (v clusterView) Stats() map[string]uint64 { return v.n.Stats.Snapshot() }
+// Stats are the data-plane counters, and "connections", the open
+// connections this member dialed.
+func (v clusterView) Stats() map[string]uint64 {
+	s := v.n.Stats.Snapshot()
+	s["connections"] = uint64(v.n.Connections())
+	return s
+}

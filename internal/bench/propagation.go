@@ -46,11 +46,41 @@ type PropagationResult struct {
 	AckP99Ms        float64 `json:"ack_p99_ms"`
 	BytesPerVersion float64 `json:"bytes_per_version"`
 	NotVisible      int     `json:"not_visible"`
+	// ApplyLagP99Ms is the largest of the agents' own p99 replication
+	// lags (commit on the writer to apply here, GET /v1/health), which
+	// leaves out the change feed and the benchmark client.
+	ApplyLagP99Ms float64 `json:"apply_lag_p99_ms"`
 }
 
-// startRegion starts the region the options describe.
+// startRegion starts the region the options describe and waits until
+// every agent has a data-plane connection to every other: a benchmark
+// measures a region at work, not its first handshakes.
 func startRegion(ctx context.Context, o Options) (*devcluster.Region, error) {
-	return devcluster.StartRegion(ctx, devcluster.RegionOptions{Nodes: o.Nodes, Dir: o.Dir, Binary: o.Binary, SchemaPaths: o.SchemaPaths})
+	r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{Nodes: o.Nodes, Dir: o.Dir, Binary: o.Binary, SchemaPaths: o.SchemaPaths})
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range r.Nodes {
+		c := n.Client()
+		for {
+			s, err := c.ClusterStats(ctx)
+			if err == nil && s["connections"] >= uint64(len(r.Nodes)-1) {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.Stop()
+				return nil, fmt.Errorf("bench: %s has not connected to every other agent (stats %v, err %v)", n.Name, s, err)
+			}
+			select {
+			case <-ctx.Done():
+				r.Stop()
+				return nil, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return r, nil
 }
 
 func httpClient() *http.Client {
@@ -142,12 +172,17 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 	if err != nil {
 		return nil, err
 	}
+	lag, err := applyLag(ctx, clients)
+	if err != nil {
+		return nil, err
+	}
 	stopFollow()
 
 	mu.Lock()
 	defer mu.Unlock()
 	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Rate: opts.Rate, DurationSec: opts.Duration.Seconds(),
-		Versions: total, AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(total)}
+		Versions: total, AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(total),
+		ApplyLagP99Ms: lag * 1000}
 	var visible, acks []time.Duration
 	for seq := 0; seq < total; seq++ {
 		var last time.Time
@@ -183,6 +218,20 @@ func bytesSent(ctx context.Context, clients []*client.Client) (uint64, error) {
 		total += s["bytes_sent"]
 	}
 	return total, nil
+}
+
+// applyLag is the largest p99 replication lag the agents report, in
+// seconds.
+func applyLag(ctx context.Context, clients []*client.Client) (float64, error) {
+	var worst float64
+	for _, c := range clients {
+		h, err := c.Health(ctx, "")
+		if err != nil {
+			return 0, err
+		}
+		worst = max(worst, h.P99Lag)
+	}
+	return worst, nil
 }
 
 // pct is the p-quantile (0..1) of ds, by the nearest-rank method.

@@ -24,12 +24,20 @@ func MaxTransmissions(mult, n int) int {
 }
 
 // EffectiveFanout is how many members a changeset is sent to in a cluster
-// of n members: at least the configured fanout, and ⌈log₂(n+1)⌉+2 as the
-// cluster grows. Each member relays a changeset once, so the chance that
-// some member hears it from nobody falls fast with the fanout: at n = 10,
-// a fanout of 3 misses some member for about one version in eight (sync
-// then brings it, a second later); ⌈log₂ 11⌉+2 = 6 makes that negligible.
-func EffectiveFanout(configured, n int) int {
+// of n members (self included). While the others number at most direct,
+// the writer sends to every one of them: one message per member per
+// version, one hop, and no relays at all. Relaying costs more messages
+// in total, not fewer (every member forwards to fanout others), and each
+// hop adds an apply and a send to the latency; it pays only by spreading
+// the writer's sends over the cluster, which matters in large clusters.
+// Beyond direct it is the configured fanout or ⌈log₂(n+1)⌉+2, whichever
+// is more: each member relays a changeset once, so the chance that some
+// member hears it from nobody falls fast with the fanout. A negative
+// direct turns direct sending off.
+func EffectiveFanout(configured, direct, n int) int {
+	if direct >= 0 && n-1 <= direct {
+		return max(configured, n-1)
+	}
 	return max(configured, int(math.Ceil(math.Log2(float64(n+1))))+2)
 }
 

@@ -117,9 +117,12 @@ func TestLagWindowP99(t *testing.T) {
 }
 
 func TestEffectiveFanoutAndRelays(t *testing.T) {
-	for _, c := range []struct{ conf, n, want int }{{3, 3, 4}, {3, 10, 6}, {3, 2000, 13}, {8, 10, 8}} {
-		if got := EffectiveFanout(c.conf, c.n); got != c.want {
-			t.Errorf("EffectiveFanout(%d, %d) = %d, want %d", c.conf, c.n, got, c.want)
+	for _, c := range []struct{ conf, direct, n, want int }{
+		{3, -1, 3, 4}, {3, -1, 10, 6}, {3, -1, 2000, 13}, {8, -1, 10, 8},
+		{3, 16, 3, 3}, {3, 16, 10, 9}, {3, 16, 17, 16}, {3, 16, 18, 7}, {3, 16, 2000, 13}, {12, 8, 10, 12},
+	} {
+		if got := EffectiveFanout(c.conf, c.direct, c.n); got != c.want {
+			t.Errorf("EffectiveFanout(%d, %d, %d) = %d, want %d", c.conf, c.direct, c.n, got, c.want)
 		}
 	}
 	if needsRelay(4, 5) || !needsRelay(4, 6) {

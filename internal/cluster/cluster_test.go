@@ -228,6 +228,15 @@ func writeEverywhere(t *testing.T, nodes []*testNode, ops int) {
 func TestFiveNodesConverge(t *testing.T) {
 	c := newTestCluster(t, 5, nil)
 	c.waitMembers(5)
+	// Members connect to every other before anything is written.
+	waitFor(t, 30*time.Second, "every member to connect to every other", func() bool {
+		for _, tn := range c.nodes {
+			if tn.node.Connections() != 4 {
+				return false
+			}
+		}
+		return true
+	})
 	writeEverywhere(t, c.nodes, 200)
 	c.waitConverged(60 * time.Second)
 }
@@ -397,15 +406,19 @@ func TestGarbageDoesNotHurt(t *testing.T) {
 // carry it stay within fanout × max_transmissions × n, and once the node
 // has the column, the version applies.
 func TestFailedApplyDoesNotStorm(t *testing.T) {
-	c := newTestCluster(t, 5, nil)
-	c.waitMembers(5)
+	// Eight members with direct sending off, so that the effective
+	// fanout (6) leaves members to relays and the bound is tested with
+	// relays at work.
+	const n = 8
+	c := newTestCluster(t, n, func(cfg *cluster.Config) { cfg.DirectLimit = -1 })
+	c.waitMembers(n)
 	ctx := context.Background()
-	for _, tn := range c.nodes[:4] {
+	for _, tn := range c.nodes[:n-1] {
 		if err := tn.st.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lacking := c.nodes[4]
+	lacking := c.nodes[n-1]
 	if _, err := c.nodes[0].st.Transact(ctx, []store.Statement{{SQL: `INSERT INTO machines (id, cpus) VALUES ('m1', 4)`}}); err != nil {
 		t.Fatal(err)
 	}
@@ -420,22 +433,27 @@ func TestFailedApplyDoesNotStorm(t *testing.T) {
 	var last uint64
 	stable := 0
 	waitFor(t, 30*time.Second, "broadcasts to settle", func() bool {
-		n := sent()
+		got := sent()
 		queued := 0
 		for _, tn := range c.nodes {
 			queued += tn.node.QueueSize()
 		}
-		if n == last && queued == 0 {
+		if got == last && queued == 0 {
 			stable++
 		} else {
 			stable = 0
 		}
-		last = n
+		last = got
 		return stable >= 10
 	})
-	limit := uint64(cluster.EffectiveFanout(3, 5) * cluster.MaxTransmissions(2, 5) * 5)
-	if n := sent(); n > limit {
-		t.Fatalf("the version was sent %d times, above fanout × max_transmissions × n = %d", n, limit)
+	fanout := cluster.EffectiveFanout(3, -1, n)
+	limit := uint64(fanout * cluster.MaxTransmissions(2, n) * n)
+	got := sent()
+	if got > limit {
+		t.Fatalf("the version was sent %d times, above fanout × max_transmissions × n = %d", got, limit)
+	}
+	if got <= uint64(fanout) {
+		t.Fatalf("the version was sent %d times: no member relayed it", got)
 	}
 	if lacking.st.Knows(c.nodes[0].st.Actor(), 1) {
 		t.Fatal("the version applied without the column")

@@ -39,8 +39,13 @@ type Config struct {
 	// APIAddr and GRPCAddr are announced in the member's metadata.
 	APIAddr, GRPCAddr string
 
-	// Fanout is how many random members each broadcast goes to.
+	// Fanout is how many random members each broadcast goes to, at
+	// least; see EffectiveFanout.
 	Fanout int
+	// DirectLimit: while a member has at most this many others, it sends
+	// its versions straight to all of them and nothing is relayed
+	// (default 16; negative: always epidemic).
+	DirectLimit int
 	// TransmitMult scales the hop limit: TransmitMult·⌈log₂(n+1)⌉.
 	TransmitMult int
 	// BatchDelay is an extra wait, under load, for more committed versions
@@ -74,6 +79,9 @@ type Config struct {
 func (c *Config) Defaults() {
 	if c.Fanout == 0 {
 		c.Fanout = 3
+	}
+	if c.DirectLimit == 0 {
+		c.DirectLimit = 16
 	}
 	if c.TransmitMult == 0 {
 		c.TransmitMult = 2

@@ -24,6 +24,10 @@ type membership struct {
 	cluster string
 	meta    []byte
 
+	// changed is signalled (without blocking) when a member joins,
+	// changes or leaves.
+	changed chan struct{}
+
 	mu   sync.Mutex
 	rtt  map[string]time.Duration // by member name, from SWIM probes
 	view map[string]Member        // by name, kept from memberlist's events
@@ -40,7 +44,7 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	if len(data) > metaLimit {
 		return nil, fmt.Errorf("member metadata is %d bytes, above memberlist's %d", len(data), metaLimit)
 	}
-	m := &membership{cluster: cfg.Cluster, meta: data, rtt: map[string]time.Duration{}, view: map[string]Member{}}
+	m := &membership{cluster: cfg.Cluster, meta: data, changed: make(chan struct{}, 1), rtt: map[string]time.Duration{}, view: map[string]Member{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
 		mc = memberlist.DefaultLocalConfig()
@@ -160,8 +164,12 @@ func (m *membership) record(n *memberlist.Node) {
 		mem.Region, mem.QUICAddr, mem.APIAddr, mem.GRPCAddr = meta.GetRegion(), meta.GetQuicAddr(), meta.GetApiAddr(), meta.GetGrpcAddr()
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.view[n.Name] = mem
+	m.mu.Unlock()
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
 }
 
 // members lists the cluster as this member sees it: every member it has

@@ -139,6 +139,7 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 	n.spawn(func() { n.applyLoop(ctx) })
 	n.spawn(func() { n.syncLoop(ctx) })
 	n.spawn(func() { n.retryLoop(ctx) })
+	n.spawn(func() { n.connectLoop(ctx) })
 	log.Info("cluster member started", "name", n.cfg.Name, "cluster", cfg.Cluster, "gossip", n.ms.addr(), "quic", n.tr.addr())
 	return n, nil
 }
@@ -165,6 +166,10 @@ func (n *Node) spawn(fn func()) {
 		fn()
 	}()
 }
+
+// Connections counts the data-plane connections this member dialed that
+// are open (see connectLoop).
+func (n *Node) Connections() int { return n.tr.open() }
 
 // Name is this member's name.
 func (n *Node) Name() string { return n.cfg.Name }
@@ -260,7 +265,7 @@ func (n *Node) broadcastLoop(ctx context.Context) {
 // one message per member.
 func (n *Node) send(ctx context.Context, batch []queued) {
 	members := n.ms.members()
-	fanout := EffectiveFanout(n.cfg.Fanout, len(members))
+	fanout := EffectiveFanout(n.cfg.Fanout, n.cfg.DirectLimit, len(members))
 	// Encode each changeset once; one too large for a frame is left to
 	// sync, which cannot carry it either (the log says so there).
 	wires := map[*crdt.Changeset]*wirev1.Changeset{}
@@ -416,7 +421,7 @@ func (n *Node) applyLoop(ctx context.Context) {
 			failed := n.apply(ctx, css)
 			members := len(n.ms.members())
 			limit := uint32(MaxTransmissions(n.cfg.TransmitMult, members))
-			relay := needsRelay(EffectiveFanout(n.cfg.Fanout, members), members)
+			relay := needsRelay(EffectiveFanout(n.cfg.Fanout, n.cfg.DirectLimit, members), members)
 			now := time.Now().UnixNano()
 			n.mu.Lock()
 			for _, f := range batch {

@@ -425,6 +425,40 @@ func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncSta
 	}
 }
 
+// connected reports whether a connection to addr is open or being
+// opened.
+func (t *transport) connected(addr string) bool {
+	t.mu.Lock()
+	pc := t.conns[addr]
+	t.mu.Unlock()
+	if pc == nil {
+		return false
+	}
+	select {
+	case <-pc.ready:
+		return pc.err == nil && pc.conn.Context().Err() == nil
+	default:
+		return true
+	}
+}
+
+// open counts the connections this member dialed that are open.
+func (t *transport) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, pc := range t.conns {
+		select {
+		case <-pc.ready:
+			if pc.err == nil && pc.conn.Context().Err() == nil {
+				n++
+			}
+		default:
+		}
+	}
+	return n
+}
+
 func (t *transport) forget(addr string, conn *quic.Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -320,28 +320,35 @@ func (n *RegionNode) Client() *client.Client {
 }
 
 // WaitMembers waits until every node answers and sees want alive members.
+// On timeout the error says what the first node still short of that saw.
 func (r *Region) WaitMembers(ctx context.Context, want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		ok := true
+		short := ""
 		for _, n := range r.Nodes {
 			members, err := n.Client().Members(ctx)
-			alive := 0
+			if err != nil {
+				short = fmt.Sprintf("%s: %v", n.Name, err)
+				break
+			}
+			alive, others := 0, []string{}
 			for _, m := range members {
 				if m.State == "alive" {
 					alive++
+				} else {
+					others = append(others, m.Name+" "+m.State)
 				}
 			}
-			if err != nil || alive != want {
-				ok = false
+			if alive != want {
+				short = fmt.Sprintf("%s sees %d alive %v", n.Name, alive, others)
 				break
 			}
 		}
-		if ok {
+		if short == "" {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("devcluster: %d members not alive everywhere after %s", want, timeout)
+			return fmt.Errorf("devcluster: %d members not alive everywhere after %s (%s)", want, timeout, short)
 		}
 		select {
 		case <-ctx.Done():
