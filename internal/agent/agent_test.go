@@ -30,8 +30,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `log.level "loud"`) {
 		t.Fatalf("bad level: %v", err)
 	}
+	_, err = agent.ParseConfig("[db]\npath = \"x.db\"\n[runtime]\ngc_percent = 5\n", "agent.toml")
+	if err == nil || !strings.Contains(err.Error(), "runtime.gc_percent is 5") {
+		t.Fatalf("bad gc_percent: %v", err)
+	}
 	cfg, err := agent.ParseConfig("[db]\npath = \"x.db\"\n", "agent.toml")
-	if err != nil || cfg.API.Addr != "127.0.0.1:8080" || cfg.API.MaxBodyBytes != 8<<20 {
+	if err != nil || cfg.API.Addr != "127.0.0.1:8080" || cfg.API.MaxBodyBytes != 8<<20 || cfg.Runtime.GCPercent != 400 {
 		t.Fatalf("defaults: %+v %v", cfg, err)
 	}
 }

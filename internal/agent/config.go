@@ -23,6 +23,7 @@ type Config struct {
 	Telemetry TelemetryConfig `toml:"telemetry"`
 	Watchdog  WatchdogConfig  `toml:"watchdog"`
 	Log       LogConfig       `toml:"log"`
+	Runtime   RuntimeConfig   `toml:"runtime"`
 }
 
 // SubsConfig configures query subscriptions.
@@ -131,6 +132,13 @@ type WatchdogConfig struct {
 	Timeout string `toml:"timeout"`
 }
 
+// RuntimeConfig tunes the Go runtime of the agent's process.
+type RuntimeConfig struct {
+	// GCPercent is the garbage collector's target heap growth, as GOGC
+	// (default 400; a GOGC environment variable wins). See runtime.go.
+	GCPercent int `toml:"gc_percent"`
+}
+
 // LogConfig configures logging.
 type LogConfig struct {
 	Format string `toml:"format"` // text or json
@@ -145,6 +153,7 @@ func DefaultConfig() Config {
 		Subs:     SubsConfig{Window: 10000, IdleTimeout: "1h"},
 		Watchdog: WatchdogConfig{Timeout: "30s"},
 		Log:      LogConfig{Format: "text", Level: "info"},
+		Runtime:  RuntimeConfig{GCPercent: defaultGCPercent},
 	}
 }
 
@@ -170,6 +179,9 @@ func (c Config) Validate() error {
 	}
 	if c.API.Addr == "" {
 		errs = append(errs, errors.New("api.addr is required"))
+	}
+	if c.Runtime.GCPercent != 0 && c.Runtime.GCPercent < 10 {
+		errs = append(errs, fmt.Errorf("runtime.gc_percent is %d; want at least 10", c.Runtime.GCPercent))
 	}
 	if c.API.MaxBodyBytes < 1024 {
 		errs = append(errs, errors.New("api.max_body_bytes must be at least 1024"))
