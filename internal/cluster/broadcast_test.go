@@ -147,3 +147,26 @@ func TestSplitBroadcast(t *testing.T) {
 		t.Fatalf("%d changesets in %d parts", total, len(parts))
 	}
 }
+
+func TestRecentVersionsWindow(t *testing.T) {
+	r := newRecentVersions(time.Second)
+	a, b := crdt.ActorID{1}, crdt.ActorID{2}
+	t0 := time.Unix(1000, 0)
+	r.saw(a, 5, t0)
+	r.saw(a, 6, t0.Add(100*time.Millisecond))
+	r.saw(b, 7, t0)
+	if got := r.of(a, t0.Add(500*time.Millisecond)); got == nil || !got.Equal(crdt.RangeSetOf(crdt.Range{Start: 5, End: 6})) {
+		t.Fatalf("a within the window: %v", got)
+	}
+	if r.of(crdt.ActorID{3}, t0) != nil {
+		t.Fatal("versions for an actor never seen")
+	}
+	// After one window the versions are still there (previous generation);
+	// after two they are gone.
+	if got := r.of(a, t0.Add(1500*time.Millisecond)); got == nil || !got.Contains(5) {
+		t.Fatalf("a after one window: %v", got)
+	}
+	if got := r.of(a, t0.Add(3500*time.Millisecond)); got != nil {
+		t.Fatalf("a after two windows: %v", got)
+	}
+}

@@ -87,7 +87,14 @@ type Node struct {
 	rnd     *rand.Rand
 	serving chan struct{} // sync serve slots
 
-	inbox     []queued // received, waiting to be applied
+	inbox []queued // received, waiting to be applied
+	// pending are the versions in the inbox or being applied from it:
+	// a sync round counts them as known, so a peer does not send again
+	// what is about to apply here (see syncWith).
+	pending map[versionKey]struct{}
+	// recent are the versions written here or received by broadcast
+	// lately, which sync leaves out (see recentVersions).
+	recent    *recentVersions
 	applyWake chan struct{}
 	inFlight  map[string]int // broadcast messages on their way, per member
 	sends     sync.WaitGroup
@@ -114,6 +121,8 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 		wake:      make(chan struct{}, 1),
 		applyWake: make(chan struct{}, 1),
 		inFlight:  map[string]int{},
+		pending:   map[versionKey]struct{}{},
+		recent:    newRecentVersions(recentWindow),
 	}
 	actor := st.Actor()
 	var err error
@@ -215,6 +224,7 @@ func (n *Node) Close() error {
 
 // Committed announces a local version: it goes out with the next batch.
 func (n *Node) Committed(cs *crdt.Changeset) {
+	n.recent.saw(cs.Actor, cs.Version, time.Now())
 	n.mu.Lock()
 	n.seen.see(cs.Actor, cs.Version)
 	if !n.queue.push(queued{cs: cs, committed: time.Now().UnixNano()}) {
@@ -374,6 +384,7 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 			continue
 		}
 		fresh = append(fresh, queued{cs: cs, hops: w.GetHops(), committed: w.GetCommittedUnixNano(), from: from})
+		n.recent.saw(cs.Actor, cs.Version, time.Now())
 	}
 	if len(fresh) == 0 {
 		return
@@ -389,6 +400,7 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 			continue
 		}
 		n.inbox = append(n.inbox, f)
+		n.pending[versionKey{f.cs.Actor, f.cs.Version}] = struct{}{}
 	}
 	n.mu.Unlock()
 	select {
@@ -425,6 +437,7 @@ func (n *Node) applyLoop(ctx context.Context) {
 			now := time.Now().UnixNano()
 			n.mu.Lock()
 			for _, f := range batch {
+				delete(n.pending, versionKey{f.cs.Actor, f.cs.Version})
 				if failed[versionKey{f.cs.Actor, f.cs.Version}] {
 					continue // retried locally, never relayed
 				}
@@ -585,7 +598,18 @@ func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error
 		return fmt.Errorf("sync with %s: cut off", peer.Name)
 	}
 	n.Stats.SyncRounds.Add(1)
-	return n.tr.sync(ctx, peer.QUICAddr, syncState(n.st.Bookkeeping()), func(c *wirev1.SyncChunk) error {
+	// Versions waiting in the inbox count as known: they apply here in a
+	// moment, and asking for them would have the peer read, encode and
+	// send them for nothing (under a write burst, a tenth of the
+	// cluster's CPU). One that then fails to apply is retried locally,
+	// and once off the inbox it is a gap like any other.
+	book := n.st.Bookkeeping()
+	n.mu.Lock()
+	for k := range n.pending {
+		book.MarkKnown(k.actor, k.version)
+	}
+	n.mu.Unlock()
+	return n.tr.sync(ctx, peer.QUICAddr, syncState(book), func(c *wirev1.SyncChunk) error {
 		var css []*crdt.Changeset
 		for _, w := range c.GetChangesets() {
 			cs, err := fromWire(w)
@@ -665,6 +689,9 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 			theirs = &crdt.RangeSet{}
 		}
 		missing := have.Subtract(theirs)
+		if skip := n.recent.of(a, time.Now()); skip != nil && len(missing) > 0 {
+			missing = crdt.RangeSetOf(missing...).Subtract(skip)
+		}
 		for i := len(missing) - 1; i >= 0; i-- {
 			// Newest first, a chunk's worth of versions per read.
 			for end := missing[i].End; end >= missing[i].Start && end > 0; {

@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -71,6 +72,10 @@ func (cs *Changeset) Validate() error {
 			if c.ColVersion == 0 {
 				return fmt.Errorf("%w: change %d: cell %q with col_version 0", ErrBadChangeset, i, c.Column)
 			}
+		}
+		// A row's changes come together; its key is checked once.
+		if i > 0 && bytes.Equal(c.PK, cs.Changes[i-1].PK) {
+			continue
 		}
 		if _, err := UnpackPK(c.PK); err != nil {
 			return fmt.Errorf("%w: change %d: %v", ErrBadChangeset, i, err)
