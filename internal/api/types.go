@@ -101,6 +101,14 @@ func (s *Statement) UnmarshalJSON(data []byte) error {
 }
 
 func decodeParams(data []byte) ([]any, error) {
+	if out, ok := scanParams(data); ok {
+		return out, nil
+	}
+	return decodeParamsJSON(data)
+}
+
+// decodeParamsJSON is decodeParams' general path.
+func decodeParamsJSON(data []byte) ([]any, error) {
 	var raw []json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("parameters: %w", err)
@@ -170,15 +178,7 @@ func decodeValue(r json.RawMessage) (any, error) {
 	case '{':
 		return nil, errors.New("objects are not SQL values")
 	}
-	n := string(r)
-	if i, err := strconv.ParseInt(n, 10, 64); err == nil {
-		return i, nil
-	}
-	f, err := strconv.ParseFloat(n, 64)
-	if err != nil || math.IsInf(f, 0) {
-		return nil, fmt.Errorf("bad number %s", n)
-	}
-	return f, nil
+	return numberValue(string(r))
 }
 
 // MarshalJSON writes the object form.
