@@ -70,10 +70,6 @@ func readFrameLimit(r *bufio.Reader, m proto.Message, limit uint64) error {
 	return nil
 }
 
-func toWireValue(v crdt.Value) *wirev1.Value {
-	return &wirev1.Value{Kind: wirev1.Kind(v.Kind), Integer: v.Int, Real: v.Float, Bytes: v.Bytes}
-}
-
 func fromWireValue(w *wirev1.Value) (crdt.Value, error) {
 	if w == nil {
 		return crdt.NullValue(), nil
@@ -93,11 +89,22 @@ func fromWireValue(w *wirev1.Value) (crdt.Value, error) {
 	return crdt.Value{}, fmt.Errorf("unknown value kind %d", w.Kind)
 }
 
-// toWire encodes a changeset with its hop count and commit time.
+// toWire encodes a changeset with its hop count and commit time, as rows:
+// each run of changes to one row (same table, key and causal length, at
+// consecutive positions) carries its table and key once.
 func toWire(cs *crdt.Changeset, hops uint32, cleared bool, committed int64) *wirev1.Changeset {
-	w := &wirev1.Changeset{Actor: cs.Actor[:], Version: cs.Version, Hops: hops, Cleared: cleared, CommittedUnixNano: committed, Changes: make([]*wirev1.Change, len(cs.Changes))}
+	w := &wirev1.Changeset{Actor: cs.Actor[:], Version: cs.Version, Hops: hops, Cleared: cleared, CommittedUnixNano: committed}
+	cells := make([]wirev1.Cell, len(cs.Changes)) // one allocation for all
+	var row *wirev1.Row
 	for i, c := range cs.Changes {
-		w.Changes[i] = &wirev1.Change{Table: c.Table, Pk: c.PK, Column: c.Column, Value: toWireValue(c.Value), ColVersion: c.ColVersion, Cl: c.CL, Seq: c.Seq}
+		if row == nil || c.Table != row.Table || c.CL != row.Cl || c.Seq != row.Seq+uint32(len(row.Cells)) || !bytes.Equal(c.PK, row.Pk) {
+			row = &wirev1.Row{Table: c.Table, Pk: c.PK, Cl: c.CL, Seq: c.Seq}
+			w.Rows = append(w.Rows, row)
+		}
+		cell := &cells[i]
+		cell.Column, cell.Kind, cell.ColVersion = c.Column, wirev1.Kind(c.Value.Kind), c.ColVersion
+		cell.Integer, cell.Real, cell.Bytes = c.Value.Int, c.Value.Float, c.Value.Bytes
+		row.Cells = append(row.Cells, cell)
 	}
 	return w
 }
@@ -108,16 +115,49 @@ func fromWire(w *wirev1.Changeset) (*crdt.Changeset, error) {
 	if err != nil {
 		return nil, err
 	}
-	cs := &crdt.Changeset{Actor: a, Version: w.GetVersion(), Changes: make([]crdt.Change, len(w.GetChanges()))}
+	n := len(w.GetChanges())
+	for _, r := range w.GetRows() {
+		n += len(r.GetCells())
+	}
+	cs := &crdt.Changeset{Actor: a, Version: w.GetVersion(), Changes: make([]crdt.Change, 0, n)}
 	for i, c := range w.GetChanges() {
 		v, err := fromWireValue(c.GetValue())
 		if err != nil {
 			return nil, fmt.Errorf("change %d: %w", i, err)
 		}
-		cs.Changes[i] = crdt.Change{Table: c.GetTable(), PK: c.GetPk(), Column: c.GetColumn(), Value: v, ColVersion: c.GetColVersion(), CL: c.GetCl(), Seq: c.GetSeq()}
+		cs.Changes = append(cs.Changes, crdt.Change{Table: c.GetTable(), PK: c.GetPk(), Column: c.GetColumn(), Value: v, ColVersion: c.GetColVersion(), CL: c.GetCl(), Seq: c.GetSeq()})
+	}
+	for i, r := range w.GetRows() {
+		if uint64(r.GetSeq())+uint64(len(r.GetCells())) > 1<<32 {
+			return nil, fmt.Errorf("row %d: positions past 2^32", i)
+		}
+		for j, c := range r.GetCells() {
+			v, err := cellValue(c)
+			if err != nil {
+				return nil, fmt.Errorf("row %d, cell %d: %w", i, j, err)
+			}
+			cs.Changes = append(cs.Changes, crdt.Change{Table: r.GetTable(), PK: r.GetPk(), Column: c.GetColumn(), Value: v, ColVersion: c.GetColVersion(), CL: r.GetCl(), Seq: r.GetSeq() + uint32(j)})
+		}
 	}
 	if err := cs.Validate(); err != nil {
 		return nil, err
 	}
 	return cs, nil
+}
+
+// cellValue is a cell's inline value.
+func cellValue(c *wirev1.Cell) (crdt.Value, error) {
+	switch c.GetKind() {
+	case wirev1.Kind_KIND_NULL:
+		return crdt.NullValue(), nil
+	case wirev1.Kind_KIND_INTEGER:
+		return crdt.IntValue(c.GetInteger()), nil
+	case wirev1.Kind_KIND_REAL:
+		return crdt.RealValue(c.GetReal()), nil
+	case wirev1.Kind_KIND_TEXT:
+		return crdt.Value{Kind: crdt.Text, Bytes: c.GetBytes()}, nil
+	case wirev1.Kind_KIND_BLOB:
+		return crdt.Value{Kind: crdt.Blob, Bytes: c.GetBytes()}, nil
+	}
+	return crdt.Value{}, fmt.Errorf("unknown value kind %d", c.GetKind())
 }

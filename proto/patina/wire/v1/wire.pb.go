@@ -242,12 +242,180 @@ func (x *Change) GetSeq() uint32 {
 	return 0
 }
 
-// Changeset is every surviving change of one actor's version.
+// Row is a run of a version's changes to one row: the same table, key and
+// causal length, at consecutive positions (seq, seq+1, ...). Table and key
+// travel once per row instead of once per cell.
+type Row struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Pk            []byte                 `protobuf:"bytes,2,opt,name=pk,proto3" json:"pk,omitempty"` // packed primary key
+	Cl            uint64                 `protobuf:"varint,3,opt,name=cl,proto3" json:"cl,omitempty"`
+	Seq           uint32                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"` // position of the first cell
+	Cells         []*Cell                `protobuf:"bytes,5,rep,name=cells,proto3" json:"cells,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Row) Reset() {
+	*x = Row{}
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Row) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Row) ProtoMessage() {}
+
+func (x *Row) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Row.ProtoReflect.Descriptor instead.
+func (*Row) Descriptor() ([]byte, []int) {
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Row) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *Row) GetPk() []byte {
+	if x != nil {
+		return x.Pk
+	}
+	return nil
+}
+
+func (x *Row) GetCl() uint64 {
+	if x != nil {
+		return x.Cl
+	}
+	return 0
+}
+
+func (x *Row) GetSeq() uint32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Row) GetCells() []*Cell {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+// Cell is one change of a Row: a column (empty: the row sentinel), its
+// value inline, and its col_version.
+type Cell struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Column        string                 `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
+	Kind          Kind                   `protobuf:"varint,2,opt,name=kind,proto3,enum=patina.wire.v1.Kind" json:"kind,omitempty"`
+	Integer       int64                  `protobuf:"zigzag64,3,opt,name=integer,proto3" json:"integer,omitempty"`
+	Real          float64                `protobuf:"fixed64,4,opt,name=real,proto3" json:"real,omitempty"`
+	Bytes         []byte                 `protobuf:"bytes,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	ColVersion    uint64                 `protobuf:"varint,6,opt,name=col_version,json=colVersion,proto3" json:"col_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cell) Reset() {
+	*x = Cell{}
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cell) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cell) ProtoMessage() {}
+
+func (x *Cell) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cell.ProtoReflect.Descriptor instead.
+func (*Cell) Descriptor() ([]byte, []int) {
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Cell) GetColumn() string {
+	if x != nil {
+		return x.Column
+	}
+	return ""
+}
+
+func (x *Cell) GetKind() Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Kind_KIND_NULL
+}
+
+func (x *Cell) GetInteger() int64 {
+	if x != nil {
+		return x.Integer
+	}
+	return 0
+}
+
+func (x *Cell) GetReal() float64 {
+	if x != nil {
+		return x.Real
+	}
+	return 0
+}
+
+func (x *Cell) GetBytes() []byte {
+	if x != nil {
+		return x.Bytes
+	}
+	return nil
+}
+
+func (x *Cell) GetColVersion() uint64 {
+	if x != nil {
+		return x.ColVersion
+	}
+	return 0
+}
+
+// Changeset is every surviving change of one actor's version. Members
+// write rows; changes, one message per cell, is the earlier form, still
+// read (a changeset's changes are those of changes, then those of rows).
 type Changeset struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Actor   []byte                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"` // 16 bytes
 	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	Changes []*Change              `protobuf:"bytes,3,rep,name=changes,proto3" json:"changes,omitempty"`
+	Rows    []*Row                 `protobuf:"bytes,7,rep,name=rows,proto3" json:"rows,omitempty"`
 	// hops is how many nodes relayed it before the sender (0: the writer).
 	Hops uint32 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`
 	// cleared: the version is known to have no surviving change.
@@ -261,7 +429,7 @@ type Changeset struct {
 
 func (x *Changeset) Reset() {
 	*x = Changeset{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[2]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +441,7 @@ func (x *Changeset) String() string {
 func (*Changeset) ProtoMessage() {}
 
 func (x *Changeset) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[2]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +454,7 @@ func (x *Changeset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Changeset.ProtoReflect.Descriptor instead.
 func (*Changeset) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{2}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Changeset) GetActor() []byte {
@@ -306,6 +474,13 @@ func (x *Changeset) GetVersion() uint64 {
 func (x *Changeset) GetChanges() []*Change {
 	if x != nil {
 		return x.Changes
+	}
+	return nil
+}
+
+func (x *Changeset) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
 	}
 	return nil
 }
@@ -343,7 +518,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[3]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +530,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[3]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +543,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{3}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Hello) GetCluster() string {
@@ -402,7 +577,7 @@ type Broadcast struct {
 
 func (x *Broadcast) Reset() {
 	*x = Broadcast{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[4]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +589,7 @@ func (x *Broadcast) String() string {
 func (*Broadcast) ProtoMessage() {}
 
 func (x *Broadcast) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[4]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +602,7 @@ func (x *Broadcast) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Broadcast.ProtoReflect.Descriptor instead.
 func (*Broadcast) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{4}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Broadcast) GetChangesets() []*Changeset {
@@ -447,7 +622,7 @@ type Range struct {
 
 func (x *Range) Reset() {
 	*x = Range{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[5]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +634,7 @@ func (x *Range) String() string {
 func (*Range) ProtoMessage() {}
 
 func (x *Range) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[5]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +647,7 @@ func (x *Range) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Range.ProtoReflect.Descriptor instead.
 func (*Range) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{5}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Range) GetStart() uint64 {
@@ -502,7 +677,7 @@ type ActorVersions struct {
 
 func (x *ActorVersions) Reset() {
 	*x = ActorVersions{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[6]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +689,7 @@ func (x *ActorVersions) String() string {
 func (*ActorVersions) ProtoMessage() {}
 
 func (x *ActorVersions) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[6]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +702,7 @@ func (x *ActorVersions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorVersions.ProtoReflect.Descriptor instead.
 func (*ActorVersions) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{6}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ActorVersions) GetActor() []byte {
@@ -561,7 +736,7 @@ type SyncState struct {
 
 func (x *SyncState) Reset() {
 	*x = SyncState{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[7]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +748,7 @@ func (x *SyncState) String() string {
 func (*SyncState) ProtoMessage() {}
 
 func (x *SyncState) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[7]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +761,7 @@ func (x *SyncState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncState.ProtoReflect.Descriptor instead.
 func (*SyncState) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{7}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncState) GetActors() []*ActorVersions {
@@ -608,7 +783,7 @@ type SyncChunk struct {
 
 func (x *SyncChunk) Reset() {
 	*x = SyncChunk{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[8]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +795,7 @@ func (x *SyncChunk) String() string {
 func (*SyncChunk) ProtoMessage() {}
 
 func (x *SyncChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[8]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +808,7 @@ func (x *SyncChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncChunk.ProtoReflect.Descriptor instead.
 func (*SyncChunk) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{8}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SyncChunk) GetChangesets() []*Changeset {
@@ -665,7 +840,7 @@ type NodeMeta struct {
 
 func (x *NodeMeta) Reset() {
 	*x = NodeMeta{}
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[9]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +852,7 @@ func (x *NodeMeta) String() string {
 func (*NodeMeta) ProtoMessage() {}
 
 func (x *NodeMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[9]
+	mi := &file_proto_patina_wire_v1_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +865,7 @@ func (x *NodeMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMeta.ProtoReflect.Descriptor instead.
 func (*NodeMeta) Descriptor() ([]byte, []int) {
-	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{9}
+	return file_proto_patina_wire_v1_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodeMeta) GetActor() []byte {
@@ -753,11 +928,26 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\vcol_version\x18\x05 \x01(\x04R\n" +
 	"colVersion\x12\x0e\n" +
 	"\x02cl\x18\x06 \x01(\x04R\x02cl\x12\x10\n" +
-	"\x03seq\x18\a \x01(\rR\x03seq\"\xcb\x01\n" +
+	"\x03seq\x18\a \x01(\rR\x03seq\"y\n" +
+	"\x03Row\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x0e\n" +
+	"\x02pk\x18\x02 \x01(\fR\x02pk\x12\x0e\n" +
+	"\x02cl\x18\x03 \x01(\x04R\x02cl\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\rR\x03seq\x12*\n" +
+	"\x05cells\x18\x05 \x03(\v2\x14.patina.wire.v1.CellR\x05cells\"\xad\x01\n" +
+	"\x04Cell\x12\x16\n" +
+	"\x06column\x18\x01 \x01(\tR\x06column\x12(\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x14.patina.wire.v1.KindR\x04kind\x12\x18\n" +
+	"\ainteger\x18\x03 \x01(\x12R\ainteger\x12\x12\n" +
+	"\x04real\x18\x04 \x01(\x01R\x04real\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\fR\x05bytes\x12\x1f\n" +
+	"\vcol_version\x18\x06 \x01(\x04R\n" +
+	"colVersion\"\xf4\x01\n" +
 	"\tChangeset\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\fR\x05actor\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x120\n" +
-	"\achanges\x18\x03 \x03(\v2\x16.patina.wire.v1.ChangeR\achanges\x12\x12\n" +
+	"\achanges\x18\x03 \x03(\v2\x16.patina.wire.v1.ChangeR\achanges\x12'\n" +
+	"\x04rows\x18\a \x03(\v2\x13.patina.wire.v1.RowR\x04rows\x12\x12\n" +
 	"\x04hops\x18\x04 \x01(\rR\x04hops\x12\x18\n" +
 	"\acleared\x18\x05 \x01(\bR\acleared\x12.\n" +
 	"\x13committed_unix_nano\x18\x06 \x01(\x03R\x11committedUnixNano\"K\n" +
@@ -810,33 +1000,38 @@ func file_proto_patina_wire_v1_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_patina_wire_v1_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_patina_wire_v1_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_proto_patina_wire_v1_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_proto_patina_wire_v1_wire_proto_goTypes = []any{
 	(Kind)(0),             // 0: patina.wire.v1.Kind
 	(*Value)(nil),         // 1: patina.wire.v1.Value
 	(*Change)(nil),        // 2: patina.wire.v1.Change
-	(*Changeset)(nil),     // 3: patina.wire.v1.Changeset
-	(*Hello)(nil),         // 4: patina.wire.v1.Hello
-	(*Broadcast)(nil),     // 5: patina.wire.v1.Broadcast
-	(*Range)(nil),         // 6: patina.wire.v1.Range
-	(*ActorVersions)(nil), // 7: patina.wire.v1.ActorVersions
-	(*SyncState)(nil),     // 8: patina.wire.v1.SyncState
-	(*SyncChunk)(nil),     // 9: patina.wire.v1.SyncChunk
-	(*NodeMeta)(nil),      // 10: patina.wire.v1.NodeMeta
+	(*Row)(nil),           // 3: patina.wire.v1.Row
+	(*Cell)(nil),          // 4: patina.wire.v1.Cell
+	(*Changeset)(nil),     // 5: patina.wire.v1.Changeset
+	(*Hello)(nil),         // 6: patina.wire.v1.Hello
+	(*Broadcast)(nil),     // 7: patina.wire.v1.Broadcast
+	(*Range)(nil),         // 8: patina.wire.v1.Range
+	(*ActorVersions)(nil), // 9: patina.wire.v1.ActorVersions
+	(*SyncState)(nil),     // 10: patina.wire.v1.SyncState
+	(*SyncChunk)(nil),     // 11: patina.wire.v1.SyncChunk
+	(*NodeMeta)(nil),      // 12: patina.wire.v1.NodeMeta
 }
 var file_proto_patina_wire_v1_wire_proto_depIdxs = []int32{
-	0, // 0: patina.wire.v1.Value.kind:type_name -> patina.wire.v1.Kind
-	1, // 1: patina.wire.v1.Change.value:type_name -> patina.wire.v1.Value
-	2, // 2: patina.wire.v1.Changeset.changes:type_name -> patina.wire.v1.Change
-	3, // 3: patina.wire.v1.Broadcast.changesets:type_name -> patina.wire.v1.Changeset
-	6, // 4: patina.wire.v1.ActorVersions.gaps:type_name -> patina.wire.v1.Range
-	7, // 5: patina.wire.v1.SyncState.actors:type_name -> patina.wire.v1.ActorVersions
-	3, // 6: patina.wire.v1.SyncChunk.changesets:type_name -> patina.wire.v1.Changeset
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: patina.wire.v1.Value.kind:type_name -> patina.wire.v1.Kind
+	1,  // 1: patina.wire.v1.Change.value:type_name -> patina.wire.v1.Value
+	4,  // 2: patina.wire.v1.Row.cells:type_name -> patina.wire.v1.Cell
+	0,  // 3: patina.wire.v1.Cell.kind:type_name -> patina.wire.v1.Kind
+	2,  // 4: patina.wire.v1.Changeset.changes:type_name -> patina.wire.v1.Change
+	3,  // 5: patina.wire.v1.Changeset.rows:type_name -> patina.wire.v1.Row
+	5,  // 6: patina.wire.v1.Broadcast.changesets:type_name -> patina.wire.v1.Changeset
+	8,  // 7: patina.wire.v1.ActorVersions.gaps:type_name -> patina.wire.v1.Range
+	9,  // 8: patina.wire.v1.SyncState.actors:type_name -> patina.wire.v1.ActorVersions
+	5,  // 9: patina.wire.v1.SyncChunk.changesets:type_name -> patina.wire.v1.Changeset
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_proto_patina_wire_v1_wire_proto_init() }
@@ -850,7 +1045,7 @@ func file_proto_patina_wire_v1_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_patina_wire_v1_wire_proto_rawDesc), len(file_proto_patina_wire_v1_wire_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
