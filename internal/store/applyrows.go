@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/patina-db/patina/internal/crdt"
@@ -390,7 +391,7 @@ func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version
 	for i := range plans {
 		all[i] = &plans[i]
 	}
-	for _, g := range groupPlans(all, func(p *rowPlan) (string, bool) { return fmt.Sprint(p.op, p.cols), p.op != opNone }) {
+	for _, g := range groupPlans(all, func(p *rowPlan) (string, bool) { return planKey(p.op, p.cols), p.op != opNone }) {
 		op, cols := g[0].op, g[0].cols
 		width := nPK
 		if op != opDelete {
@@ -433,7 +434,7 @@ func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version
 			return fmt.Errorf("write clocks of %q: %w", t.Name, err)
 		}
 	}
-	for _, g := range groupPlans(all, func(p *rowPlan) (string, bool) { return fmt.Sprint(p.cols), p.partial }) {
+	for _, g := range groupPlans(all, func(p *rowPlan) (string, bool) { return planKey(opNone, p.cols), p.partial }) {
 		cols := g[0].cols
 		err := s.execChunks(ctx, g, nPK+1+2*len(cols), nil, func(n int) string { return ts.clockUpdate(cols, n) }, func(p *rowPlan, args []any) []any {
 			args = append(args, p.pk...)
@@ -454,6 +455,16 @@ func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version
 		return fmt.Errorf("index version of %q: %w", t.Name, err)
 	}
 	return nil
+}
+
+// planKey names an operation on a set of columns, for groupPlans.
+func planKey(op dataOp, cols []int) string {
+	b := make([]byte, 0, 1+len(cols))
+	b = append(b, byte(op))
+	for _, c := range cols {
+		b = binary.AppendUvarint(b, uint64(c))
+	}
+	return string(b)
 }
 
 // groupPlans groups the plans that key selects by their key, in order of
