@@ -183,6 +183,72 @@ func decodeValue(r json.RawMessage) (any, error) {
 
 // MarshalJSON writes the object form.
 func (s Statement) MarshalJSON() ([]byte, error) {
+	if b, ok := s.appendPlain(nil); ok {
+		return b, nil
+	}
+	return s.marshalJSON()
+}
+
+// appendPlain writes the object form without reflection when every
+// parameter is positional and nil, a string, an integer, a float or a
+// bool: the bytes are marshalJSON's, byte for byte. It reports false for
+// anything else.
+func (s Statement) appendPlain(b []byte) ([]byte, bool) {
+	if len(s.NamedParams) > 0 {
+		return nil, false
+	}
+	b = append(b, `{"query":`...)
+	b = appendJSONString(b, s.Query)
+	if len(s.Params) > 0 {
+		b = append(b, `,"params":[`...)
+		for i, v := range s.Params {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			switch x := v.(type) {
+			case nil:
+				b = append(b, "null"...)
+			case string:
+				b = appendJSONString(b, x)
+			case int64:
+				b = strconv.AppendInt(b, x, 10)
+			case int:
+				b = strconv.AppendInt(b, int64(x), 10)
+			case bool:
+				b = strconv.AppendBool(b, x)
+			case float64:
+				if math.IsNaN(x) || math.IsInf(x, 0) {
+					b = append(b, "null"...)
+					break
+				}
+				r, _ := real(x).MarshalJSON()
+				b = append(b, r...)
+			default:
+				return nil, false
+			}
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}'), true
+}
+
+// appendJSONString writes s as encoding/json does: printable ASCII
+// without quotes, backslashes or HTML's <, > and & as it is, anything
+// else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// marshalJSON is MarshalJSON's general path.
+func (s Statement) marshalJSON() ([]byte, error) {
 	type plain struct {
 		Query       string         `json:"query"`
 		Params      []any          `json:"params,omitempty"`
