@@ -27,6 +27,20 @@ type rowClock struct {
 
 type cellClock struct{ ver, sd int64 }
 
+// uniform reports whether the row has value columns and every one has
+// the same clock (see tableSQL.clockWriteUniform).
+func (c *rowClock) uniform() bool {
+	if len(c.cells) == 0 {
+		return false
+	}
+	for _, x := range c.cells[1:] {
+		if x != c.cells[0] {
+			return false
+		}
+	}
+	return true
+}
+
 // dataOp is what a changeset does to one data row.
 type dataOp uint8
 
@@ -420,16 +434,30 @@ func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version
 	}
 	// Clocks: whole rows for new lives and deletes, only the changed
 	// columns for same-life updates, grouped by those columns.
-	whole := groupPlans(all, func(p *rowPlan) (string, bool) { return "", !p.partial })
+	whole := groupPlans(all, func(p *rowPlan) (string, bool) {
+		if p.clock.uniform() {
+			return "u", !p.partial
+		}
+		return "", !p.partial
+	})
 	for _, g := range whole {
-		err := s.execChunks(ctx, g, nPK+2+2*len(t.Values), nil, ts.clockWrite, func(p *rowPlan, args []any) []any {
+		width, query := nPK+2+2*len(t.Values), ts.clockWrite
+		rowArgs := func(p *rowPlan, args []any) []any {
 			args = append(args, p.pk...)
 			args = append(args, p.clock.cl, p.clock.clSD)
 			for _, c := range p.clock.cells {
 				args = append(args, c.ver, c.sd)
 			}
 			return args
-		})
+		}
+		if g[0].clock.uniform() {
+			width, query = nPK+4, ts.clockWriteUniform
+			rowArgs = func(p *rowPlan, args []any) []any {
+				args = append(args, p.pk...)
+				return append(args, p.clock.cl, p.clock.clSD, p.clock.cells[0].ver, p.clock.cells[0].sd)
+			}
+		}
+		err := s.execChunks(ctx, g, width, nil, query, rowArgs)
 		if err != nil {
 			return fmt.Errorf("write clocks of %q: %w", t.Name, err)
 		}
