@@ -169,4 +169,16 @@ func TestRecentVersionsWindow(t *testing.T) {
 	if got := r.of(a, t0.Add(3500*time.Millisecond)); got != nil {
 		t.Fatalf("a after two windows: %v", got)
 	}
+	// A version whose broadcast was lost is not left out.
+	t1 := t0.Add(10 * time.Second)
+	r.saw(a, 8, t1)
+	r.saw(a, 9, t1)
+	r.lost(a, 8, t1)
+	if got := r.of(a, t1); got == nil || got.Contains(8) || !got.Contains(9) {
+		t.Fatalf("after a lost broadcast: %v", got)
+	}
+	r.lost(a, 9, t1)
+	if got := r.of(a, t1); got != nil {
+		t.Fatalf("everything lost: %v", got)
+	}
 }

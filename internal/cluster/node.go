@@ -306,11 +306,22 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 		}
 	}
 	n.mu.Unlock()
+	// lost marks a message's versions as not delivered, so that sync
+	// does not leave them out (see recentVersions).
+	lost := func(b *wirev1.Broadcast) {
+		now := time.Now()
+		for _, w := range b.Changesets {
+			if a, err := crdt.ActorIDFromBytes(w.GetActor()); err == nil {
+				n.recent.lost(a, w.GetVersion(), now)
+			}
+		}
+	}
 	for name, b := range perTarget {
 		m := targets[name]
 		ok, delay := n.faults.allow(n.cfg.Name, m.Name, true)
 		if !ok {
 			n.Stats.BroadcastFailures.Add(1)
+			lost(b)
 			continue
 		}
 		// Sends run on their own: a slow or unreachable member delays
@@ -318,6 +329,7 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 		// that its share is dropped and sync repairs it.
 		if !n.acquireSend(m.Name) {
 			n.Stats.BroadcastFailures.Add(1)
+			lost(b)
 			continue
 		}
 		n.sends.Add(1)
@@ -334,6 +346,7 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 			for _, part := range splitBroadcast(b, maxPart) {
 				if err := n.tr.sendBroadcast(ctx, m.QUICAddr, part); err != nil {
 					n.Stats.BroadcastFailures.Add(1)
+					lost(b)
 					n.log.Debug("broadcast failed", "to", m.Name, "err", err)
 					return
 				}

@@ -14,8 +14,10 @@ import (
 // every member at once; in larger ones relays carry it at about the same
 // time. Without this, under a burst of large versions a sync round read,
 // encoded and sent again versions already on their way (about 5% of the
-// CPU of a reseed). A version whose broadcast was truly lost ages out of
-// the window, and the next round after that sends it.
+// CPU of a reseed). A version whose broadcast this member failed to send
+// (or dropped, with too many messages in flight to a member) is not left
+// out; one lost further on ages out of the window, and the next round
+// after that sends it.
 //
 // Two generations of at most window each, so a version is remembered for
 // between window and twice that. Times come from the caller.
@@ -24,7 +26,10 @@ type recentVersions struct {
 
 	mu        sync.Mutex
 	cur, prev map[crdt.ActorID]*crdt.RangeSet
-	since     time.Time
+	// lost are versions whose broadcast to some member failed or was
+	// dropped: sync sends them at once.
+	lostCur, lostPrev map[crdt.ActorID]*crdt.RangeSet
+	since             time.Time
 }
 
 // recentWindow is how long a version is left out of sync at least: about
@@ -32,16 +37,31 @@ type recentVersions struct {
 const recentWindow = time.Second
 
 func newRecentVersions(window time.Duration) *recentVersions {
-	return &recentVersions{window: window, cur: map[crdt.ActorID]*crdt.RangeSet{}, prev: map[crdt.ActorID]*crdt.RangeSet{}}
+	r := &recentVersions{window: window}
+	r.rotate(time.Time{})
+	return r
 }
 
 func (r *recentVersions) rotate(now time.Time) {
 	switch age := now.Sub(r.since); {
-	case age >= 2*r.window:
-		r.prev, r.cur, r.since = map[crdt.ActorID]*crdt.RangeSet{}, map[crdt.ActorID]*crdt.RangeSet{}, now
+	case r.cur == nil || age >= 2*r.window:
+		r.prev, r.cur = map[crdt.ActorID]*crdt.RangeSet{}, map[crdt.ActorID]*crdt.RangeSet{}
+		r.lostPrev, r.lostCur = map[crdt.ActorID]*crdt.RangeSet{}, map[crdt.ActorID]*crdt.RangeSet{}
+		r.since = now
 	case age >= r.window:
-		r.prev, r.cur, r.since = r.cur, map[crdt.ActorID]*crdt.RangeSet{}, now
+		r.prev, r.cur = r.cur, map[crdt.ActorID]*crdt.RangeSet{}
+		r.lostPrev, r.lostCur = r.lostCur, map[crdt.ActorID]*crdt.RangeSet{}
+		r.since = now
 	}
+}
+
+func addTo(gen map[crdt.ActorID]*crdt.RangeSet, a crdt.ActorID, v uint64) {
+	rs := gen[a]
+	if rs == nil {
+		rs = &crdt.RangeSet{}
+		gen[a] = rs
+	}
+	rs.Add(v)
 }
 
 // saw records version v of actor a.
@@ -49,12 +69,16 @@ func (r *recentVersions) saw(a crdt.ActorID, v uint64, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rotate(now)
-	rs := r.cur[a]
-	if rs == nil {
-		rs = &crdt.RangeSet{}
-		r.cur[a] = rs
-	}
-	rs.Add(v)
+	addTo(r.cur, a, v)
+}
+
+// lost records that the broadcast of version v of actor a failed to reach
+// some member: sync no longer leaves it out.
+func (r *recentVersions) lost(a crdt.ActorID, v uint64, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rotate(now)
+	addTo(r.lostCur, a, v)
 }
 
 // of returns the recent versions of actor a, nil when none.
@@ -62,7 +86,7 @@ func (r *recentVersions) of(a crdt.ActorID, now time.Time) *crdt.RangeSet {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rotate(now)
-	var ranges []crdt.Range
+	var ranges, lost []crdt.Range
 	for _, gen := range []map[crdt.ActorID]*crdt.RangeSet{r.prev, r.cur} {
 		if rs := gen[a]; rs != nil {
 			ranges = append(ranges, rs.Ranges()...)
@@ -71,5 +95,17 @@ func (r *recentVersions) of(a crdt.ActorID, now time.Time) *crdt.RangeSet {
 	if len(ranges) == 0 {
 		return nil
 	}
-	return crdt.RangeSetOf(ranges...)
+	for _, gen := range []map[crdt.ActorID]*crdt.RangeSet{r.lostPrev, r.lostCur} {
+		if rs := gen[a]; rs != nil {
+			lost = append(lost, rs.Ranges()...)
+		}
+	}
+	set := crdt.RangeSetOf(ranges...)
+	if len(lost) > 0 {
+		set = crdt.RangeSetOf(set.Subtract(crdt.RangeSetOf(lost...))...)
+	}
+	if set.Len() == 0 {
+		return nil
+	}
+	return set
 }
