@@ -70,23 +70,29 @@ func readFrameLimit(r *bufio.Reader, m proto.Message, limit uint64) error {
 	return nil
 }
 
+// fromWireValue is the value of a Change, the earlier per-cell form.
 func fromWireValue(w *wirev1.Value) (crdt.Value, error) {
 	if w == nil {
 		return crdt.NullValue(), nil
 	}
-	switch w.Kind {
+	return kindValue(w.GetKind(), w.GetInteger(), w.GetReal(), w.GetBytes())
+}
+
+// kindValue is the value a wire kind and its fields describe.
+func kindValue(k wirev1.Kind, i int64, f float64, b []byte) (crdt.Value, error) {
+	switch k {
 	case wirev1.Kind_KIND_NULL:
 		return crdt.NullValue(), nil
 	case wirev1.Kind_KIND_INTEGER:
-		return crdt.IntValue(w.Integer), nil
+		return crdt.IntValue(i), nil
 	case wirev1.Kind_KIND_REAL:
-		return crdt.RealValue(w.Real), nil
+		return crdt.RealValue(f), nil
 	case wirev1.Kind_KIND_TEXT:
-		return crdt.Value{Kind: crdt.Text, Bytes: w.Bytes}, nil
+		return crdt.Value{Kind: crdt.Text, Bytes: b}, nil
 	case wirev1.Kind_KIND_BLOB:
-		return crdt.Value{Kind: crdt.Blob, Bytes: w.Bytes}, nil
+		return crdt.Value{Kind: crdt.Blob, Bytes: b}, nil
 	}
-	return crdt.Value{}, fmt.Errorf("unknown value kind %d", w.Kind)
+	return crdt.Value{}, fmt.Errorf("unknown value kind %d", k)
 }
 
 // toWire encodes a changeset with its hop count and commit time, as rows:
@@ -147,17 +153,5 @@ func fromWire(w *wirev1.Changeset) (*crdt.Changeset, error) {
 
 // cellValue is a cell's inline value.
 func cellValue(c *wirev1.Cell) (crdt.Value, error) {
-	switch c.GetKind() {
-	case wirev1.Kind_KIND_NULL:
-		return crdt.NullValue(), nil
-	case wirev1.Kind_KIND_INTEGER:
-		return crdt.IntValue(c.GetInteger()), nil
-	case wirev1.Kind_KIND_REAL:
-		return crdt.RealValue(c.GetReal()), nil
-	case wirev1.Kind_KIND_TEXT:
-		return crdt.Value{Kind: crdt.Text, Bytes: c.GetBytes()}, nil
-	case wirev1.Kind_KIND_BLOB:
-		return crdt.Value{Kind: crdt.Blob, Bytes: c.GetBytes()}, nil
-	}
-	return crdt.Value{}, fmt.Errorf("unknown value kind %d", c.GetKind())
+	return kindValue(c.GetKind(), c.GetInteger(), c.GetReal(), c.GetBytes())
 }
