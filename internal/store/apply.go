@@ -70,6 +70,24 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 	}
 	rollback := func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") }
 	tables := map[string]*tableSQL{}
+	// Changesets are applied in runs: consecutive ones whose rows name
+	// distinct keys go through together (see applyVersions), which costs
+	// about what one of them alone would in statements. A run that fails
+	// on a changeset's fault is applied again one changeset at a time, so
+	// the others still apply and the culprit is named.
+	var run []*crdt.Changeset
+	runKeys := map[rowKey]struct{}{}
+	runVersions := map[versionKey]struct{}{}
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		err := s.applyRun(ctx, b, tables, run, &res)
+		run = run[:0]
+		clear(runKeys)
+		clear(runVersions)
+		return err
+	}
 	for _, cs := range changesets {
 		if cs == nil {
 			continue
@@ -87,45 +105,26 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 			res.Failed = append(res.Failed, &ApplyError{Actor: cs.Actor, Version: cs.Version, Err: err})
 			continue
 		}
+		vk := versionKey{cs.Actor, cs.Version}
+		if _, dup := runVersions[vk]; dup || overlaps(runKeys, cs) {
+			if err := flush(); err != nil {
+				rollback()
+				return ApplyResult{}, hooks, err
+			}
+		}
 		if s.batchKnows(b, cs.Actor, cs.Version) {
 			res.Known++
 			continue
 		}
-		if _, err := conn.ExecContext(ctx, "SAVEPOINT v"); err != nil {
-			rollback()
-			return ApplyResult{}, hooks, fmt.Errorf("apply: savepoint: %w", err)
+		run = append(run, cs)
+		runVersions[vk] = struct{}{}
+		for _, c := range cs.Changes {
+			runKeys[rowKey{c.Table, string(c.PK)}] = struct{}{}
 		}
-		rowsBefore := len(b.rows)
-		newSite, err := s.applyChangeset(ctx, b, tables, cs)
-		if err != nil {
-			b.rows = b.rows[:rowsBefore]
-			// One statement each: a prepared statement runs only the first
-			// of several.
-			_, rerr := conn.ExecContext(ctx, "ROLLBACK TO v")
-			if rerr == nil {
-				_, rerr = conn.ExecContext(ctx, "RELEASE v")
-			}
-			if rerr != nil {
-				rollback()
-				return ApplyResult{}, hooks, fmt.Errorf("apply: rollback to savepoint: %w", rerr)
-			}
-			if newSite {
-				delete(b.sites, cs.Actor)
-			}
-			var ae *ApplyError
-			if !errors.As(err, &ae) {
-				rollback()
-				return ApplyResult{}, hooks, err
-			}
-			res.Failed = append(res.Failed, err)
-			continue
-		}
-		if _, err := conn.ExecContext(ctx, "RELEASE v"); err != nil {
-			rollback()
-			return ApplyResult{}, hooks, fmt.Errorf("apply: release savepoint: %w", err)
-		}
-		s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
-		res.Applied++
+	}
+	if err := flush(); err != nil {
+		rollback()
+		return ApplyResult{}, hooks, err
 	}
 	if err := s.persistBatchBook(ctx, b); err != nil {
 		rollback()
@@ -145,6 +144,99 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		}
 	}
 	return res, hooks, nil
+}
+
+// versionKey names one version of one actor.
+type versionKey struct {
+	actor   crdt.ActorID
+	version uint64
+}
+
+// overlaps reports whether cs changes a row among keys.
+func overlaps(keys map[rowKey]struct{}, cs *crdt.Changeset) bool {
+	if len(keys) == 0 {
+		return false
+	}
+	for _, c := range cs.Changes {
+		if _, ok := keys[rowKey{c.Table, string(c.PK)}]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// applyRun applies a run of changesets under one savepoint, or, when one
+// of them is at fault, each under its own. The error is the node's own
+// fault; the transaction must then be rolled back.
+func (s *Store) applyRun(ctx context.Context, b *applyBatch, tables map[string]*tableSQL, run []*crdt.Changeset, res *ApplyResult) error {
+	if len(run) > 1 {
+		applied, err := s.applyUnder(ctx, b, tables, run)
+		if err != nil {
+			return err
+		}
+		if applied {
+			for _, cs := range run {
+				s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
+			}
+			res.Applied += len(run)
+			return nil
+		}
+	}
+	for _, cs := range run {
+		applied, err := s.applyUnder(ctx, b, tables, []*crdt.Changeset{cs})
+		var ae *ApplyError
+		if errors.As(err, &ae) {
+			res.Failed = append(res.Failed, err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if applied {
+			s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
+			res.Applied++
+		}
+	}
+	return nil
+}
+
+// applyUnder applies changesets under a savepoint. On a changeset's own
+// fault it rolls back to the savepoint and reports applied false, and for
+// a single changeset returns its *ApplyError.
+func (s *Store) applyUnder(ctx context.Context, b *applyBatch, tables map[string]*tableSQL, run []*crdt.Changeset) (applied bool, err error) {
+	conn := s.aint
+	if _, err := conn.ExecContext(ctx, "SAVEPOINT v"); err != nil {
+		return false, fmt.Errorf("apply: savepoint: %w", err)
+	}
+	rowsBefore := len(b.rows)
+	newSites, err := s.applyVersions(ctx, b, tables, run)
+	if err != nil {
+		b.rows = b.rows[:rowsBefore]
+		// One statement each: a prepared statement runs only the first
+		// of several.
+		_, rerr := conn.ExecContext(ctx, "ROLLBACK TO v")
+		if rerr == nil {
+			_, rerr = conn.ExecContext(ctx, "RELEASE v")
+		}
+		if rerr != nil {
+			return false, fmt.Errorf("apply: rollback to savepoint: %w", rerr)
+		}
+		for _, a := range newSites {
+			delete(b.sites, a)
+		}
+		var ae *ApplyError
+		if !errors.As(err, &ae) {
+			return false, err
+		}
+		if len(run) > 1 {
+			return false, nil
+		}
+		return false, err
+	}
+	if _, err := conn.ExecContext(ctx, "RELEASE v"); err != nil {
+		return false, fmt.Errorf("apply: release savepoint: %w", err)
+	}
+	return true, nil
 }
 
 func (s *Store) batchVersions(b *applyBatch, a crdt.ActorID) *crdt.ActorVersions {

@@ -8,12 +8,14 @@ import (
 	"github.com/patina-db/patina/internal/crdt"
 )
 
-// Applying one changeset works a table at a time: read the clocks of all
-// its rows in the changeset with one statement (and, with a second, the
-// current values of the rows where a col_version tie must be broken by
-// value), decide each row with the crdt rules, then write the outcome
-// grouped into multi-row statements. Statement count per changeset stays
-// small whatever its size.
+// Applying changesets works a table at a time: read the clocks of all
+// their rows with one statement (and, with a second, the current values
+// of the rows where a col_version tie must be broken by value), decide
+// each row with the crdt rules, then write the outcome grouped into
+// multi-row statements. Statement count stays small whatever the number
+// of rows, and whatever the number of changesets applied together: a
+// batch of one-row versions costs a few statements, not a few per
+// version.
 
 // rowClock is a row's clock as stored.
 type rowClock struct {
@@ -53,12 +55,14 @@ const (
 
 // rowPlan is the decided outcome for one row.
 type rowPlan struct {
-	pk    []any
-	op    dataOp
-	cols  []int // value columns written, by index
-	vals  []any
-	clock rowClock
-	dirty bool // clock and version index must be written
+	pk      []any
+	ord     int64  // site ordinal of the changeset's actor
+	version uint64 // the changeset's version
+	op      dataOp
+	cols    []int // value columns written, by index
+	vals    []any
+	clock   rowClock
+	dirty   bool // clock and version index must be written
 	// partial: the clock row exists and only its credit and the clocks of
 	// cols change (a same-life update), so it is updated, not rewritten.
 	partial bool
@@ -70,48 +74,75 @@ type rowChanges struct {
 	changes []crdt.Change
 }
 
-func (s *Store) applyChangeset(ctx context.Context, b *applyBatch, tables map[string]*tableSQL, cs *crdt.Changeset) (newSite bool, err error) {
-	ord, newSite, err := s.batchSite(ctx, b, cs.Actor)
-	if err != nil {
-		return newSite, err
-	}
-	fail := func(err error) error { return &ApplyError{Actor: cs.Actor, Version: cs.Version, Err: err} }
+// rowItem is one row's changes within one changeset of those applied
+// together.
+type rowItem struct {
+	cs  *crdt.Changeset
+	ord int64 // the changeset's actor's site ordinal
+	rc  *rowChanges
+}
+
+// applyVersions applies changesets together: their rows, which must name
+// distinct keys, are read, decided and written a table at a time, as if
+// they were one changeset whose rows each keep their own actor and
+// version. Each row's outcome is what applying its changeset alone would
+// give, because no other changeset of the call touches that row. newSites
+// are the actors it registered, to forget if the caller rolls back.
+//
+// A changeset's own fault comes back as an *ApplyError naming the first
+// changeset of the table where it was found; with several changesets the
+// caller cannot tell which one it was and applies them one by one.
+func (s *Store) applyVersions(ctx context.Context, b *applyBatch, tables map[string]*tableSQL, run []*crdt.Changeset) (newSites []crdt.ActorID, err error) {
 	var tableOrder []string
-	byTable := map[string][]*rowChanges{}
-	byRow := map[rowKey]*rowChanges{}
-	for _, c := range cs.Changes {
-		k := rowKey{c.Table, string(c.PK)}
-		rc := byRow[k]
-		if rc == nil {
-			rc = &rowChanges{pk: c.PK}
-			byRow[k] = rc
-			if _, ok := byTable[c.Table]; !ok {
-				tableOrder = append(tableOrder, c.Table)
-			}
-			byTable[c.Table] = append(byTable[c.Table], rc)
+	byTable := map[string][]rowItem{}
+	for _, cs := range run {
+		ord, isNew, err := s.batchSite(ctx, b, cs.Actor)
+		if isNew {
+			newSites = append(newSites, cs.Actor)
 		}
-		rc.changes = append(rc.changes, c)
+		if err != nil {
+			return newSites, err
+		}
+		byRow := map[rowKey]*rowChanges{}
+		for _, c := range cs.Changes {
+			k := rowKey{c.Table, string(c.PK)}
+			rc := byRow[k]
+			if rc == nil {
+				rc = &rowChanges{pk: c.PK}
+				byRow[k] = rc
+				if _, ok := byTable[c.Table]; !ok {
+					tableOrder = append(tableOrder, c.Table)
+				}
+				byTable[c.Table] = append(byTable[c.Table], rowItem{cs: cs, ord: ord, rc: rc})
+			}
+			rc.changes = append(rc.changes, c)
+		}
 	}
 	for _, name := range tableOrder {
+		items := byTable[name]
+		first := items[0].cs
 		ts := tables[name]
 		if ts == nil {
 			if s.schema.Tables[name] == nil {
-				return newSite, fail(fmt.Errorf("unknown table %q", name))
+				return newSites, &ApplyError{Actor: first.Actor, Version: first.Version, Err: fmt.Errorf("unknown table %q", name)}
 			}
 			// Built once per schema and kept (s.tables), not per batch.
 			ts = s.tableSQL(name)
 			tables[name] = ts
 		}
-		if err := s.applyTableRows(ctx, b, ts, ord, cs, byTable[name]); err != nil {
+		if err := s.applyTableRows(ctx, b, ts, items); err != nil {
 			if e, ok := err.(badChangeError); ok {
-				return newSite, fail(e)
+				return newSites, &ApplyError{Actor: first.Actor, Version: first.Version, Err: e}
 			}
-			return newSite, fmt.Errorf("apply %s/%d: %w", cs.Actor, cs.Version, err)
+			if len(run) == 1 {
+				return newSites, fmt.Errorf("apply %s/%d: %w", first.Actor, first.Version, err)
+			}
+			return newSites, fmt.Errorf("apply %d versions: %w", len(run), err)
 		}
 	}
-	// The version's bookkeeping is written once for the whole batch
+	// The versions' bookkeeping is written once for the whole batch
 	// (persistBatchBook), not per version.
-	return newSite, nil
+	return newSites, nil
 }
 
 // rowKey identifies a row across tables.
@@ -124,11 +155,11 @@ func (e badChangeError) Error() string { return e.msg }
 
 func badChange(format string, args ...any) error { return badChangeError{fmt.Sprintf(format, args...)} }
 
-func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changeset, rows []*rowChanges) error {
+func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL, rows []rowItem) error {
 	t := ts.t
 	keys := make([][]any, len(rows))
 	for i, r := range rows {
-		vals, err := crdt.UnpackPK(r.pk)
+		vals, err := crdt.UnpackPK(r.rc.pk)
 		if err != nil {
 			return badChange("table %q: %v", t.Name, err)
 		}
@@ -149,7 +180,7 @@ func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL,
 	}
 	var tieKeys [][]any
 	for i, r := range rows {
-		if needsValues(ts, locals[string(r.pk)], r.changes) {
+		if needsValues(ts, locals[string(r.rc.pk)], r.rc.changes) {
 			tieKeys = append(tieKeys, keys[i])
 		}
 	}
@@ -166,7 +197,7 @@ func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL,
 	}
 	plans := make([]rowPlan, 0, len(rows))
 	for i, r := range rows {
-		p, err := s.planRow(b, ts, ord, cs, keys[i], locals[string(r.pk)], r.changes)
+		p, err := s.planRow(b, ts, r.ord, r.cs, keys[i], locals[string(r.rc.pk)], r.rc.changes)
 		if err != nil {
 			return err
 		}
@@ -174,7 +205,7 @@ func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL,
 			plans = append(plans, p)
 		}
 	}
-	if err := s.writePlans(ctx, ts, ord, cs.Version, plans); err != nil {
+	if err := s.writePlans(ctx, ts, plans); err != nil {
 		return err
 	}
 	if s.hooks.Rows != nil {
@@ -295,7 +326,7 @@ func needsValues(ts *tableSQL, local rowClock, changes []crdt.Change) bool {
 // planRow decides what one row's changes do against its local clock.
 func (s *Store) planRow(b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changeset, pk []any, local rowClock, changes []crdt.Change) (rowPlan, error) {
 	t := ts.t
-	p := rowPlan{pk: pk}
+	p := rowPlan{pk: pk, ord: ord, version: cs.Version}
 	// One causal length per row per version; the last cell per column.
 	var remoteCL uint64
 	hasSentinel := false
@@ -395,7 +426,7 @@ func (s *Store) planRow(b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changes
 // writePlans writes the decided rows, grouped into multi-row statements:
 // deletes, new lives and same-life updates by the set of columns they
 // write, then the clocks and the version index.
-func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version uint64, plans []rowPlan) error {
+func (s *Store) writePlans(ctx context.Context, ts *tableSQL, plans []rowPlan) error {
 	if len(plans) == 0 {
 		return nil
 	}
@@ -476,9 +507,24 @@ func (s *Store) writePlans(ctx context.Context, ts *tableSQL, ord int64, version
 			return fmt.Errorf("update clocks of %q: %w", t.Name, err)
 		}
 	}
-	err := s.execChunks(ctx, all, nPK, []any{ord, int64(version)}, ts.vxWrite, func(p *rowPlan, args []any) []any {
-		return append(args, p.pk...)
-	})
+	oneVersion := true
+	for _, p := range all[1:] {
+		if p.ord != all[0].ord || p.version != all[0].version {
+			oneVersion = false
+			break
+		}
+	}
+	var err error
+	if oneVersion {
+		err = s.execChunks(ctx, all, nPK, []any{all[0].ord, int64(all[0].version)}, ts.vxWrite, func(p *rowPlan, args []any) []any {
+			return append(args, p.pk...)
+		})
+	} else {
+		err = s.execChunks(ctx, all, nPK+2, nil, ts.vxWriteRows, func(p *rowPlan, args []any) []any {
+			args = append(args, p.ord, int64(p.version))
+			return append(args, p.pk...)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("index version of %q: %w", t.Name, err)
 	}

@@ -133,19 +133,24 @@ func plainTx(ctx context.Context, conn *sql.Conn, fn func(tx Tx) error) error {
 	return tx.Commit()
 }
 
-// BenchmarkApplyRemote applies changesets written on another node, 100
-// rows per version, 100 versions per Apply batch, and reports changes
-// (cells and row sentinels) applied per second. insert: fresh machine rows
-// (a sentinel and 8 cells each); update: state and updated_at of existing
-// rows, which compares against the local clock and values.
+// BenchmarkApplyRemote applies changesets written on another node and
+// reports changes (cells and row sentinels) applied per second. insert:
+// fresh machine rows (a sentinel and 8 cells each), 100 rows per version,
+// 100 versions per Apply batch; update: state and updated_at of existing
+// rows, which compares against the local clock and values; small: one
+// fresh row per version, 20 versions per batch, as a region under load
+// receives them (also reported as versions/s).
 func BenchmarkApplyRemote(b *testing.B) {
-	for _, kind := range []string{"insert", "update"} {
+	for _, kind := range []string{"insert", "update", "small"} {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
 			dir := b.TempDir()
 			src := regionalStore(b, dir, "src")
 			defer src.Close()
-			const perVersion, perBatch = 100, 100
+			perVersion, perBatch := 100, 100
+			if kind == "small" {
+				perVersion, perBatch = 1, 20
+			}
 			export := func(gen int) (css []*crdt.Changeset, changes int) {
 				for v := 0; v < b.N*perBatch; v++ {
 					ver, err := src.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, v*perVersion, perVersion, gen) })
@@ -182,6 +187,9 @@ func BenchmarkApplyRemote(b *testing.B) {
 			}
 			el := time.Since(t0)
 			b.ReportMetric(float64(changes)/el.Seconds(), "changes/s")
+			if kind == "small" {
+				b.ReportMetric(float64(b.N*perBatch)/el.Seconds(), "versions/s")
+			}
 		})
 	}
 }

@@ -212,3 +212,53 @@ func TestReopenKeepsActorAndBookkeeping(t *testing.T) {
 		t.Fatalf("next version %d, want 4", v)
 	}
 }
+
+// TestApplyBatchWithOneBadVersion: versions on distinct rows are applied
+// together; when one of them cannot be applied, the others still are, and
+// the failure names the version at fault.
+func TestApplyBatchWithOneBadVersion(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := regionalStore(t, dir, "a")
+	defer a.Close()
+	b := regionalStore(t, dir, "b")
+	defer b.Close()
+	var css []*crdt.Changeset
+	for i := 0; i < 6; i++ {
+		res := exec(t, a, stmt(`INSERT INTO machines (id, state) VALUES (?, 'started')`, fmt.Sprintf("m%d", i)))
+		css = append(css, changesetOf(t, a, res.Version))
+	}
+	if err := a.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
+		t.Fatal(err)
+	}
+	bad := exec(t, a, stmt(`INSERT INTO machines (id, cpus) VALUES ('m9', 2)`)).Version
+	batch := append(append(append([]*crdt.Changeset{}, css[:3]...), changesetOf(t, a, bad)), css[3:]...)
+	out, err := b.Apply(ctx, batch)
+	if err != nil || out.Applied != 6 || len(out.Failed) != 1 {
+		t.Fatalf("apply: %+v, %v", out, err)
+	}
+	var ae *ApplyError
+	if !errors.As(out.Failed[0], &ae) || ae.Version != bad || !strings.Contains(ae.Error(), `no column "cpus"`) {
+		t.Fatalf("failure %v does not name version %d and its column", out.Failed[0], bad)
+	}
+	for _, cs := range css {
+		if !b.Bookkeeping().Knows(a.Actor(), cs.Version) {
+			t.Fatalf("version %d not applied", cs.Version)
+		}
+	}
+	if b.Bookkeeping().Knows(a.Actor(), bad) {
+		t.Fatal("the bad version is recorded as known")
+	}
+	// The same as applying the good versions one at a time.
+	c := regionalStore(t, dir, "c")
+	defer c.Close()
+	for _, cs := range css {
+		apply(t, c, cs)
+	}
+	if got, want := dumpTable(t, b, "machines"), dumpTable(t, c, "machines"); got != want || strings.Count(got, "\n") != 6 {
+		t.Fatalf("rows applied together:\n%s\none at a time:\n%s", got, want)
+	}
+	if got, want := dumpClock(t, b, "machines"), dumpClock(t, c, "machines"); got != want {
+		t.Fatalf("clocks applied together:\n%s\none at a time:\n%s", got, want)
+	}
+}

@@ -176,6 +176,12 @@ func (ts *tableSQL) vxWrite(n int) string {
 	return fmt.Sprintf("INSERT OR IGNORE INTO %s (__patina_site, __patina_version, %s) VALUES %s", quoteIdent(vxTable(ts.t.Name)), strings.Join(ts.pkCols, ", "), strings.Join(rows, ", "))
 }
 
+// vxWriteRows indexes n rows, each under its own (site, version): per
+// row the site, the version, then the key.
+func (ts *tableSQL) vxWriteRows(n int) string {
+	return fmt.Sprintf("INSERT OR IGNORE INTO %s (__patina_site, __patina_version, %s) VALUES %s", quoteIdent(vxTable(ts.t.Name)), strings.Join(ts.pkCols, ", "), valuesRows(2+len(ts.pkCols), n))
+}
+
 // dataDelete deletes n rows.
 func (ts *tableSQL) dataDelete(n int) string {
 	return fmt.Sprintf("DELETE FROM %s WHERE %s", quoteIdent(ts.t.Name), ts.keyIn("", n))
