@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 
@@ -35,10 +34,16 @@ type ApplyResult struct {
 // added by its changesets, visible to later changesets of the same batch
 // and folded into the store only once the batch commits.
 type applyBatch struct {
-	rows  []RowChange // rows changed by the changesets applied so far
-	sites map[crdt.ActorID]int64
-	book  map[crdt.ActorID]*crdt.ActorVersions
-	stmts map[string]*sql.Stmt
+	rows    []RowChange // rows changed by the changesets applied so far
+	sites   map[crdt.ActorID]int64
+	book    map[crdt.ActorID]*crdt.ActorVersions
+	applied []versionKey // the versions applied, in book too
+}
+
+// known records a version the batch applied.
+func (s *Store) known(b *applyBatch, cs *crdt.Changeset) {
+	s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
+	b.applied = append(b.applied, versionKey{cs.Actor, cs.Version})
 }
 
 // Apply applies remote changesets in one SQLite transaction, each version
@@ -64,6 +69,13 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		return res, hooks, ErrClosed
 	}
 	defer s.observeWrite(WriteApply)()
+	// The batch's statements run under a context that is never cancelled:
+	// given one that can be, the driver runs every statement, and every
+	// step of a query, on a goroutine of its own so that it can interrupt
+	// it. An apply's statements are short; the batch stops between
+	// changesets instead.
+	stop := ctx
+	ctx = context.WithoutCancel(ctx)
 	conn := s.aint
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return res, hooks, fmt.Errorf("apply: begin: %w", err)
@@ -89,6 +101,10 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		return err
 	}
 	for _, cs := range changesets {
+		if err := stop.Err(); err != nil {
+			rollback()
+			return ApplyResult{}, hooks, fmt.Errorf("apply: %w", err)
+		}
 		if cs == nil {
 			continue
 		}
@@ -138,10 +154,11 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		s.sites[a] = ord
 		s.siteIDs[ord] = a
 	}
-	for a, av := range b.book {
-		for _, r := range av.Known.Ranges() {
-			s.book.MarkKnownRange(a, r)
-		}
+	// Only what the batch added: an actor's known versions may be many
+	// ranges (gaps that sync has yet to fill), and the batch's copy holds
+	// them all.
+	for _, k := range b.applied {
+		s.book.MarkKnown(k.actor, k.version)
 	}
 	return res, hooks, nil
 }
@@ -176,7 +193,7 @@ func (s *Store) applyRun(ctx context.Context, b *applyBatch, tables map[string]*
 		}
 		if applied {
 			for _, cs := range run {
-				s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
+				s.known(b, cs)
 			}
 			res.Applied += len(run)
 			return nil
@@ -193,7 +210,7 @@ func (s *Store) applyRun(ctx context.Context, b *applyBatch, tables map[string]*
 			return err
 		}
 		if applied {
-			s.batchVersions(b, cs.Actor).Known.Add(cs.Version)
+			s.known(b, cs)
 			res.Applied++
 		}
 	}

@@ -193,3 +193,62 @@ func BenchmarkApplyRemote(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMixedWriteApply is a node of a busy region: one-row local
+// writes and one-row remote versions, one Apply each, in the ratio of a
+// region of ten (mix: 1 local write to 9 applies), against the same work
+// done apart (local: writes only; remote: applies only). Reported per
+// operation.
+func BenchmarkMixedWriteApply(b *testing.B) {
+	for _, mode := range []string{"mix", "local", "remote"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			dir := b.TempDir()
+			src := regionalStore(b, dir, "src")
+			defer src.Close()
+			dst := regionalStore(b, dir, "dst")
+			defer dst.Close()
+			n := b.N * 10
+			var css []*crdt.Changeset
+			if mode != "local" {
+				for i := 0; i < n; i++ {
+					ver, err := src.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, i, 1, 0) })
+					if err != nil {
+						b.Fatal(err)
+					}
+					cs, _, err := src.Changes(ctx, src.Actor(), ver)
+					if err != nil {
+						b.Fatal(err)
+					}
+					css = append(css, cs)
+				}
+			}
+			local := func(i int) {
+				if _, err := dst.Transact(ctx, []Statement{{SQL: benchUpsert, Args: machineRow(n+i, 0)}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			next := 0
+			remote := func() {
+				if res, err := dst.Apply(ctx, css[next:next+1]); err != nil || res.Applied != 1 {
+					b.Fatalf("apply: %v %+v", err, res)
+				}
+				next++
+			}
+			b.ResetTimer()
+			for i := 0; i < n; i++ {
+				switch {
+				case mode == "local":
+					local(i)
+				case mode == "remote":
+					remote()
+				case i%10 == 0:
+					local(i)
+				default:
+					remote()
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/write")
+		})
+	}
+}

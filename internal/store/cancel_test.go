@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3"
+
+	"github.com/patina-db/patina/internal/crdt"
 )
 
 // writerIdle reports whether the writer connection is outside any
@@ -107,5 +109,28 @@ func TestInterruptWithAStatementOpenRollsBack(t *testing.T) {
 	}
 	if got := dumpTable(t, s, "machines"); strings.Contains(got, "gone") {
 		t.Fatalf("interrupted rows were written: %s", got)
+	}
+}
+
+// TestApplyStopsWhenCanceled: an apply whose context ends applies nothing
+// and leaves the applier usable.
+func TestApplyStopsWhenCanceled(t *testing.T) {
+	dir := t.TempDir()
+	a := regionalStore(t, dir, "a")
+	defer a.Close()
+	b := regionalStore(t, dir, "b")
+	defer b.Close()
+	v := exec(t, a, stmt(`INSERT INTO machines (id, state) VALUES ('m1', 'started')`)).Version
+	cs := changesetOf(t, a, v)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Apply(ctx, []*crdt.Changeset{cs}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("apply under a canceled context: %v", err)
+	}
+	if b.Bookkeeping().Knows(a.Actor(), v) || dumpTable(t, b, "machines") != "" {
+		t.Fatal("a canceled apply left a trace")
+	}
+	if res := apply(t, b, cs); res.Applied != 1 {
+		t.Fatalf("apply after the canceled one: %+v", res)
 	}
 }

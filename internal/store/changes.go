@@ -34,7 +34,7 @@ func (s *Store) Changes(ctx context.Context, a crdt.ActorID, v uint64) (cs *crdt
 	if isCleared || !haveOrd {
 		return cs, true, nil
 	}
-	tx, err := s.snap.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.snap.BeginTx(context.WithoutCancel(ctx), &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, false, fmt.Errorf("changes %s/%d: %w", a, v, err)
 	}
@@ -65,13 +65,18 @@ func readVersionRows(ctx context.Context, tx querier, ts *tableSQL, ord int64, v
 
 // readVersionRange appends the surviving changes of versions from..to of
 // site ord to the changeset changesetOf names for each version.
+//
+// The query runs under a context that is never cancelled (given one that
+// can be, the driver steps every row on a goroutine of its own, so that it
+// can interrupt it); ctx is checked every few hundred rows instead.
 func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, from, to uint64, changesetOf func(v uint64) *crdt.Changeset) error {
 	var rows *sql.Rows
 	var err error
+	qctx := context.WithoutCancel(ctx)
 	if from == to {
-		rows, err = tx.QueryContext(ctx, ts.versionSel, ord, from)
+		rows, err = tx.QueryContext(qctx, ts.versionSel, ord, from)
 	} else {
-		rows, err = tx.QueryContext(ctx, ts.changesSel, ord, from, to)
+		rows, err = tx.QueryContext(qctx, ts.changesSel, ord, from, to)
 	}
 	if err != nil {
 		return err
@@ -84,7 +89,12 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 	for i := range dest {
 		ptrs[i] = &dest[i]
 	}
-	for rows.Next() {
+	for n := 1; rows.Next(); n++ {
+		if n%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
 		if err := rows.Scan(ptrs...); err != nil {
 			return err
 		}
@@ -159,7 +169,7 @@ func (s *Store) ChangesRange(ctx context.Context, a crdt.ActorID, from, to uint6
 		}
 		return out, nil
 	}
-	tx, err := s.snap.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.snap.BeginTx(context.WithoutCancel(ctx), &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("changes %s/%d-%d: %w", a, from, to, err)
 	}
