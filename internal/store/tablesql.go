@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // tableSQL builds the statements the applier and the change reader run
@@ -15,6 +16,100 @@ type tableSQL struct {
 	pkCols     []string       // quoted key columns
 	changesSel string         // rows of a range of versions of a site, with clock and data
 	versionSel string         // the same columns for one version
+
+	mu    sync.Mutex
+	texts map[textKey]string // statement texts built so far
+}
+
+// textKind names a statement the applier runs; with the columns it
+// writes and its row count it names one statement text.
+type textKind uint8
+
+const (
+	textClockRead textKind = iota
+	textValuesRead
+	textClockWrite
+	textClockWriteUniform
+	textClockUpdate
+	textVxWrite
+	textVxWriteRows
+	textDataDelete
+	textDataReplace
+	textDataUpsert
+)
+
+type textKey struct {
+	kind textKind
+	cols string // planKey of the columns, for the kinds that take them
+	n    int
+}
+
+// maxTexts bounds the texts kept per table (column sets can vary).
+const maxTexts = 1024
+
+// text returns the statement of kind for cols and n rows, built once:
+// building one costs more than running a small one.
+func (ts *tableSQL) text(kind textKind, cols []int, n int) string {
+	k := textKey{kind: kind, n: n}
+	if cols != nil {
+		k.cols = planKey(0, cols)
+	}
+	ts.mu.Lock()
+	q, ok := ts.texts[k]
+	ts.mu.Unlock()
+	if ok {
+		return q
+	}
+	switch kind {
+	case textClockRead:
+		q = ts.buildClockRead(n)
+	case textValuesRead:
+		q = ts.buildValuesRead(n)
+	case textClockWrite:
+		q = ts.buildClockWrite(n)
+	case textClockWriteUniform:
+		q = ts.buildClockWriteUniform(n)
+	case textClockUpdate:
+		q = ts.buildClockUpdate(cols, n)
+	case textVxWrite:
+		q = ts.buildVxWrite(n)
+	case textVxWriteRows:
+		q = ts.buildVxWriteRows(n)
+	case textDataDelete:
+		q = ts.buildDataDelete(n)
+	case textDataReplace:
+		q = ts.buildDataReplace(cols, n)
+	case textDataUpsert:
+		q = ts.buildDataUpsert(cols, n)
+	default:
+		panic(fmt.Sprintf("store: unknown statement kind %d", kind))
+	}
+	ts.mu.Lock()
+	if ts.texts == nil || len(ts.texts) >= maxTexts {
+		ts.texts = map[textKey]string{}
+	}
+	ts.texts[k] = q
+	ts.mu.Unlock()
+	return q
+}
+
+func (ts *tableSQL) clockRead(n int) string  { return ts.text(textClockRead, nil, n) }
+func (ts *tableSQL) valuesRead(n int) string { return ts.text(textValuesRead, nil, n) }
+func (ts *tableSQL) clockWrite(n int) string { return ts.text(textClockWrite, nil, n) }
+func (ts *tableSQL) clockWriteUniform(n int) string {
+	return ts.text(textClockWriteUniform, nil, n)
+}
+func (ts *tableSQL) clockUpdate(cols []int, n int) string {
+	return ts.text(textClockUpdate, cols, n)
+}
+func (ts *tableSQL) vxWrite(n int) string     { return ts.text(textVxWrite, nil, n) }
+func (ts *tableSQL) vxWriteRows(n int) string { return ts.text(textVxWriteRows, nil, n) }
+func (ts *tableSQL) dataDelete(n int) string  { return ts.text(textDataDelete, nil, n) }
+func (ts *tableSQL) dataReplace(cols []int, n int) string {
+	return ts.text(textDataReplace, cols, n)
+}
+func (ts *tableSQL) dataUpsert(cols []int, n int) string {
+	return ts.text(textDataUpsert, cols, n)
 }
 
 // maxStmtParams bounds the parameters of one multi-row statement.
@@ -89,31 +184,31 @@ func (ts *tableSQL) keyIn(alias string, n int) string {
 	return "(" + prefixAll(alias, ts.pkCols) + ") IN (VALUES " + strings.TrimSuffix(strings.Repeat(row+", ", n), ", ") + ")"
 }
 
-// clockRead reads the key and clock of n rows.
-func (ts *tableSQL) clockRead(n int) string {
+// buildClockRead reads the key and clock of n rows.
+func (ts *tableSQL) buildClockRead(n int) string {
 	return fmt.Sprintf("SELECT %s, %s FROM %s AS c WHERE %s",
 		prefixAll("+c.", ts.pkCols), prefixAll("c.", ts.clockCols()), quoteIdent(clockTable(ts.t.Name)), ts.keyIn("c.", n))
 }
 
-// valuesRead reads the key and values of n data rows.
-func (ts *tableSQL) valuesRead(n int) string {
+// buildValuesRead reads the key and values of n data rows.
+func (ts *tableSQL) buildValuesRead(n int) string {
 	return fmt.Sprintf("SELECT %s, %s FROM %s AS d WHERE %s",
 		prefixAll("+d.", ts.pkCols), prefixAll("+d.", valueCols(ts.t)), quoteIdent(ts.t.Name), ts.keyIn("d.", n))
 }
 
-// clockWrite replaces the whole clock of n rows.
-func (ts *tableSQL) clockWrite(n int) string {
+// buildClockWrite replaces the whole clock of n rows.
+func (ts *tableSQL) buildClockWrite(n int) string {
 	cols := append(append([]string{}, ts.pkCols...), ts.clockCols()...)
 	return fmt.Sprintf("INSERT OR REPLACE INTO %s (%s) VALUES %s", quoteIdent(clockTable(ts.t.Name)), strings.Join(cols, ", "), valuesRows(len(cols), n))
 }
 
-// clockWriteUniform replaces the whole clock of n rows whose cells all
+// buildClockWriteUniform replaces the whole clock of n rows whose cells all
 // carry the same (col_version, sd), as every cell of a row that one
 // version created does: key, cl, cl_sd, then the one (v, sd) pair per
 // row, which the statement repeats for every column. Five parameters a
 // row instead of three plus two per column: binding them one by one is
 // a good part of an apply's cost.
-func (ts *tableSQL) clockWriteUniform(n int) string {
+func (ts *tableSQL) buildClockWriteUniform(n int) string {
 	cols := append(append([]string{}, ts.pkCols...), ts.clockCols()...)
 	k := len(ts.pkCols)
 	w := k + 4
@@ -142,10 +237,10 @@ func (ts *tableSQL) clockWriteUniform(n int) string {
 	return fmt.Sprintf("INSERT OR REPLACE INTO %s (%s) VALUES %s", quoteIdent(clockTable(ts.t.Name)), strings.Join(cols, ", "), b)
 }
 
-// clockUpdate sets the causal length's credit and the clocks of the given
+// buildClockUpdate sets the causal length's credit and the clocks of the given
 // value columns of n rows whose clock exists: key, cl_sd, then (v, sd) per
 // column, per row.
-func (ts *tableSQL) clockUpdate(cols []int, n int) string {
+func (ts *tableSQL) buildClockUpdate(cols []int, n int) string {
 	k := len(ts.pkCols)
 	set := []string{fmt.Sprintf("%s = u.column%d", quoteIdent(colCLSD), k+1)}
 	for j, i := range cols {
@@ -162,8 +257,8 @@ func (ts *tableSQL) clockUpdate(cols []int, n int) string {
 		valuesRows(k+1+2*len(cols), n), strings.Join(where, " AND "))
 }
 
-// vxWrite indexes n rows under one (site, version): ?1, ?2, then the keys.
-func (ts *tableSQL) vxWrite(n int) string {
+// buildVxWrite indexes n rows under one (site, version): ?1, ?2, then the keys.
+func (ts *tableSQL) buildVxWrite(n int) string {
 	k := len(ts.pkCols)
 	rows := make([]string, n)
 	for i := range rows {
@@ -176,27 +271,27 @@ func (ts *tableSQL) vxWrite(n int) string {
 	return fmt.Sprintf("INSERT OR IGNORE INTO %s (__patina_site, __patina_version, %s) VALUES %s", quoteIdent(vxTable(ts.t.Name)), strings.Join(ts.pkCols, ", "), strings.Join(rows, ", "))
 }
 
-// vxWriteRows indexes n rows, each under its own (site, version): per
+// buildVxWriteRows indexes n rows, each under its own (site, version): per
 // row the site, the version, then the key.
-func (ts *tableSQL) vxWriteRows(n int) string {
+func (ts *tableSQL) buildVxWriteRows(n int) string {
 	return fmt.Sprintf("INSERT OR IGNORE INTO %s (__patina_site, __patina_version, %s) VALUES %s", quoteIdent(vxTable(ts.t.Name)), strings.Join(ts.pkCols, ", "), valuesRows(2+len(ts.pkCols), n))
 }
 
-// dataDelete deletes n rows.
-func (ts *tableSQL) dataDelete(n int) string {
+// buildDataDelete deletes n rows.
+func (ts *tableSQL) buildDataDelete(n int) string {
 	return fmt.Sprintf("DELETE FROM %s WHERE %s", quoteIdent(ts.t.Name), ts.keyIn("", n))
 }
 
-// dataReplace writes a whole new life of n rows: the key and the given
+// buildDataReplace writes a whole new life of n rows: the key and the given
 // columns; the other columns take their defaults.
-func (ts *tableSQL) dataReplace(cols []int, n int) string {
+func (ts *tableSQL) buildDataReplace(cols []int, n int) string {
 	all := ts.withKey(cols)
 	return fmt.Sprintf("INSERT OR REPLACE INTO %s (%s) VALUES %s", quoteIdent(ts.t.Name), strings.Join(all, ", "), valuesRows(len(all), n))
 }
 
-// dataUpsert sets the given columns of n rows, inserting a row that is
+// buildDataUpsert sets the given columns of n rows, inserting a row that is
 // missing (its other columns at their defaults).
-func (ts *tableSQL) dataUpsert(cols []int, n int) string {
+func (ts *tableSQL) buildDataUpsert(cols []int, n int) string {
 	all := ts.withKey(cols)
 	set := make([]string, len(cols))
 	for i, c := range cols {
