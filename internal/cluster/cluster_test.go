@@ -512,7 +512,11 @@ func TestMisbehavingMemberDoesNotStall(t *testing.T) {
 			if err != nil {
 				break
 			}
-			us.Write(append([]byte{'B'}, binary.AppendUvarint(nil, 16<<20)...))
+			kind := byte('B') // one message per stream
+			if i%2 == 1 {
+				kind = 'b' // messages one after another
+			}
+			us.Write(append([]byte{kind}, binary.AppendUvarint(nil, 16<<20)...))
 		}
 	}
 	var before runtime.MemStats

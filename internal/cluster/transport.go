@@ -21,8 +21,9 @@ import (
 
 // Stream kinds: the first byte of every stream after the hello.
 const (
-	streamBroadcast byte = 'B' // uni: one Broadcast frame
-	streamSync      byte = 'S' // bidi: SyncState, then SyncChunk frames back
+	streamBroadcast  byte = 'B' // uni: one Broadcast frame (earlier members send this)
+	streamBroadcasts byte = 'b' // uni: Broadcast frames, one after another, for the connection's life
+	streamSync       byte = 'S' // bidi: SyncState, then SyncChunk frames back
 )
 
 // Stream error codes.
@@ -85,6 +86,13 @@ type peerConn struct {
 	ready chan struct{} // closed once the hello exchange finished
 	err   error
 	name  string
+
+	// The stream broadcasts to this peer travel on, one message after
+	// another, opened by the first. out holds the right to write on it.
+	out    chan struct{}
+	bst    *quic.SendStream
+	bw     *bufio.Writer
+	legacy bool // the peer takes one message per stream only
 }
 
 const (
@@ -232,17 +240,36 @@ func (t *transport) serveBroadcast(ctx context.Context, st *quic.ReceiveStream, 
 	st.SetReadDeadline(time.Now().Add(ioTimeout))
 	r := bufio.NewReader(st)
 	kind, err := r.ReadByte()
-	if err != nil || kind != streamBroadcast {
+	if err != nil || (kind != streamBroadcast && kind != streamBroadcasts) {
 		st.CancelRead(streamRefused)
 		return
 	}
-	var b wirev1.Broadcast
-	if err := readFrame(r, &b); err != nil {
-		t.log.Debug("bad broadcast", "from", from, "err", err)
-		st.CancelRead(streamRefused)
-		return
+	for {
+		if kind == streamBroadcasts {
+			// Between messages the stream may rest as long as the
+			// connection lives; a message, once begun, must arrive
+			// within ioTimeout.
+			st.SetReadDeadline(time.Time{})
+			if _, err := r.Peek(1); err != nil {
+				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+					t.log.Debug("broadcast stream ended", "from", from, "err", err)
+				}
+				st.CancelRead(streamDone)
+				return
+			}
+			st.SetReadDeadline(time.Now().Add(ioTimeout))
+		}
+		var b wirev1.Broadcast
+		if err := readFrame(r, &b); err != nil {
+			t.log.Debug("bad broadcast", "from", from, "err", err)
+			st.CancelRead(streamRefused)
+			return
+		}
+		t.h.handleBroadcast(ctx, from, &b)
+		if kind == streamBroadcast {
+			return
+		}
 	}
-	t.h.handleBroadcast(ctx, from, &b)
 }
 
 func (t *transport) serveSync(ctx context.Context, st *quic.Stream, from string) {
@@ -273,6 +300,16 @@ func (t *transport) serveSync(ctx context.Context, st *quic.Stream, from string)
 // connect returns the connection to addr, dialing (and exchanging hellos)
 // if needed.
 func (t *transport) connect(ctx context.Context, addr string) (*quic.Conn, error) {
+	pc, err := t.peer(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return pc.conn, nil
+}
+
+// peer returns the open connection to addr with its broadcast stream,
+// dialing if needed.
+func (t *transport) peer(ctx context.Context, addr string) (*peerConn, error) {
 	t.mu.Lock()
 	pc := t.conns[addr]
 	if pc != nil {
@@ -283,16 +320,16 @@ func (t *transport) connect(ctx context.Context, addr string) (*quic.Conn, error
 			return nil, ctx.Err()
 		}
 		if pc.err == nil && pc.conn.Context().Err() == nil {
-			return pc.conn, nil
+			return pc, nil
 		}
 		t.mu.Lock()
 		if t.conns[addr] == pc {
 			delete(t.conns, addr)
 		}
 		t.mu.Unlock()
-		return t.connect(ctx, addr)
+		return t.peer(ctx, addr)
 	}
-	pc = &peerConn{ready: make(chan struct{})}
+	pc = &peerConn{ready: make(chan struct{}), out: make(chan struct{}, 1)}
 	t.conns[addr] = pc
 	t.mu.Unlock()
 
@@ -309,7 +346,7 @@ func (t *transport) connect(ctx context.Context, addr string) (*quic.Conn, error
 		t.mu.Unlock()
 		return nil, pc.err
 	}
-	return pc.conn, nil
+	return pc, nil
 }
 
 func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, error) {
@@ -351,18 +388,60 @@ func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, error) {
 	return conn, nil
 }
 
-// sendBroadcast sends one Broadcast message to addr on its own stream,
-// giving up after ioTimeout.
+// sendBroadcast sends one Broadcast message to addr, giving up after
+// ioTimeout. Messages to one peer share a stream, opened by the first and
+// kept while the connection lasts: a stream per message costs both sides
+// more than the message. A stream that fails is reset (the peer drops a
+// message cut short) and the next message opens another.
 func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Broadcast) error {
 	ctx, cancel := context.WithTimeout(ctx, ioTimeout)
 	defer cancel()
-	conn, err := t.connect(ctx, addr)
+	pc, err := t.peer(ctx, addr)
 	if err != nil {
 		return err
 	}
-	st, err := conn.OpenUniStreamSync(ctx)
+	select {
+	case pc.out <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("broadcast to %s: %w", addr, ctx.Err())
+	}
+	defer func() { <-pc.out }()
+	if pc.legacy {
+		return t.sendOnStream(ctx, pc, addr, b)
+	}
+	if pc.bst == nil {
+		st, err := pc.conn.OpenUniStreamSync(ctx)
+		if err != nil {
+			t.forget(addr, pc.conn)
+			return fmt.Errorf("broadcast to %s: %w", addr, err)
+		}
+		pc.bst, pc.bw = st, bufio.NewWriter(t.counting(st))
+		pc.bw.WriteByte(streamBroadcasts)
+	}
+	pc.bst.SetWriteDeadline(time.Now().Add(ioTimeout))
+	err = writeFrame(pc.bw, b)
+	if err == nil {
+		err = pc.bw.Flush()
+	}
 	if err != nil {
-		t.forget(addr, conn)
+		pc.bst.CancelWrite(streamDone)
+		pc.bst, pc.bw = nil, nil
+		var se *quic.StreamError
+		if errors.As(err, &se) && se.Remote && se.ErrorCode == streamRefused {
+			// A member of an earlier release, which reads one message
+			// per stream.
+			pc.legacy = true
+		}
+		return fmt.Errorf("broadcast to %s: %w", addr, err)
+	}
+	return nil
+}
+
+// sendOnStream sends one Broadcast message on a stream of its own.
+func (t *transport) sendOnStream(ctx context.Context, pc *peerConn, addr string, b *wirev1.Broadcast) error {
+	st, err := pc.conn.OpenUniStreamSync(ctx)
+	if err != nil {
+		t.forget(addr, pc.conn)
 		return fmt.Errorf("broadcast to %s: %w", addr, err)
 	}
 	st.SetWriteDeadline(time.Now().Add(ioTimeout))

@@ -1,0 +1,116 @@
+package cluster
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/patina-db/patina/internal/crdt"
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
+)
+
+// recorder is a handler that keeps the broadcasts it is given.
+type recorder struct {
+	mu   sync.Mutex
+	got  []uint64 // versions, in arrival order
+	from map[string]bool
+}
+
+func (r *recorder) handleBroadcast(_ context.Context, from string, b *wirev1.Broadcast) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, cs := range b.GetChangesets() {
+		r.got = append(r.got, cs.GetVersion())
+	}
+	r.from[from] = true
+}
+
+func (r *recorder) handleSync(context.Context, string, *wirev1.SyncState, func(*wirev1.SyncChunk) error) error {
+	return nil
+}
+
+func (r *recorder) versions() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.got...)
+}
+
+func testTransport(t *testing.T, ca *CA, name string, h handler) *transport {
+	t.Helper()
+	creds, err := DevCredentials(ca, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := newTransport("127.0.0.1:0", "c", name, crdt.ActorID{byte(len(name))}, creds, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); tr.close(); <-done })
+	return tr
+}
+
+// TestBroadcastsShareAStream: messages to one peer arrive in order on one
+// stream; to a peer marked as taking one message per stream, they arrive
+// too, each on its own.
+func TestBroadcastsShareAStream(t *testing.T) {
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{from: map[string]bool{}}
+	recv := testTransport(t, ca, "recv", rec)
+	send := testTransport(t, ca, "send", &recorder{from: map[string]bool{}})
+	ctx := context.Background()
+	msg := func(v uint64) *wirev1.Broadcast {
+		return &wirev1.Broadcast{Changesets: []*wirev1.Changeset{{Actor: make([]byte, 16), Version: v}}}
+	}
+	waitFor := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for len(rec.versions()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("received %v, want %d messages", rec.versions(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for v := uint64(1); v <= 50; v++ {
+		if err := send.sendBroadcast(ctx, recv.addr(), msg(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(50)
+	pc, err := send.peer(ctx, recv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := pc.bst
+	if first == nil {
+		t.Fatal("no broadcast stream kept")
+	}
+	if err := send.sendBroadcast(ctx, recv.addr(), msg(51)); err != nil || pc.bst != first {
+		t.Fatalf("a later message did not reuse the stream (err %v)", err)
+	}
+	pc.legacy = true
+	for v := uint64(52); v <= 60; v++ {
+		if err := send.sendBroadcast(ctx, recv.addr(), msg(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(60)
+	got := rec.versions()
+	for i, v := range got[:51] {
+		if v != uint64(i+1) {
+			t.Fatalf("messages on the shared stream out of order: %v", got)
+		}
+	}
+	if !rec.from["send"] {
+		t.Fatalf("messages not credited to the sender: %v", rec.from)
+	}
+}
