@@ -144,14 +144,7 @@ func (s *Store) commitGroup(batch []*writeReq) (Hooks, *crdt.Changeset) {
 	// or a rollback.
 	ictx := context.WithoutCancel(batch[0].ctx)
 	next := s.head + 1
-	if s.pending != next {
-		if _, err := s.wint.ExecContext(ictx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
-			fail(fmt.Errorf("set pending version: %w", err))
-			return Hooks{}, nil
-		}
-		s.pending = next
-	}
-	ok, err := s.runGroup(ictx, batch)
+	ok, err := s.runGroup(ictx, batch, next)
 	if err != nil {
 		s.endTx(ictx)
 		fail(err)
@@ -215,12 +208,17 @@ func (s *Store) commitGroup(batch []*writeReq) (Hooks, *crdt.Changeset) {
 // whole transaction (an interrupted statement, OR ROLLBACK), the group
 // starts over without it. ok is false when no request is left; err is
 // the node's own failure, after which the transaction must be ended.
-func (s *Store) runGroup(ictx context.Context, batch []*writeReq) (ok bool, err error) {
+func (s *Store) runGroup(ictx context.Context, batch []*writeReq, next uint64) (ok bool, err error) {
 	grouped := len(batch) > 1
 restart:
 	for {
 		if _, err := s.wint.ExecContext(ictx, "BEGIN IMMEDIATE"); err != nil {
 			return false, fmt.Errorf("begin: %w", err)
+		}
+		// Inside the transaction: written on its own, the pending version
+		// would cost a transaction of the TEMP database per commit.
+		if _, err := s.wint.ExecContext(ictx, `UPDATE temp.__patina_tx SET version = ?`, next); err != nil {
+			return false, fmt.Errorf("set pending version: %w", err)
 		}
 		live := 0
 		for _, r := range batch {

@@ -58,7 +58,6 @@ type Store struct {
 	sites     map[crdt.ActorID]int64
 	siteIDs   map[int64]crdt.ActorID
 	head      uint64 // this node's last version
-	pending   uint64 // value of temp.__patina_tx
 	clientSQL atomic.Bool
 	closed    bool
 	ckpt      checkpointer
