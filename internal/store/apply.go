@@ -38,6 +38,9 @@ type applyBatch struct {
 	sites   map[crdt.ActorID]int64
 	book    map[crdt.ActorID]*crdt.ActorVersions
 	applied []versionKey // the versions applied, in book too
+	// wrote: the transaction holds applied changes, so a failing run
+	// must be undone to a savepoint rather than with the transaction.
+	wrote bool
 }
 
 // known records a version the batch applied.
@@ -219,11 +222,16 @@ func (s *Store) applyRun(ctx context.Context, b *applyBatch, tables map[string]*
 
 // applyUnder applies changesets under a savepoint. On a changeset's own
 // fault it rolls back to the savepoint and reports applied false, and for
-// a single changeset returns its *ApplyError.
+// a single changeset returns its *ApplyError. The first changes of a
+// transaction need no savepoint (most batches are one run): undoing them
+// is undoing the transaction, which then begins again.
 func (s *Store) applyUnder(ctx context.Context, b *applyBatch, tables map[string]*tableSQL, run []*crdt.Changeset) (applied bool, err error) {
 	conn := s.aint
-	if _, err := conn.ExecContext(ctx, "SAVEPOINT v"); err != nil {
-		return false, fmt.Errorf("apply: savepoint: %w", err)
+	first := !b.wrote
+	if !first {
+		if _, err := conn.ExecContext(ctx, "SAVEPOINT v"); err != nil {
+			return false, fmt.Errorf("apply: savepoint: %w", err)
+		}
 	}
 	rowsBefore := len(b.rows)
 	newSites, err := s.applyVersions(ctx, b, tables, run)
@@ -231,12 +239,20 @@ func (s *Store) applyUnder(ctx context.Context, b *applyBatch, tables map[string
 		b.rows = b.rows[:rowsBefore]
 		// One statement each: a prepared statement runs only the first
 		// of several.
-		_, rerr := conn.ExecContext(ctx, "ROLLBACK TO v")
-		if rerr == nil {
-			_, rerr = conn.ExecContext(ctx, "RELEASE v")
+		var rerr error
+		if first {
+			_, rerr = conn.ExecContext(ctx, "ROLLBACK")
+			if rerr == nil {
+				_, rerr = conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+			}
+		} else {
+			_, rerr = conn.ExecContext(ctx, "ROLLBACK TO v")
+			if rerr == nil {
+				_, rerr = conn.ExecContext(ctx, "RELEASE v")
+			}
 		}
 		if rerr != nil {
-			return false, fmt.Errorf("apply: rollback to savepoint: %w", rerr)
+			return false, fmt.Errorf("apply: roll back a failed run: %w", rerr)
 		}
 		for _, a := range newSites {
 			delete(b.sites, a)
@@ -250,9 +266,12 @@ func (s *Store) applyUnder(ctx context.Context, b *applyBatch, tables map[string
 		}
 		return false, err
 	}
-	if _, err := conn.ExecContext(ctx, "RELEASE v"); err != nil {
-		return false, fmt.Errorf("apply: release savepoint: %w", err)
+	if !first {
+		if _, err := conn.ExecContext(ctx, "RELEASE v"); err != nil {
+			return false, fmt.Errorf("apply: release savepoint: %w", err)
+		}
 	}
+	b.wrote = true
 	return true, nil
 }
 
@@ -321,13 +340,22 @@ func (s *Store) persistBatchBook(ctx context.Context, b *applyBatch) error {
 		}
 		before := s.book.Versions(a)
 		gone, added := crdt.RangeChanges(before.Known.Ranges(), av.Known.Ranges())
+		// A range that grew keeps its start: its row is replaced, not
+		// deleted and inserted again.
+		replaced := map[uint64]bool{}
+		for _, r := range added {
+			replaced[r.Start] = true
+		}
 		for _, r := range gone {
+			if replaced[r.Start] {
+				continue
+			}
 			if _, err := s.aint.ExecContext(ctx, `DELETE FROM __patina_bookkeeping WHERE actor = ? AND cleared = 0 AND start = ?`, ord, r.Start); err != nil {
 				return fmt.Errorf("apply: bookkeeping: %w", err)
 			}
 		}
 		for _, r := range added {
-			if _, err := s.aint.ExecContext(ctx, `INSERT INTO __patina_bookkeeping (actor, cleared, start, "end") VALUES (?, 0, ?, ?)`, ord, r.Start, r.End); err != nil {
+			if _, err := s.aint.ExecContext(ctx, `INSERT OR REPLACE INTO __patina_bookkeeping (actor, cleared, start, "end") VALUES (?, 0, ?, ?)`, ord, r.Start, r.End); err != nil {
 				return fmt.Errorf("apply: bookkeeping: %w", err)
 			}
 		}
