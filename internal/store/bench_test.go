@@ -133,6 +133,26 @@ func plainTx(ctx context.Context, conn *sql.Conn, fn func(tx Tx) error) error {
 	return tx.Commit()
 }
 
+// exportVersions writes n versions of perVersion machine rows each (row
+// i*perVersion onwards for version i) on src and reads them back as
+// changesets, with the number of changes they carry.
+func exportVersions(b *testing.B, src *Store, n, perVersion, gen int) (css []*crdt.Changeset, changes int) {
+	ctx := context.Background()
+	for v := 0; v < n; v++ {
+		ver, err := src.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, v*perVersion, perVersion, gen) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs, _, err := src.Changes(ctx, src.Actor(), ver)
+		if err != nil {
+			b.Fatal(err)
+		}
+		changes += len(cs.Changes)
+		css = append(css, cs)
+	}
+	return css, changes
+}
+
 // BenchmarkApplyRemote applies changesets written on another node and
 // reports changes (cells and row sentinels) applied per second. insert:
 // fresh machine rows (a sentinel and 8 cells each), 100 rows per version,
@@ -151,20 +171,8 @@ func BenchmarkApplyRemote(b *testing.B) {
 			if kind == "small" {
 				perVersion, perBatch = 1, 20
 			}
-			export := func(gen int) (css []*crdt.Changeset, changes int) {
-				for v := 0; v < b.N*perBatch; v++ {
-					ver, err := src.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, v*perVersion, perVersion, gen) })
-					if err != nil {
-						b.Fatal(err)
-					}
-					cs, _, err := src.Changes(ctx, src.Actor(), ver)
-					if err != nil {
-						b.Fatal(err)
-					}
-					changes += len(cs.Changes)
-					css = append(css, cs)
-				}
-				return css, changes
+			export := func(gen int) ([]*crdt.Changeset, int) {
+				return exportVersions(b, src, b.N*perBatch, perVersion, gen)
 			}
 			dst := regionalStore(b, dir, "dst")
 			defer dst.Close()
@@ -211,17 +219,7 @@ func BenchmarkMixedWriteApply(b *testing.B) {
 			n := b.N * 10
 			var css []*crdt.Changeset
 			if mode != "local" {
-				for i := 0; i < n; i++ {
-					ver, err := src.Write(ctx, func(tx Tx) error { return upsertRows(ctx, tx, i, 1, 0) })
-					if err != nil {
-						b.Fatal(err)
-					}
-					cs, _, err := src.Changes(ctx, src.Actor(), ver)
-					if err != nil {
-						b.Fatal(err)
-					}
-					css = append(css, cs)
-				}
+				css, _ = exportVersions(b, src, n, 1, 0)
 			}
 			local := func(i int) {
 				if _, err := dst.Transact(ctx, []Statement{{SQL: benchUpsert, Args: machineRow(n+i, 0)}}); err != nil {
