@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/patina-db/patina/client"
@@ -332,7 +333,9 @@ func (r *Region) WaitMembers(ctx context.Context, want int, timeout time.Duratio
 				break
 			}
 			alive, others := 0, []string{}
+			known := map[string]bool{}
 			for _, m := range members {
+				known[m.Name] = true
 				if m.State == "alive" {
 					alive++
 				} else {
@@ -341,6 +344,11 @@ func (r *Region) WaitMembers(ctx context.Context, want int, timeout time.Duratio
 			}
 			if alive != want {
 				short = fmt.Sprintf("%s sees %d alive %v", n.Name, alive, others)
+				for _, o := range r.Nodes {
+					if !known[o.Name] {
+						short += fmt.Sprintf("; has not heard of %s (its log ends: %q)", o.Name, logTail(o.logPath, 3))
+					}
+				}
 				break
 			}
 		}
@@ -418,4 +426,17 @@ func (p *Ports) Take(n int) ([]int, error) {
 		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// logTail is the last n lines of a log file, or what went wrong reading it.
+func logTail(path string, n int) string {
+	if path == "" {
+		return "(in process, no log file)"
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
