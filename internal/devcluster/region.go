@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -379,13 +381,39 @@ func (r *Region) Stop() error {
 }
 
 // Ports hands out ports on loopback: from Base upwards when Base is set
-// (stable addresses, as `patina dev --base-port` wants), else free
-// ephemeral ones. Either way each is free for TCP and UDP when handed
-// out. Safe for one goroutine at a time.
+// (stable addresses, as `patina dev --base-port` wants), else from a
+// random place below the kernel's ephemeral range. Either way each is
+// free for TCP and UDP when handed out. Safe for one goroutine at a time.
+//
+// Not ephemeral ports: between the moment a port is handed out and the
+// moment its agent binds it, the kernel may give the same port to any
+// outgoing connection on the machine (the other agents make plenty), and
+// the agent then fails to start with "address already in use".
 type Ports struct {
-	// Base is the first port to try; 0 means ephemeral ports.
+	// Base is the first port to try; 0 means a random one below the
+	// ephemeral range.
 	Base int
 	next int
+}
+
+// randomBase is where a Ports without a Base starts: somewhere in the
+// ports below the ephemeral range (ip_local_port_range) and above 10000,
+// so that regions started at once by different processes seldom probe
+// the same ports.
+func randomBase() int {
+	low := 32768 // Linux's default start of the ephemeral range
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	const floor, room = 10000, 2000 // room: ports a region may probe past its base
+	if low-room <= floor {
+		return floor
+	}
+	return floor + rand.IntN(low-room-floor)
 }
 
 // Take hands out n ports.
@@ -397,24 +425,21 @@ func (p *Ports) Take(n int) ([]int, error) {
 			c.Close()
 		}
 	}()
-	if p.Base > 0 && p.next == 0 {
+	if p.next == 0 {
 		p.next = p.Base
+		if p.next == 0 {
+			p.next = randomBase()
+		}
 	}
 	for len(ports) < n {
-		addr := "127.0.0.1:0"
-		if p.Base > 0 {
-			if p.next > 65535 {
-				return nil, fmt.Errorf("devcluster: no free ports left above %d", p.Base)
-			}
-			addr = fmt.Sprintf("127.0.0.1:%d", p.next)
-			p.next++
+		if p.next > 65535 {
+			return nil, errors.New("devcluster: no free ports left below 65536")
 		}
+		addr := fmt.Sprintf("127.0.0.1:%d", p.next)
+		p.next++
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			if p.Base > 0 {
-				continue // taken: try the next one
-			}
-			return nil, err
+			continue // taken: try the next one
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		udp, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
