@@ -49,11 +49,11 @@ func (s *Store) known(b *applyBatch, cs *crdt.Changeset) {
 	b.applied = append(b.applied, versionKey{cs.Actor, cs.Version})
 }
 
-// Apply applies remote changesets in one SQLite transaction, each version
-// atomically under its own savepoint together with its bookkeeping. A
-// version already known is a no-op. A changeset that fails is rolled back
-// alone and reported in the result; the error return is for the node's own
-// faults, after which nothing of the batch is applied.
+// Apply applies remote changesets in one SQLite transaction, with their
+// bookkeeping; each version is atomic. A version already known is a
+// no-op. A changeset that fails is rolled back alone and reported in the
+// result; the error return is for the node's own faults (or ctx's end),
+// after which nothing of the batch is applied.
 func (s *Store) Apply(ctx context.Context, changesets []*crdt.Changeset) (ApplyResult, error) {
 	b := &applyBatch{sites: map[crdt.ActorID]int64{}, book: map[crdt.ActorID]*crdt.ActorVersions{}}
 	res, hooks, err := s.applyLocked(ctx, b, changesets)
