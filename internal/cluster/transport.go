@@ -437,6 +437,49 @@ func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Br
 	return nil
 }
 
+// tryBroadcast sends b at once, without a goroutine and without
+// waiting: only when the connection to addr is up, its broadcast stream is
+// open and idle, and QUIC can queue the whole message now. Otherwise it
+// sends nothing and reports false, and the caller uses sendBroadcast.
+func (t *transport) tryBroadcast(addr string, b *wirev1.Broadcast) bool {
+	t.mu.Lock()
+	pc := t.conns[addr]
+	t.mu.Unlock()
+	if pc == nil {
+		return false
+	}
+	select {
+	case <-pc.ready:
+	default:
+		return false
+	}
+	if pc.err != nil || pc.conn.Context().Err() != nil {
+		return false
+	}
+	select {
+	case pc.out <- struct{}{}:
+	default:
+		return false // a send is under way
+	}
+	defer func() { <-pc.out }()
+	if pc.legacy || pc.bst == nil || pc.bw.Buffered() > 0 {
+		return false
+	}
+	buf, err := encodeFrame(b)
+	if err != nil || len(buf) > maxPart {
+		return false
+	}
+	// ErrWouldBlock (no flow-control credit now), or the stream failed:
+	// the slow path waits, or resets and reports.
+	if err := pc.bst.TryWriteAll(buf); err != nil {
+		return false
+	}
+	if t.sent != nil {
+		t.sent.Add(uint64(len(buf)))
+	}
+	return true
+}
+
 // sendOnStream sends one Broadcast message on a stream of its own.
 func (t *transport) sendOnStream(ctx context.Context, pc *peerConn, addr string, b *wirev1.Broadcast) error {
 	st, err := pc.conn.OpenUniStreamSync(ctx)

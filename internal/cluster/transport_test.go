@@ -56,8 +56,8 @@ func testTransport(t *testing.T, ca *CA, name string, h handler) *transport {
 }
 
 // TestBroadcastsShareAStream: messages to one peer arrive in order on one
-// stream; to a peer marked as taking one message per stream, they arrive
-// too, each on its own.
+// stream, whether sent at once or by the waiting path; to a peer marked as
+// taking one message per stream, they arrive too, each on its own.
 func TestBroadcastsShareAStream(t *testing.T) {
 	ca, err := NewCA("test")
 	if err != nil {
@@ -80,9 +80,18 @@ func TestBroadcastsShareAStream(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	for v := uint64(1); v <= 50; v++ {
+	if send.tryBroadcast(recv.addr(), msg(1)) {
+		t.Fatal("sent at once with no connection yet")
+	}
+	for v := uint64(1); v <= 25; v++ {
 		if err := send.sendBroadcast(ctx, recv.addr(), msg(v)); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// With the stream open and idle, small messages go at once.
+	for v := uint64(26); v <= 50; v++ {
+		if !send.tryBroadcast(recv.addr(), msg(v)) {
+			t.Fatalf("message %d not sent at once on an idle stream", v)
 		}
 	}
 	waitFor(50)

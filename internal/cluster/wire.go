@@ -25,16 +25,25 @@ const (
 
 // writeFrame writes a varint length and the message.
 func writeFrame(w io.Writer, m proto.Message) error {
+	buf, err := encodeFrame(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf)
+	return err
+}
+
+// encodeFrame is m as a frame: its length, then m.
+func encodeFrame(m proto.Message) ([]byte, error) {
 	data, err := proto.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("encode %T: %w", m, err)
+		return nil, fmt.Errorf("encode %T: %w", m, err)
 	}
 	if len(data) > maxFrame {
-		return fmt.Errorf("encode %T: %d bytes, above the %d-byte frame limit", m, len(data), maxFrame)
+		return nil, fmt.Errorf("encode %T: %d bytes, above the %d-byte frame limit", m, len(data), maxFrame)
 	}
 	buf := binary.AppendUvarint(make([]byte, 0, len(data)+binary.MaxVarintLen32), uint64(len(data)))
-	_, err = w.Write(append(buf, data...))
-	return err
+	return append(buf, data...), nil
 }
 
 // errFrameTooLarge is a peer announcing a frame above maxFrame.
