@@ -319,7 +319,7 @@ func (t *transport) peer(ctx context.Context, addr string) (*peerConn, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if pc.err == nil && pc.conn.Context().Err() == nil {
+		if pc.open() {
 			return pc, nil
 		}
 		t.mu.Lock()
@@ -442,18 +442,8 @@ func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Br
 // open and idle, and QUIC can queue the whole message now. Otherwise it
 // sends nothing and reports false, and the caller uses sendBroadcast.
 func (t *transport) tryBroadcast(addr string, b *wirev1.Broadcast) bool {
-	t.mu.Lock()
-	pc := t.conns[addr]
-	t.mu.Unlock()
-	if pc == nil {
-		return false
-	}
-	select {
-	case <-pc.ready:
-	default:
-		return false
-	}
-	if pc.err != nil || pc.conn.Context().Err() != nil {
+	pc, dialed := t.current(addr)
+	if pc == nil || !dialed || !pc.open() {
 		return false
 	}
 	select {
@@ -550,19 +540,29 @@ func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncSta
 // connected reports whether a connection to addr is open or being
 // opened.
 func (t *transport) connected(addr string) bool {
+	pc, dialed := t.current(addr)
+	return pc != nil && (!dialed || pc.open())
+}
+
+// current is the connection to addr, if any, and whether its dial (and
+// hello) has finished.
+func (t *transport) current(addr string) (pc *peerConn, dialed bool) {
 	t.mu.Lock()
-	pc := t.conns[addr]
+	pc = t.conns[addr]
 	t.mu.Unlock()
 	if pc == nil {
-		return false
+		return nil, false
 	}
 	select {
 	case <-pc.ready:
-		return pc.err == nil && pc.conn.Context().Err() == nil
+		return pc, true
 	default:
-		return true
+		return pc, false
 	}
 }
+
+// open reports whether a dialed connection succeeded and is still up.
+func (pc *peerConn) open() bool { return pc.err == nil && pc.conn.Context().Err() == nil }
 
 // open counts the connections this member dialed that are open.
 func (t *transport) open() int {
@@ -572,7 +572,7 @@ func (t *transport) open() int {
 	for _, pc := range t.conns {
 		select {
 		case <-pc.ready:
-			if pc.err == nil && pc.conn.Context().Err() == nil {
+			if pc.open() {
 				n++
 			}
 		default:
