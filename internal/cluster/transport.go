@@ -92,7 +92,7 @@ type peerConn struct {
 	out    chan struct{}
 	bst    *quic.SendStream
 	bw     *bufio.Writer
-	legacy bool // the peer takes one message per stream only
+	legacy bool // the peer's hello did not offer the shared stream
 }
 
 const (
@@ -119,7 +119,7 @@ func newTransport(addr, cluster, name string, actor crdt.ActorID, creds *Credent
 	}
 	t := &transport{
 		cluster: cluster,
-		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name},
+		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name, BroadcastStream: true},
 		tlsConf: tlsConf,
 		qconf:   &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 16, MaxIncomingUniStreams: 256},
 		udp:     udp,
@@ -333,9 +333,10 @@ func (t *transport) peer(ctx context.Context, addr string) (*peerConn, error) {
 	t.conns[addr] = pc
 	t.mu.Unlock()
 
-	conn, err := t.dial(ctx, addr)
+	conn, hello, err := t.dial(ctx, addr)
 	t.mu.Lock()
 	pc.conn, pc.err = conn, err
+	pc.legacy = err == nil && !hello.GetBroadcastStream()
 	t.mu.Unlock()
 	close(pc.ready)
 	if pc.err != nil {
@@ -349,50 +350,52 @@ func (t *transport) peer(ctx context.Context, addr string) (*peerConn, error) {
 	return pc, nil
 }
 
-func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, error) {
+func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, *wirev1.Hello, error) {
 	udpAddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	conn, err := t.tr.Dial(dctx, udpAddr, t.tlsConf, t.qconf)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	st, err := conn.OpenStreamSync(dctx)
 	if err != nil {
 		conn.CloseWithError(codeBadHello, "")
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	st.SetDeadline(time.Now().Add(helloTimeout))
 	if err := writeFrame(st, t.self); err != nil {
 		conn.CloseWithError(codeBadHello, "")
-		return nil, fmt.Errorf("dial %s: hello: %w", addr, err)
+		return nil, nil, fmt.Errorf("dial %s: hello: %w", addr, err)
 	}
 	var hello wirev1.Hello
 	if err := readFrameLimit(bufio.NewReader(st), &hello, maxHello); err != nil {
 		conn.CloseWithError(codeBadHello, "")
-		return nil, fmt.Errorf("dial %s: hello: %w", addr, err)
+		return nil, nil, fmt.Errorf("dial %s: hello: %w", addr, err)
 	}
 	st.Close()
 	if hello.GetCluster() != t.cluster {
 		conn.CloseWithError(codeWrongCluster, "wrong cluster")
-		return nil, fmt.Errorf("dial %s: peer is in cluster %q, not %q", addr, hello.GetCluster(), t.cluster)
+		return nil, nil, fmt.Errorf("dial %s: peer is in cluster %q, not %q", addr, hello.GetCluster(), t.cluster)
 	}
 	// Serve what the peer opens on this connection too.
 	if !t.track(func() { t.serveStreams(conn.Context(), conn, hello.GetName()) }) {
 		conn.CloseWithError(codeOK, "shutting down")
-		return nil, fmt.Errorf("dial %s: transport closed", addr)
+		return nil, nil, fmt.Errorf("dial %s: transport closed", addr)
 	}
-	return conn, nil
+	return conn, &hello, nil
 }
 
 // sendBroadcast sends one Broadcast message to addr, giving up after
 // ioTimeout. Messages to one peer share a stream, opened by the first and
 // kept while the connection lasts: a stream per message costs both sides
-// more than the message. A stream that fails is reset (the peer drops a
-// message cut short) and the next message opens another.
+// more than the message. A stream that fails is closed (the peer drops a
+// message cut short) and the next message opens another. A peer whose
+// hello does not offer the shared stream (an earlier release) gets a
+// stream per message.
 func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Broadcast) error {
 	ctx, cancel := context.WithTimeout(ctx, ioTimeout)
 	defer cancel()
@@ -424,14 +427,11 @@ func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Br
 		err = pc.bw.Flush()
 	}
 	if err != nil {
-		pc.bst.CancelWrite(streamDone)
+		// Closed, not reset: a reset would also discard the messages
+		// before this one that the peer has yet to read, which were
+		// reported sent. The peer drops the cut-off frame at the end.
+		pc.bst.Close()
 		pc.bst, pc.bw = nil, nil
-		var se *quic.StreamError
-		if errors.As(err, &se) && se.Remote && se.ErrorCode == streamRefused {
-			// A member of an earlier release, which reads one message
-			// per stream.
-			pc.legacy = true
-		}
 		return fmt.Errorf("broadcast to %s: %w", addr, err)
 	}
 	return nil
@@ -581,11 +581,15 @@ func (t *transport) open() int {
 	return n
 }
 
+// forget drops a connection that failed to open a stream, and closes it:
+// the next message dials afresh, and the peer's goroutines for it (its
+// end of the broadcast stream) end.
 func (t *transport) forget(addr string, conn *quic.Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if pc := t.conns[addr]; pc != nil && pc.conn == conn {
 		delete(t.conns, addr)
+		conn.CloseWithError(codeOK, "stream could not be opened")
 	}
 }
 

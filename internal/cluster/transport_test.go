@@ -134,3 +134,37 @@ func TestBroadcastsShareAStream(t *testing.T) {
 		t.Fatalf("messages not credited to the sender: %v", rec.from)
 	}
 }
+
+// TestEarlierPeerGetsAStreamPerMessage: a peer whose hello does not offer
+// the shared stream, as an earlier release's does not, is sent a stream
+// per message from the first, and every message arrives.
+func TestEarlierPeerGetsAStreamPerMessage(t *testing.T) {
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{from: map[string]bool{}}
+	recv := testTransport(t, ca, "recv", rec)
+	recv.self.BroadcastStream = false
+	send := testTransport(t, ca, "send", &recorder{from: map[string]bool{}})
+	ctx := context.Background()
+	for v := uint64(1); v <= 10; v++ {
+		if err := send.sendBroadcast(ctx, recv.addr(), &wirev1.Broadcast{Changesets: []*wirev1.Changeset{{Actor: make([]byte, 16), Version: v}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc, err := send.peer(ctx, recv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pc.legacy || pc.bst != nil {
+		t.Fatalf("shared stream used with a peer that did not offer it (legacy %v)", pc.legacy)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec.versions()) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %v, want 10 messages", rec.versions())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

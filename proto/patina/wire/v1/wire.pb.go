@@ -508,12 +508,16 @@ func (x *Changeset) GetCommittedUnixNano() int64 {
 
 // Hello opens every connection, both ways.
 type Hello struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Actor         []byte                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Actor   []byte                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Name    string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// broadcast_stream: the member reads Broadcast messages one after
+	// another on one uni stream (kind 'b'). Members that do not say so get
+	// one uni stream per message (kind 'B').
+	BroadcastStream bool `protobuf:"varint,4,opt,name=broadcast_stream,json=broadcastStream,proto3" json:"broadcast_stream,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -567,7 +571,15 @@ func (x *Hello) GetName() string {
 	return ""
 }
 
-// Broadcast carries freshly committed changesets (one uni stream each).
+func (x *Hello) GetBroadcastStream() bool {
+	if x != nil {
+		return x.BroadcastStream
+	}
+	return false
+}
+
+// Broadcast carries freshly committed changesets: one after another on a
+// uni stream of kind 'b', or one per uni stream of kind 'B'.
 type Broadcast struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Changesets    []*Changeset           `protobuf:"bytes,1,rep,name=changesets,proto3" json:"changesets,omitempty"`
@@ -950,11 +962,12 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\x04rows\x18\a \x03(\v2\x13.patina.wire.v1.RowR\x04rows\x12\x12\n" +
 	"\x04hops\x18\x04 \x01(\rR\x04hops\x12\x18\n" +
 	"\acleared\x18\x05 \x01(\bR\acleared\x12.\n" +
-	"\x13committed_unix_nano\x18\x06 \x01(\x03R\x11committedUnixNano\"K\n" +
+	"\x13committed_unix_nano\x18\x06 \x01(\x03R\x11committedUnixNano\"v\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\fR\x05actor\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\"F\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12)\n" +
+	"\x10broadcast_stream\x18\x04 \x01(\bR\x0fbroadcastStream\"F\n" +
 	"\tBroadcast\x129\n" +
 	"\n" +
 	"changesets\x18\x01 \x03(\v2\x19.patina.wire.v1.ChangesetR\n" +
