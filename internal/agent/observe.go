@@ -162,7 +162,7 @@ type writeWatch struct {
 
 func (w writeWatch) WriteStarted(store.WriteKind) { w.beat.Tick() }
 
-func (w writeWatch) WriteFinished(kind store.WriteKind, held time.Duration) {
+func (w writeWatch) WriteFinished(kind store.WriteKind, held time.Duration, items int) {
 	w.beat.Rest()
-	w.metrics.ObserveWrite(kind, held)
+	w.metrics.ObserveWrite(kind, held, items)
 }

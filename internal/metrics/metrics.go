@@ -25,6 +25,7 @@ type Metrics struct {
 	reg   *prometheus.Registry
 	lag   prometheus.Histogram
 	write *prometheus.HistogramVec
+	batch *prometheus.HistogramVec
 }
 
 // lagBuckets cover replication lag from 1 ms (one host) to 10 s (a
@@ -34,6 +35,10 @@ var lagBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.
 // writeBuckets cover write-lock time from 100 µs (one small row) to 10 s
 // (a huge batch), in seconds.
 var writeBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// batchBuckets cover what one write carried: from a lone transaction or
+// version to a reseed's batches and a catch-up's sync chunks.
+var batchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}
 
 // New returns a registry with the Go runtime and process collectors and
 // the histograms; AddSources adds what is read at scrape time.
@@ -50,15 +55,22 @@ func New() *Metrics {
 			Help:    "Time the store's write lock was held, by local write transactions (kind=local) and batches of remote versions (kind=apply).",
 			Buckets: writeBuckets,
 		}, []string{"kind"}),
+		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "patina_store_write_batch",
+			Help:    "What one hold of the store's write lock carried: client transactions committed together (kind=local; more than one when group commit grouped them), changesets in a batch of remote versions (kind=apply).",
+			Buckets: batchBuckets,
+		}, []string{"kind"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.lag, m.write,
+		m.lag, m.write, m.batch,
 	)
 	// Both kinds show from the start, at zero.
-	m.write.WithLabelValues(string(store.WriteLocal))
-	m.write.WithLabelValues(string(store.WriteApply))
+	for _, k := range []store.WriteKind{store.WriteLocal, store.WriteApply} {
+		m.write.WithLabelValues(string(k))
+		m.batch.WithLabelValues(string(k))
+	}
 	return m
 }
 
@@ -73,9 +85,11 @@ func (m *Metrics) Handler() http.Handler {
 // ObserveReplicationLag records one replication lag measured.
 func (m *Metrics) ObserveReplicationLag(d time.Duration) { m.lag.Observe(d.Seconds()) }
 
-// ObserveWrite records how long a write held the store's write lock.
-func (m *Metrics) ObserveWrite(kind store.WriteKind, held time.Duration) {
+// ObserveWrite records how long a write held the store's write lock and
+// how many transactions or changesets it carried.
+func (m *Metrics) ObserveWrite(kind store.WriteKind, held time.Duration, items int) {
 	m.write.WithLabelValues(string(kind)).Observe(held.Seconds())
+	m.batch.WithLabelValues(string(kind)).Observe(float64(items))
 }
 
 // AddSources makes every scrape read src. Metrics of the sources left nil

@@ -106,9 +106,9 @@ func TestSourcesAreReadAtScrape(t *testing.T) {
 	stats.SyncPulled.Add(2)
 	subs, subsLag = 2, 40
 	m.ObserveReplicationLag(20 * time.Millisecond)
-	m.ObserveWrite(store.WriteLocal, time.Millisecond)
-	m.ObserveWrite(store.WriteApply, time.Millisecond)
-	m.ObserveWrite(store.WriteApply, time.Millisecond)
+	m.ObserveWrite(store.WriteLocal, time.Millisecond, 3)
+	m.ObserveWrite(store.WriteApply, time.Millisecond, 1)
+	m.ObserveWrite(store.WriteApply, time.Millisecond, 20)
 	fams = gather(t, m)
 	for name, want := range map[string]float64{"patina_changesets_applied_total": 3, "patina_changesets_received_total": 9,
 		"patina_sync_versions_pulled_total": 2, "patina_subscriptions": 2, "patina_subscription_lag_seconds": 40, "patina_replication_lag_seconds": 1} {
@@ -122,4 +122,23 @@ func TestSourcesAreReadAtScrape(t *testing.T) {
 	if got := value(t, fams, "patina_store_write_seconds", "kind", "local"); got != 1 {
 		t.Errorf("local writes observed %v, want 1", got)
 	}
+	for kind, want := range map[string]float64{"local": 3, "apply": 21} {
+		if got := histogramSum(t, fams, "patina_store_write_batch", "kind", kind); got != want {
+			t.Errorf("%s writes carried %v in all, want %v", kind, got, want)
+		}
+	}
+}
+
+// histogramSum is the sum of the histogram name whose labels match.
+func histogramSum(t *testing.T, fams map[string]*dto.MetricFamily, name, label, want string) float64 {
+	t.Helper()
+	for _, m := range fams[name].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label && l.GetValue() == want && m.Histogram != nil {
+				return m.Histogram.GetSampleSum()
+			}
+		}
+	}
+	t.Fatalf("no histogram %s{%s=%q}", name, label, want)
+	return 0
 }

@@ -71,7 +71,8 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 	if s.closed {
 		return res, hooks, ErrClosed
 	}
-	defer s.observeWrite(WriteApply)()
+	observed := s.observeWrite(WriteApply)
+	defer func() { observed(len(changesets)) }()
 	// The batch's statements run under a context that is never cancelled:
 	// given one that can be, the driver runs every statement, and every
 	// step of a query, on a goroutine of its own so that it can interrupt

@@ -134,7 +134,8 @@ func (s *Store) commitGroup(batch []*writeReq) (Hooks, *crdt.Changeset) {
 		fail(ErrClosed)
 		return Hooks{}, nil
 	}
-	defer s.observeWrite(WriteLocal)()
+	observed := s.observeWrite(WriteLocal)
+	defer func() { observed(len(batch)) }()
 	if s.broken != nil {
 		fail(fmt.Errorf("store: writer unusable: %w", s.broken))
 		return Hooks{}, nil

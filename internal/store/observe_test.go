@@ -11,6 +11,7 @@ import (
 type recordingObserver struct {
 	events []string
 	held   bool
+	items  []int
 }
 
 func (o *recordingObserver) WriteStarted(kind WriteKind) {
@@ -18,9 +19,10 @@ func (o *recordingObserver) WriteStarted(kind WriteKind) {
 	o.held = true
 }
 
-func (o *recordingObserver) WriteFinished(kind WriteKind, d time.Duration) {
+func (o *recordingObserver) WriteFinished(kind WriteKind, d time.Duration, items int) {
 	o.events = append(o.events, "end "+string(kind))
 	o.held = false
+	o.items = append(o.items, items)
 }
 
 // TestWriteObserver: every local transaction, committed, empty or rolled
@@ -47,8 +49,14 @@ func TestWriteObserver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apply(t, b, cs)
+	apply(t, b, cs, cs)
 	if want := []string{"start apply", "end apply"}; !slices.Equal(ob.events, want) {
 		t.Fatalf("apply observed as %v, want %v", ob.events, want)
+	}
+	if want := []int{1, 1, 1}; !slices.Equal(oa.items, want) {
+		t.Fatalf("local writes carried %v transactions, want %v", oa.items, want)
+	}
+	if want := []int{2}; !slices.Equal(ob.items, want) {
+		t.Fatalf("the apply batch carried %v changesets, want %v", ob.items, want)
 	}
 }
