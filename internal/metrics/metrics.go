@@ -2,7 +2,8 @@
 // counters and gauges read at scrape time from what the store, the
 // cluster member, the watchdog and the subscription engine already count,
 // and the few histograms that need an observation point (replication lag,
-// time holding the store's write lock). It serves them at GET /metrics.
+// time holding the store's write lock and what each hold carried). It
+// serves them at GET /metrics.
 //
 // It only measures: nothing here decides anything, and nothing here runs
 // unless scraped. Each agent has its own registry, so several agents in
