@@ -47,9 +47,9 @@ type textKey struct {
 // maxTexts bounds the texts kept per table (column sets can vary).
 const maxTexts = 1024
 
-// text returns the statement of kind for cols and n rows, built once:
-// building one costs more than running a small one.
-func (ts *tableSQL) text(kind textKind, cols []int, n int) string {
+// text returns the statement of kind for cols and n rows, which build
+// makes, built once: building one costs more than running a small one.
+func (ts *tableSQL) text(kind textKind, cols []int, n int, build func() string) string {
 	k := textKey{kind: kind, n: n}
 	if cols != nil {
 		k.cols = planKey(0, cols)
@@ -60,30 +60,7 @@ func (ts *tableSQL) text(kind textKind, cols []int, n int) string {
 	if ok {
 		return q
 	}
-	switch kind {
-	case textClockRead:
-		q = ts.buildClockRead(n)
-	case textValuesRead:
-		q = ts.buildValuesRead(n)
-	case textClockWrite:
-		q = ts.buildClockWrite(n)
-	case textClockWriteUniform:
-		q = ts.buildClockWriteUniform(n)
-	case textClockUpdate:
-		q = ts.buildClockUpdate(cols, n)
-	case textVxWrite:
-		q = ts.buildVxWrite(n)
-	case textVxWriteRows:
-		q = ts.buildVxWriteRows(n)
-	case textDataDelete:
-		q = ts.buildDataDelete(n)
-	case textDataReplace:
-		q = ts.buildDataReplace(cols, n)
-	case textDataUpsert:
-		q = ts.buildDataUpsert(cols, n)
-	default:
-		panic(fmt.Sprintf("store: unknown statement kind %d", kind))
-	}
+	q = build()
 	ts.mu.Lock()
 	if ts.texts == nil || len(ts.texts) >= maxTexts {
 		ts.texts = map[textKey]string{}
@@ -93,23 +70,35 @@ func (ts *tableSQL) text(kind textKind, cols []int, n int) string {
 	return q
 }
 
-func (ts *tableSQL) clockRead(n int) string  { return ts.text(textClockRead, nil, n) }
-func (ts *tableSQL) valuesRead(n int) string { return ts.text(textValuesRead, nil, n) }
-func (ts *tableSQL) clockWrite(n int) string { return ts.text(textClockWrite, nil, n) }
+func (ts *tableSQL) clockRead(n int) string {
+	return ts.text(textClockRead, nil, n, func() string { return ts.buildClockRead(n) })
+}
+func (ts *tableSQL) valuesRead(n int) string {
+	return ts.text(textValuesRead, nil, n, func() string { return ts.buildValuesRead(n) })
+}
+func (ts *tableSQL) clockWrite(n int) string {
+	return ts.text(textClockWrite, nil, n, func() string { return ts.buildClockWrite(n) })
+}
 func (ts *tableSQL) clockWriteUniform(n int) string {
-	return ts.text(textClockWriteUniform, nil, n)
+	return ts.text(textClockWriteUniform, nil, n, func() string { return ts.buildClockWriteUniform(n) })
 }
 func (ts *tableSQL) clockUpdate(cols []int, n int) string {
-	return ts.text(textClockUpdate, cols, n)
+	return ts.text(textClockUpdate, cols, n, func() string { return ts.buildClockUpdate(cols, n) })
 }
-func (ts *tableSQL) vxWrite(n int) string     { return ts.text(textVxWrite, nil, n) }
-func (ts *tableSQL) vxWriteRows(n int) string { return ts.text(textVxWriteRows, nil, n) }
-func (ts *tableSQL) dataDelete(n int) string  { return ts.text(textDataDelete, nil, n) }
+func (ts *tableSQL) vxWrite(n int) string {
+	return ts.text(textVxWrite, nil, n, func() string { return ts.buildVxWrite(n) })
+}
+func (ts *tableSQL) vxWriteRows(n int) string {
+	return ts.text(textVxWriteRows, nil, n, func() string { return ts.buildVxWriteRows(n) })
+}
+func (ts *tableSQL) dataDelete(n int) string {
+	return ts.text(textDataDelete, nil, n, func() string { return ts.buildDataDelete(n) })
+}
 func (ts *tableSQL) dataReplace(cols []int, n int) string {
-	return ts.text(textDataReplace, cols, n)
+	return ts.text(textDataReplace, cols, n, func() string { return ts.buildDataReplace(cols, n) })
 }
 func (ts *tableSQL) dataUpsert(cols []int, n int) string {
-	return ts.text(textDataUpsert, cols, n)
+	return ts.text(textDataUpsert, cols, n, func() string { return ts.buildDataUpsert(cols, n) })
 }
 
 // maxStmtParams bounds the parameters of one multi-row statement.
