@@ -55,31 +55,48 @@ func testTransport(t *testing.T, ca *CA, name string, h handler) *transport {
 	return tr
 }
 
-// TestBroadcastsShareAStream: messages to one peer arrive in order on one
-// stream, whether sent at once or by the waiting path; to a peer marked as
-// taking one message per stream, they arrive too, each on its own.
-func TestBroadcastsShareAStream(t *testing.T) {
+// transportPair starts a receiving and a sending transport under one CA;
+// rec records what the receiver is given. before, if not nil, runs on the
+// receiver before the sender first dials it.
+func transportPair(t *testing.T, before func(recv *transport)) (recv, send *transport, rec *recorder) {
+	t.Helper()
 	ca, err := NewCA("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{from: map[string]bool{}}
-	recv := testTransport(t, ca, "recv", rec)
-	send := testTransport(t, ca, "send", &recorder{from: map[string]bool{}})
-	ctx := context.Background()
-	msg := func(v uint64) *wirev1.Broadcast {
-		return &wirev1.Broadcast{Changesets: []*wirev1.Changeset{{Actor: make([]byte, 16), Version: v}}}
+	rec = &recorder{from: map[string]bool{}}
+	recv = testTransport(t, ca, "recv", rec)
+	if before != nil {
+		before(recv)
 	}
-	waitFor := func(n int) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for len(rec.versions()) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("received %v, want %d messages", rec.versions(), n)
-			}
-			time.Sleep(5 * time.Millisecond)
+	return recv, testTransport(t, ca, "send", &recorder{from: map[string]bool{}}), rec
+}
+
+// testMessage is a Broadcast of one empty changeset of version v.
+func testMessage(v uint64) *wirev1.Broadcast {
+	return &wirev1.Broadcast{Changesets: []*wirev1.Changeset{{Actor: make([]byte, 16), Version: v}}}
+}
+
+// waitFor waits until r holds n messages.
+func (r *recorder) waitFor(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(r.versions()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %v, want %d messages", r.versions(), n)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestBroadcastsShareAStream: messages to one peer arrive in order on one
+// stream, whether sent at once or by the waiting path; to a peer marked as
+// taking one message per stream, they arrive too, each on its own.
+func TestBroadcastsShareAStream(t *testing.T) {
+	recv, send, rec := transportPair(t, nil)
+	ctx := context.Background()
+	msg := testMessage
+	waitFor := func(n int) { t.Helper(); rec.waitFor(t, n) }
 	if send.tryBroadcast(recv.addr(), msg(1)) {
 		t.Fatal("sent at once with no connection yet")
 	}
@@ -139,17 +156,10 @@ func TestBroadcastsShareAStream(t *testing.T) {
 // the shared stream, as an earlier release's does not, is sent a stream
 // per message from the first, and every message arrives.
 func TestEarlierPeerGetsAStreamPerMessage(t *testing.T) {
-	ca, err := NewCA("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{from: map[string]bool{}}
-	recv := testTransport(t, ca, "recv", rec)
-	recv.self.BroadcastStream = false
-	send := testTransport(t, ca, "send", &recorder{from: map[string]bool{}})
+	recv, send, rec := transportPair(t, func(recv *transport) { recv.self.BroadcastStream = false })
 	ctx := context.Background()
 	for v := uint64(1); v <= 10; v++ {
-		if err := send.sendBroadcast(ctx, recv.addr(), &wirev1.Broadcast{Changesets: []*wirev1.Changeset{{Actor: make([]byte, 16), Version: v}}}); err != nil {
+		if err := send.sendBroadcast(ctx, recv.addr(), testMessage(v)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,11 +170,5 @@ func TestEarlierPeerGetsAStreamPerMessage(t *testing.T) {
 	if !pc.legacy || pc.bst != nil {
 		t.Fatalf("shared stream used with a peer that did not offer it (legacy %v)", pc.legacy)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(rec.versions()) < 10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("received %v, want 10 messages", rec.versions())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	rec.waitFor(t, 10)
 }
