@@ -55,7 +55,7 @@ func (s *Store) Checkpoint(ctx context.Context) (CheckpointResult, error) {
 		return CheckpointResult{}, ErrClosed
 	}
 	if c.conn == nil {
-		conn, err := s.writeDB.Conn(ctx)
+		conn, err := s.ckptDB.Conn(ctx)
 		if err != nil {
 			return CheckpointResult{}, fmt.Errorf("checkpoint: %w", err)
 		}

@@ -44,6 +44,7 @@ type Store struct {
 	writer  *sql.Conn // has the TEMP capture triggers
 	applyDB *sql.DB
 	applier *sql.Conn // no triggers: remote changes carry their own clocks
+	ckptDB  *sql.DB   // Checkpoint's connection, with a cache of its own
 	wint    *stmtConn // the writer, for the store's own statements
 	aint    *stmtConn // the applier
 	// clientStmts are client statements prepared under the client policy.
@@ -105,7 +106,16 @@ func (s *Store) open(ctx context.Context) error {
 	w.Set("_txlock", "immediate")
 	w.Set("_foreign_keys", "0")
 	w.Set("_cache_size", "-65536")
+	// The writer and the applier share one page cache. They take turns
+	// (s.mu), and with caches of their own each turn found the other's
+	// commit had invalidated its whole cache and read its pages back from
+	// the WAL. The checkpointer keeps a private cache: in a shared one its
+	// fsyncs would hold the cache's locks against both.
 	var err error
+	if s.ckptDB, err = sql.Open("sqlite3", dsn(s.cfg.Path, w)); err != nil {
+		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	w.Set("cache", "shared")
 	if s.writeDB, err = sql.Open("sqlite3", dsn(s.cfg.Path, w)); err != nil {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
 	}
@@ -353,7 +363,7 @@ func (s *Store) closeConns() error {
 			errs = append(errs, c.Close())
 		}
 	}
-	for _, db := range []*sql.DB{s.readers, s.snap, s.applyDB, s.writeDB} {
+	for _, db := range []*sql.DB{s.readers, s.snap, s.applyDB, s.writeDB, s.ckptDB} {
 		if db != nil {
 			errs = append(errs, db.Close())
 		}
