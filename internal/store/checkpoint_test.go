@@ -60,3 +60,45 @@ func TestManualCheckpoint(t *testing.T) {
 		t.Fatalf("checkpoint after close: %v", err)
 	}
 }
+
+// StartWriteback starts writing out a WAL that commits have grown, leaves
+// what a checkpoint then copies unchanged, and fails once the store is
+// closed.
+func TestStartWriteback(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "w.db")
+	s, err := Open(ctx, Config{Path: path, ManualCheckpoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.ApplySchemaSQL(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT '')"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		if _, err := s.Transact(ctx, []Statement{{SQL: "INSERT INTO t (id, v) VALUES (?, hex(randomblob(2000)))", Args: []any{i}}}); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 0 {
+			if err := s.StartWriteback(); err != nil {
+				t.Fatalf("writeback after %d commits: %v", i+1, err)
+			}
+		}
+	}
+	if s.ckpt.wal == nil || s.ckpt.wal.Name() != path+"-wal" {
+		t.Fatalf("writeback did not open the WAL (%v)", s.ckpt.wal)
+	}
+	res, err := s.Checkpoint(ctx)
+	if err != nil || res.Busy || res.Log == 0 || res.Done != res.Log {
+		t.Fatalf("checkpoint after writeback: %+v, %v; want every frame copied", res, err)
+	}
+	if got := dumpQuery(t, s, "SELECT count(*) FROM t"); got != "200\n" {
+		t.Fatalf("%q rows, want 200", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartWriteback(); err != ErrClosed {
+		t.Fatalf("writeback after close: %v, want ErrClosed", err)
+	}
+}
