@@ -54,9 +54,14 @@ func readFrame(r *bufio.Reader, m proto.Message) error {
 	return readFrameLimit(r, m, maxFrame)
 }
 
-// readFrameLimit reads one frame of at most limit bytes. The buffer grows
-// as bytes arrive: a peer announcing a large frame gets no memory for it
-// until it sends it.
+// smallFrame is the size up to which a frame is read into a buffer of
+// its announced size at once (a broadcast of a few versions is a few
+// hundred bytes).
+const smallFrame = 64 << 10
+
+// readFrameLimit reads one frame of at most limit bytes. Past smallFrame
+// the buffer grows as bytes arrive: a peer announcing a large frame gets
+// no memory for it until it sends it.
 func readFrameLimit(r *bufio.Reader, m proto.Message, limit uint64) error {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -65,14 +70,27 @@ func readFrameLimit(r *bufio.Reader, m proto.Message, limit uint64) error {
 	if n > limit {
 		return fmt.Errorf("%w: %d bytes", errFrameTooLarge, n)
 	}
-	var buf bytes.Buffer
-	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	var data []byte
+	if n <= smallFrame {
+		data = make([]byte, n)
+		if _, err := io.ReadFull(r, data); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
 		}
-		return err
+	} else {
+		// Grown as it arrives: a peer that announces a large frame and
+		// sends little of it gets no more memory than it sent.
+		var buf bytes.Buffer
+		if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		data = buf.Bytes()
 	}
-	data := buf.Bytes()
 	if err := proto.Unmarshal(data, m); err != nil {
 		return fmt.Errorf("decode %T: %w", m, err)
 	}

@@ -1,6 +1,10 @@
 package cluster
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
 	"math"
 	"reflect"
 	"testing"
@@ -110,6 +114,29 @@ func TestWireReadsTheEarlierForm(t *testing.T) {
 		bad := &wirev1.Changeset{Actor: w.Actor, Version: 4, Rows: []*wirev1.Row{row}}
 		if _, err := fromWire(bad); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestReadFrameCutShort: a frame that ends before its announced length is
+// an unexpected EOF, whether it is read at once (small) or as it arrives
+// (large), and a whole one decodes.
+func TestReadFrameCutShort(t *testing.T) {
+	for _, size := range []int{100, 2 * smallFrame} {
+		m := &wirev1.Changeset{Actor: make([]byte, 16), Version: 7, Rows: []*wirev1.Row{{Table: "machines", Pk: make([]byte, size)}}}
+		frame, err := encodeFrame(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got wirev1.Changeset
+		if err := readFrame(bufio.NewReader(bytes.NewReader(frame)), &got); err != nil || got.GetVersion() != 7 || len(got.GetRows()[0].GetPk()) != size {
+			t.Fatalf("%d-byte key: read %v, %v", size, &got, err)
+		}
+		for _, cut := range []int{len(frame) - 1, len(frame) / 2, 4} {
+			err := readFrame(bufio.NewReader(bytes.NewReader(frame[:cut])), &wirev1.Changeset{})
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("%d-byte key, frame cut at %d of %d: %v, want an unexpected EOF", size, cut, len(frame), err)
+			}
 		}
 	}
 }

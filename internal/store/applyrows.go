@@ -72,6 +72,11 @@ type rowPlan struct {
 type rowChanges struct {
 	pk      []byte
 	changes []crdt.Change
+	// start is where changes begin in the changeset while they are one
+	// contiguous stretch of it (as changesets come: a row's sentinel and
+	// cells together), so that they are a slice of it and not a copy; -1
+	// once they are not.
+	start int
 }
 
 // rowItem is one row's changes within one changeset of those applied
@@ -104,18 +109,25 @@ func (s *Store) applyVersions(ctx context.Context, b *applyBatch, tables map[str
 			return newSites, err
 		}
 		byRow := map[rowKey]*rowChanges{}
-		for _, c := range cs.Changes {
+		for i, c := range cs.Changes {
 			k := rowKey{c.Table, string(c.PK)}
 			rc := byRow[k]
-			if rc == nil {
-				rc = &rowChanges{pk: c.PK}
+			switch {
+			case rc == nil:
+				// Capped: an append below copies rather than write
+				// into the changeset.
+				rc = &rowChanges{pk: c.PK, changes: cs.Changes[i : i+1 : i+1], start: i}
 				byRow[k] = rc
 				if _, ok := byTable[c.Table]; !ok {
 					tableOrder = append(tableOrder, c.Table)
 				}
 				byTable[c.Table] = append(byTable[c.Table], rowItem{cs: cs, ord: ord, rc: rc})
+			case rc.start >= 0 && rc.start+len(rc.changes) == i:
+				rc.changes = cs.Changes[rc.start : i+1 : i+1]
+			default:
+				rc.start = -1
+				rc.changes = append(rc.changes, c)
 			}
-			rc.changes = append(rc.changes, c)
 		}
 	}
 	for _, name := range tableOrder {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/patina-db/patina/internal/crdt"
 )
@@ -106,6 +107,9 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 		}
 		v := uint64(asInt(dest[len(dest)-1]))
 		cs := changesetOf(v)
+		// Room for the row's sentinel and cells at once: a one-row
+		// version (every local commit of one row) allocates once.
+		cs.Changes = slices.Grow(cs.Changes, 1+nVal)
 		pk := crdt.PackPK(pkVals)
 		clk := dest[nPK:]
 		want := packSD(ord, v)

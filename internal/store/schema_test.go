@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -260,5 +261,59 @@ func TestApplyBatchWithOneBadVersion(t *testing.T) {
 	}
 	if got, want := dumpClock(t, b, "machines"), dumpClock(t, c, "machines"); got != want {
 		t.Fatalf("clocks applied together:\n%s\none at a time:\n%s", got, want)
+	}
+}
+
+// TestApplyInterleavedRows: a changeset whose rows' changes come
+// interleaved rather than a row at a time applies as the same changeset
+// in row order does, and is left as it was given.
+func TestApplyInterleavedRows(t *testing.T) {
+	dir := t.TempDir()
+	a := regionalStore(t, dir, "a")
+	defer a.Close()
+	exec(t, a, stmt(`INSERT INTO machines (id, app) VALUES ('m0', 'x')`))
+	v := exec(t, a,
+		stmt(`INSERT INTO machines (id, app, state) VALUES ('m1', 'x', 'started'), ('m2', 'y', 'stopped')`),
+		stmt(`UPDATE machines SET app = 'z', port = 8 WHERE id = 'm0'`)).Version
+	cs := changesetOf(t, a, v)
+	// Round-robin over the rows: no row's changes stay together.
+	var rows [][]crdt.Change
+	at := map[string]int{}
+	for _, c := range cs.Changes {
+		i, ok := at[string(c.PK)]
+		if !ok {
+			i = len(rows)
+			at[string(c.PK)] = i
+			rows = append(rows, nil)
+		}
+		rows[i] = append(rows[i], c)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("version %d touches %d rows, want 3", v, len(rows))
+	}
+	mixed := &crdt.Changeset{Actor: cs.Actor, Version: cs.Version}
+	for n := 0; len(mixed.Changes) < len(cs.Changes); n++ {
+		for _, r := range rows {
+			if n < len(r) {
+				mixed.Changes = append(mixed.Changes, r[n])
+			}
+		}
+	}
+	given := append([]crdt.Change(nil), mixed.Changes...)
+
+	b := regionalStore(t, dir, "b")
+	defer b.Close()
+	c := regionalStore(t, dir, "c")
+	defer c.Close()
+	first := changesetOf(t, a, v-1)
+	apply(t, b, first, cs)
+	apply(t, c, first, mixed)
+	for _, table := range []string{"machines"} {
+		if got, want := dumpTable(t, c, table)+dumpClock(t, c, table), dumpTable(t, b, table)+dumpClock(t, b, table); got != want {
+			t.Fatalf("interleaved changes applied as\n%s\nwant\n%s", got, want)
+		}
+	}
+	if !reflect.DeepEqual(mixed.Changes, given) {
+		t.Fatal("apply changed the changeset it was given")
 	}
 }
