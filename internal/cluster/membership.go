@@ -187,6 +187,14 @@ func (m *membership) members() []Member {
 	return out
 }
 
+// count is how many members the view holds, whatever their state: the n
+// the relay rules scale with.
+func (m *membership) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.view)
+}
+
 func stateName(s memberlist.NodeStateType) string {
 	switch s {
 	case memberlist.StateAlive:

@@ -451,7 +451,7 @@ func (n *Node) applyLoop(ctx context.Context) {
 				css[i] = f.cs
 			}
 			failed := n.apply(ctx, css)
-			members := len(n.ms.members())
+			members := n.ms.count()
 			limit := uint32(MaxTransmissions(n.cfg.TransmitMult, members))
 			relay := needsRelay(EffectiveFanout(n.cfg.Fanout, n.cfg.DirectLimit, members), members)
 			now := time.Now().UnixNano()

@@ -394,6 +394,8 @@ func (s *Store) planRow(b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changes
 			next.clSD = sd
 		}
 		p.op = opReplace
+		p.cols = make([]int, 0, len(cellOrder))
+		p.vals = make([]any, 0, len(cellOrder))
 		for _, i := range cellOrder {
 			c := cells[i]
 			p.cols = append(p.cols, i)
