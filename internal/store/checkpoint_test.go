@@ -7,19 +7,28 @@ import (
 	"testing"
 )
 
+// openManual opens a store that leaves checkpoints to its caller, with
+// one table.
+func openManual(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Config{Path: path, ManualCheckpoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplySchemaSQL(context.Background(), "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT '')"); err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	return s
+}
+
 // With ManualCheckpoint a commit leaves the WAL alone; Checkpoint copies
 // it into the database file, and the next write starts the WAL over.
 func TestManualCheckpoint(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "c.db")
-	s, err := Open(ctx, Config{Path: path, ManualCheckpoint: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openManual(t, path)
 	defer s.Close()
-	if err := s.ApplySchemaSQL(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT '')"); err != nil {
-		t.Fatal(err)
-	}
 	write := func(from, n int) {
 		for i := from; i < from+n; i++ {
 			if _, err := s.Transact(ctx, []Statement{{SQL: "INSERT INTO t (id, v) VALUES (?, hex(randomblob(2000)))", Args: []any{i}}}); err != nil {
@@ -67,14 +76,8 @@ func TestManualCheckpoint(t *testing.T) {
 func TestStartWriteback(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "w.db")
-	s, err := Open(ctx, Config{Path: path, ManualCheckpoint: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openManual(t, path)
 	defer s.Close()
-	if err := s.ApplySchemaSQL(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT '')"); err != nil {
-		t.Fatal(err)
-	}
 	for i := 0; i < 200; i++ {
 		if _, err := s.Transact(ctx, []Statement{{SQL: "INSERT INTO t (id, v) VALUES (?, hex(randomblob(2000)))", Args: []any{i}}}); err != nil {
 			t.Fatal(err)
