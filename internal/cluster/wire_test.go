@@ -132,7 +132,8 @@ func TestReadFrameCutShort(t *testing.T) {
 		if err := readFrame(bufio.NewReader(bytes.NewReader(frame)), &got); err != nil || got.GetVersion() != 7 || len(got.GetRows()[0].GetPk()) != size {
 			t.Fatalf("%d-byte key: read %v, %v", size, &got, err)
 		}
-		for _, cut := range []int{len(frame) - 1, len(frame) / 2, 4} {
+		header := len(frame) - proto.Size(m)
+		for _, cut := range []int{len(frame) - 1, len(frame) / 2, header} {
 			err := readFrame(bufio.NewReader(bytes.NewReader(frame[:cut])), &wirev1.Changeset{})
 			if !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Fatalf("%d-byte key, frame cut at %d of %d: %v, want an unexpected EOF", size, cut, len(frame), err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -104,7 +105,12 @@ func (s *Store) StartWriteback() error {
 		return ErrClosed
 	}
 	if c.wal == nil {
-		f, err := os.Open(s.cfg.Path + "-wal")
+		// Beside the file a symbolic link names, as SQLite puts it.
+		path, err := filepath.EvalSymlinks(s.cfg.Path)
+		if err != nil {
+			return fmt.Errorf("writeback: %w", err)
+		}
+		f, err := os.Open(path + "-wal")
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}

@@ -75,7 +75,20 @@ func TestManualCheckpoint(t *testing.T) {
 // closed.
 func TestStartWriteback(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "w.db")
+	// Through a symbolic link: SQLite keeps the WAL beside the file.
+	dir := t.TempDir()
+	real := filepath.Join(dir, "w.db")
+	path := filepath.Join(dir, "link.db")
+	if err := os.WriteFile(real, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, path); err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(real)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := openManual(t, path)
 	defer s.Close()
 	for i := 0; i < 200; i++ {
@@ -88,7 +101,7 @@ func TestStartWriteback(t *testing.T) {
 			}
 		}
 	}
-	if s.ckpt.wal == nil || s.ckpt.wal.Name() != path+"-wal" {
+	if s.ckpt.wal == nil || s.ckpt.wal.Name() != real+"-wal" {
 		t.Fatalf("writeback did not open the WAL (%v)", s.ckpt.wal)
 	}
 	res, err := s.Checkpoint(ctx)

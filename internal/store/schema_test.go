@@ -317,3 +317,54 @@ func TestApplyInterleavedRows(t *testing.T) {
 		t.Fatal("apply changed the changeset it was given")
 	}
 }
+
+// TestClientSelectLeavesNothingOpen: a statement in a client transaction
+// that returns rows (a SELECT, a RETURNING) is done with when its
+// transaction is: it holds no read of its own against the applies and
+// the local writes that follow.
+func TestClientSelectLeavesNothingOpen(t *testing.T) {
+	dir := t.TempDir()
+	a := regionalStore(t, dir, "a")
+	defer a.Close()
+	b := regionalStore(t, dir, "b")
+	defer b.Close()
+	for i := 0; i < 3; i++ {
+		exec(t, b, stmt(`INSERT INTO machines (id, app) VALUES (?, 'x')`, fmt.Sprint("b", i)))
+	}
+	res := exec(t, b,
+		stmt(`SELECT id FROM machines ORDER BY id`),
+		stmt(`INSERT INTO machines (id, app) VALUES ('r', 'x') RETURNING id`))
+	if res.Results[1].RowsAffected != 1 {
+		t.Fatalf("RETURNING insert affected %d rows, want 1", res.Results[1].RowsAffected)
+	}
+	for i := 0; i < 3; i++ {
+		v := exec(t, a, stmt(`INSERT INTO machines (id, app) VALUES (?, 'y')`, fmt.Sprint("a", i))).Version
+		if out, err := b.Apply(context.Background(), []*crdt.Changeset{changesetOf(t, a, v)}); err != nil || len(out.Failed) > 0 {
+			t.Fatalf("apply after a client SELECT: %v %v", err, out.Failed)
+		}
+		exec(t, b, stmt(`UPDATE machines SET state = 'started' WHERE id = ?`, fmt.Sprint("b", i)))
+	}
+	if got := dumpQuery(t, b, `SELECT count(*) FROM machines`); got != "7\n" {
+		t.Fatalf("%q rows, want 7", got)
+	}
+}
+
+func TestReturnsNoRows(t *testing.T) {
+	for q, want := range map[string]bool{
+		"INSERT INTO machines (id) VALUES (?)":               true,
+		"  \n update machines SET app = 'x'":                 true,
+		"DELETE FROM machines":                               true,
+		"replace into machines (id) values (1)":              true,
+		"INSERT INTO machines (id) VALUES (?) RETURNING id":  false,
+		"delete from machines ReTuRnInG *":                   false,
+		"SELECT id FROM machines":                            false,
+		"WITH x AS (SELECT 1) INSERT INTO machines SELECT *": false,
+		"/* c */ INSERT INTO machines (id) VALUES (1)":       false,
+		"VALUES (1)": false,
+		"INSERT":     false,
+	} {
+		if got := returnsNoRows(q); got != want {
+			t.Errorf("returnsNoRows(%q) = %v, want %v", q, got, want)
+		}
+	}
+}

@@ -74,11 +74,10 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 				args = append(args, sql.Named(strings.TrimLeft(name, ":@$"), val))
 			}
 			t0 := time.Now()
-			r, err := s.clientExec(ctx, st.SQL, args)
+			n, err := s.clientExec(ctx, st.SQL, args)
 			if err != nil {
 				return &StatementError{Index: i, Err: err, Client: isClientError(err)}
 			}
-			n, _ := r.RowsAffected()
 			res.Results = append(res.Results, StatementResult{RowsAffected: n, Elapsed: time.Since(t0)})
 		}
 		return nil
@@ -101,7 +100,8 @@ type Tx interface {
 
 // Write runs fn in a local transaction with change capture, for the
 // store's own callers (the host agent, tests, benchmarks). fn may run any
-// statement on tx; it must not commit or roll back.
+// statement on tx; it must not commit or roll back, and must close every
+// Rows it opens (an open one would hold a read against the applier).
 func (s *Store) Write(ctx context.Context, fn func(tx Tx) error) (version uint64, err error) {
 	return s.write(ctx, &writeReq{alone: true, fn: fn})
 }
@@ -218,13 +218,66 @@ func isClientError(err error) bool {
 }
 
 // clientExec runs a client statement through a cache of prepared client
-// statements. They are prepared (and so authorized) while the client
-// policy is in force, and kept apart from the store's own statements, so
-// the cache never lets a statement skip the policy. Preparing is what is
-// worth saving: it compiles the capture triggers into every write.
-func (s *Store) clientExec(ctx context.Context, q string, args []any) (sql.Result, error) {
+// statements and returns the rows it changed. They are prepared (and so
+// authorized) while the client policy is in force, and kept apart from
+// the store's own statements, so the cache never lets a statement skip
+// the policy. Preparing is what is worth saving: it compiles the capture
+// triggers into every write.
+//
+// A statement that may return rows (a SELECT, an INSERT ... RETURNING) is
+// read to its end and reset, not just stepped once as Exec does: it would
+// otherwise stay active in the cache. A write left in progress keeps COMMIT from
+// finishing; a read left open holds a read lock that the applier's next
+// write would find in the cache the writer shares with it.
+func (s *Store) clientExec(ctx context.Context, q string, args []any) (int64, error) {
 	if s.clientStmts == nil {
 		s.clientStmts = newStmtConn(s.writer)
 	}
-	return s.clientStmts.ExecContext(ctx, q, args...)
+	if returnsNoRows(q) {
+		r, err := s.clientStmts.ExecContext(ctx, q, args...)
+		if err != nil {
+			return 0, err
+		}
+		return r.RowsAffected()
+	}
+	rows, err := s.clientStmts.QueryContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := s.wint.QueryRowContext(context.WithoutCancel(ctx), "SELECT changes()").Scan(&n); err != nil {
+		return 0, fmt.Errorf("rows changed: %w", err)
+	}
+	return n, nil
+}
+
+// returnsNoRows reports whether q is sure to return no rows: an INSERT,
+// UPDATE, DELETE or REPLACE with no RETURNING anywhere in its text. Only
+// those take Exec's single step; anything else (a SELECT, a RETURNING, a
+// WITH, a leading comment) is read to its end, which costs a statement
+// more.
+func returnsNoRows(q string) bool {
+	q = strings.TrimLeft(q, " \t\r\n")
+	dml := false
+	for _, kw := range []string{"INSERT", "UPDATE", "DELETE", "REPLACE"} {
+		if len(q) > len(kw) && strings.EqualFold(q[:len(kw)], kw) {
+			dml = true
+			break
+		}
+	}
+	if !dml {
+		return false
+	}
+	const ret = "returning"
+	for i := 0; i+len(ret) <= len(q); i++ {
+		if strings.EqualFold(q[i:i+len(ret)], ret) {
+			return false
+		}
+	}
+	return true
 }
