@@ -51,3 +51,31 @@ func TestPortsStayOutOfTheEphemeralRange(t *testing.T) {
 		}
 	}
 }
+
+// TestPortsClaimBlocksOfTheirOwn: two Ports never hand out the same port,
+// even one the other handed out and whose listener has since closed (an
+// agent stopped, about to start again on its ports).
+func TestPortsClaimBlocksOfTheirOwn(t *testing.T) {
+	var a, b devcluster.Ports
+	mine := map[int]bool{}
+	for i := 0; i < 20; i++ { // past one block
+		ports, err := a.Take(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, port := range ports {
+			mine[port] = true
+		}
+	}
+	for i := 0; i < 20; i++ {
+		ports, err := b.Take(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, port := range ports {
+			if mine[port] {
+				t.Fatalf("port %d handed out by both", port)
+			}
+		}
+	}
+}

@@ -60,7 +60,7 @@ type RegionOptions struct {
 	// len]: a global cluster spreads its agents over the regions this
 	// way. Unset: every agent's region is the cluster name.
 	NodeRegions []string
-	// Ports hands out the agents' ports (default: free ephemeral ports).
+	// Ports hands out the agents' ports (default: a Ports of the region's own).
 	Ports *Ports
 }
 
@@ -381,26 +381,37 @@ func (r *Region) Stop() error {
 }
 
 // Ports hands out ports on loopback: from Base upwards when Base is set
-// (stable addresses, as `patina dev --base-port` wants), else from a
-// random place below the kernel's ephemeral range. Either way each is
-// free for TCP and UDP when handed out. Safe for one goroutine at a time.
+// (stable addresses, as `patina dev --base-port` wants), else from blocks
+// below the kernel's ephemeral range that no other Ports on the machine
+// holds. Either way each is free for TCP and UDP when handed out. Safe
+// for one goroutine at a time.
 //
 // Not ephemeral ports: between the moment a port is handed out and the
 // moment its agent binds it, the kernel may give the same port to any
 // outgoing connection on the machine (the other agents make plenty), and
-// the agent then fails to start with "address already in use".
+// the agent then fails to start with "address already in use". And a
+// block of its own: an agent stopped and started again binds the ports it
+// had, which another region (in this process or another, such as a test
+// package running beside this one) would otherwise be free to take while
+// they were released.
 type Ports struct {
-	// Base is the first port to try; 0 means a random one below the
+	// Base is the first port to try; 0 means blocks claimed below the
 	// ephemeral range.
 	Base int
 	next int
+	end  int        // end of the current block, exclusive
+	held []*os.File // the claims on this Ports' blocks, held for the process's life
 }
 
-// randomBase is where a Ports without a Base starts: somewhere in the
-// ports below the ephemeral range (ip_local_port_range) and above 10000,
-// so that regions started at once by different processes seldom probe
-// the same ports.
-func randomBase() int {
+// portBlock is how many ports a Ports claims at a time: a region of ten
+// agents takes forty.
+const portBlock = 64
+
+// portFloor is the lowest port handed out without a Base.
+const portFloor = 10000
+
+// ephemeralLow is where the kernel's ephemeral range starts.
+func ephemeralLow() int {
 	low := 32768 // Linux's default start of the ephemeral range
 	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(data)); len(f) == 2 {
@@ -409,11 +420,38 @@ func randomBase() int {
 			}
 		}
 	}
-	const floor, room = 10000, 2000 // room: ports a region may probe past its base
-	if low-room <= floor {
-		return floor
+	return low
+}
+
+// claim takes a block of ports between portFloor and the ephemeral range
+// that no other Ports holds: each block has a lock file, and a Ports
+// holds an exclusive lock on its blocks' files until the process ends.
+func (p *Ports) claim() error {
+	blocks := (ephemeralLow() - portFloor) / portBlock
+	if blocks < 1 {
+		return fmt.Errorf("devcluster: no room for ports between %d and the ephemeral range", portFloor)
 	}
-	return floor + rand.IntN(low-room-floor)
+	dir := filepath.Join(os.TempDir(), "patina-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return fmt.Errorf("devcluster: port claims: %w", err)
+	}
+	first := rand.IntN(blocks)
+	for i := 0; i < blocks; i++ {
+		start := portFloor + (first+i)%blocks*portBlock
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.lock", start)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return fmt.Errorf("devcluster: port claims: %w", err)
+		}
+		ok, err := tryClaim(f)
+		if err != nil || !ok {
+			f.Close()
+			continue
+		}
+		p.held = append(p.held, f)
+		p.next, p.end = start, start+portBlock
+		return nil
+	}
+	return fmt.Errorf("devcluster: all %d blocks of ports below %d are claimed", blocks, ephemeralLow())
 }
 
 // Take hands out n ports.
@@ -425,15 +463,17 @@ func (p *Ports) Take(n int) ([]int, error) {
 			c.Close()
 		}
 	}()
-	if p.next == 0 {
-		p.next = p.Base
-		if p.next == 0 {
-			p.next = randomBase()
-		}
+	if p.next == 0 && p.Base != 0 {
+		p.next, p.end = p.Base, 65536
 	}
 	for len(ports) < n {
-		if p.next > 65535 {
-			return nil, errors.New("devcluster: no free ports left below 65536")
+		if p.next >= p.end {
+			if p.Base != 0 {
+				return nil, errors.New("devcluster: no free ports left below 65536")
+			}
+			if err := p.claim(); err != nil {
+				return nil, err
+			}
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", p.next)
 		p.next++
