@@ -115,11 +115,7 @@ func TestInterruptWithAStatementOpenRollsBack(t *testing.T) {
 // TestApplyStopsWhenCanceled: an apply whose context ends applies nothing
 // and leaves the applier usable.
 func TestApplyStopsWhenCanceled(t *testing.T) {
-	dir := t.TempDir()
-	a := regionalStore(t, dir, "a")
-	defer a.Close()
-	b := regionalStore(t, dir, "b")
-	defer b.Close()
+	a, b := regionalPair(t)
 	v := exec(t, a, stmt(`INSERT INTO machines (id, state) VALUES ('m1', 'started')`)).Version
 	cs := changesetOf(t, a, v)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/patina-db/patina/internal/crdt"
 	"github.com/patina-db/patina/schemas"
@@ -118,4 +119,15 @@ func apply(t tb, s *Store, css ...*crdt.Changeset) ApplyResult {
 		t.Fatalf("apply: %v", e)
 	}
 	return res
+}
+
+// regionalPair is two regional stores, a and b, closed when the test ends.
+func regionalPair(t testing.TB) (a, b *Store) {
+	t.Helper()
+	dir := t.TempDir()
+	a = regionalStore(t, dir, "a")
+	t.Cleanup(func() { a.Close() })
+	b = regionalStore(t, dir, "b")
+	t.Cleanup(func() { b.Close() })
+	return a, b
 }

@@ -29,11 +29,7 @@ func (o *recordingObserver) WriteFinished(kind WriteKind, d time.Duration, items
 // back, and every apply batch holds the write lock between a start and an
 // end.
 func TestWriteObserver(t *testing.T) {
-	dir := t.TempDir()
-	a := regionalStore(t, dir, "a")
-	defer a.Close()
-	b := regionalStore(t, dir, "b")
-	defer b.Close()
+	a, b := regionalPair(t)
 	oa, ob := &recordingObserver{}, &recordingObserver{}
 	a.SetWriteObserver(oa)
 	b.SetWriteObserver(ob)

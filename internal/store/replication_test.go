@@ -216,11 +216,7 @@ func TestConvergenceProperty(t *testing.T) {
 // a shuffled order, gives identical tables and clocks.
 func TestExportApplyTwice(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	a := regionalStore(t, dir, "a")
-	defer a.Close()
-	b := regionalStore(t, dir, "b")
-	defer b.Close()
+	a, b := regionalPair(t)
 	var versions []uint64
 	write := func(q string, args ...any) {
 		if v := exec(t, a, stmt(q, args...)).Version; v != 0 {

@@ -120,11 +120,7 @@ func TestAddColumnIsConstantWork(t *testing.T) {
 
 func TestApplyRefusesWhatItCannotApply(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	a := regionalStore(t, dir, "a")
-	defer a.Close()
-	b := regionalStore(t, dir, "b")
-	defer b.Close()
+	a, b := regionalPair(t)
 	if err := a.Migrate(ctx, []string{`ALTER TABLE machines ADD COLUMN cpus INTEGER`}); err != nil {
 		t.Fatal(err)
 	}
@@ -219,11 +215,7 @@ func TestReopenKeepsActorAndBookkeeping(t *testing.T) {
 // the failure names the version at fault.
 func TestApplyBatchWithOneBadVersion(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	a := regionalStore(t, dir, "a")
-	defer a.Close()
-	b := regionalStore(t, dir, "b")
-	defer b.Close()
+	a, b := regionalPair(t)
 	var css []*crdt.Changeset
 	for i := 0; i < 6; i++ {
 		res := exec(t, a, stmt(`INSERT INTO machines (id, state) VALUES (?, 'started')`, fmt.Sprintf("m%d", i)))
@@ -251,7 +243,7 @@ func TestApplyBatchWithOneBadVersion(t *testing.T) {
 		t.Fatal("the bad version is recorded as known")
 	}
 	// The same as applying the good versions one at a time.
-	c := regionalStore(t, dir, "c")
+	c := regionalStore(t, t.TempDir(), "c")
 	defer c.Close()
 	for _, cs := range css {
 		apply(t, c, cs)
@@ -323,11 +315,7 @@ func TestApplyInterleavedRows(t *testing.T) {
 // transaction is: it holds no read of its own against the applies and
 // the local writes that follow.
 func TestClientSelectLeavesNothingOpen(t *testing.T) {
-	dir := t.TempDir()
-	a := regionalStore(t, dir, "a")
-	defer a.Close()
-	b := regionalStore(t, dir, "b")
-	defer b.Close()
+	a, b := regionalPair(t)
 	for i := 0; i < 3; i++ {
 		exec(t, b, stmt(`INSERT INTO machines (id, app) VALUES (?, 'x')`, fmt.Sprint("b", i)))
 	}
