@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,14 @@ import (
 )
 
 func startAgent(t *testing.T, token string) string {
+	t.Helper()
+	base, _ := runAgent(t, token)
+	return base
+}
+
+// runAgent starts an agent and returns its API's address and a function
+// that stops it (also called at the end of the test).
+func runAgent(t *testing.T, token string) (string, func()) {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	cfg, err := agent.ParseConfig(`
@@ -36,8 +45,10 @@ bearer_token = "`+token+`"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return "http://" + a.APIAddr()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return "http://" + a.APIAddr(), stop
 }
 
 func TestClientAgainstAnAgent(t *testing.T) {

@@ -103,12 +103,17 @@ func benchCommand() *cli.Command {
 				Usage: "aggregate write throughput of concurrent writers spread over the agents",
 				Flags: append(regionFlags(),
 					&cli.IntFlag{Name: "writers", Value: 16, Usage: "concurrent writers"},
-					&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"}),
+					&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"},
+					&cli.BoolFlag{Name: "stream", Usage: "send the writes over one transaction stream per agent instead of a request each"}),
 				Action: benchAction(func(c *cli.Context, opts bench.Options) (*bench.ThroughputResult, error) {
-					return bench.Throughput(c.Context, bench.ThroughputOptions{Options: opts, Writers: c.Int("writers"), Duration: c.Duration("duration")}, c.App.ErrWriter)
+					return bench.Throughput(c.Context, bench.ThroughputOptions{Options: opts, Writers: c.Int("writers"), Duration: c.Duration("duration"), Stream: c.Bool("stream")}, c.App.ErrWriter)
 				}, func(c *cli.Context, res *bench.ThroughputResult) {
-					fmt.Fprintf(c.App.Writer, "throughput: %d nodes (%s), %d writers: %d writes in %.1fs = %.0f writes/s; every node had them %.2fs after the last\n",
-						res.Nodes, mode(res.Processes), res.Writers, res.Writes, res.DurationSec, res.WritesPerSec, res.ConvergedSec)
+					how := "a request each"
+					if res.Stream {
+						how = "one stream per agent"
+					}
+					fmt.Fprintf(c.App.Writer, "throughput: %d nodes (%s), %d writers (%s): %d writes in %.1fs = %.0f writes/s; every node had them %.2fs after the last\n",
+						res.Nodes, mode(res.Processes), res.Writers, how, res.Writes, res.DurationSec, res.WritesPerSec, res.ConvergedSec)
 				}),
 			},
 			{

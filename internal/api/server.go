@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -21,6 +22,9 @@ import (
 // Store is what the handlers need of a node's database.
 type Store interface {
 	Transact(ctx context.Context, stmts []store.Statement) (*store.TxResult, error)
+	// Submit queues a transaction behind those submitted before it and
+	// calls done with its outcome.
+	Submit(ctx context.Context, stmts []store.Statement, done func(*store.TxResult, error))
 	Query(ctx context.Context, st store.Statement) (*store.Rows, error)
 	Migrate(ctx context.Context, stmts []string) error
 	ApplySchemaSQL(ctx context.Context, text string) error
@@ -124,6 +128,7 @@ func NewServer(st Store, opts Options) *Server {
 	}
 	s := &Server{store: st, opts: opts, mux: http.NewServeMux(), closing: make(chan struct{})}
 	s.handle("POST", "/v1/transactions", Data, s.handleTransactions)
+	s.handleDuplex("POST", "/v1/transactions/stream", Data, s.handleTransactionStream)
 	s.handle("POST", "/v1/queries", Data, s.handleQueries)
 	s.handle("POST", "/v1/migrations", Data, s.handleMigrations)
 	s.handle("GET", "/v1/health", Open, s.handleHealth)
@@ -141,9 +146,47 @@ func NewServer(st Store, opts Options) *Server {
 }
 
 // handle registers a route; every route states the token it requires.
+// Its request body is limited to MaxBodyBytes.
 func (s *Server) handle(method, pattern string, access Access, h http.HandlerFunc) {
+	s.register(method, pattern, access, s.auth(access, func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+		}
+		h(w, r)
+	}))
+}
+
+// handleDuplex registers a route whose request body is a stream read
+// while the response is written, which limits its parts itself. Full
+// duplex is on before anything else: otherwise an early answer (a refused
+// token) would first wait for the end of a body that does not end until
+// the client has its answer.
+func (s *Server) handleDuplex(method, pattern string, access Access, h http.HandlerFunc) {
+	allowed := s.authorizer(access)
+	s.register(method, pattern, access, func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.EnableFullDuplex(); err != nil {
+			writeJSON(w, http.StatusHTTPVersionNotSupported, ErrorResponse{Error: fmt.Sprintf("this route needs a connection that carries both directions at once: %v", err)})
+			return
+		}
+		if !allowed(w, r) {
+			// The client may be sending while it waits: send the answer,
+			// then read what it sent, so that closing the connection
+			// with unread bytes does not reset it before the answer is
+			// read.
+			_ = rc.Flush()
+			_ = rc.SetReadDeadline(time.Now().Add(time.Second))
+			_, _ = io.CopyN(io.Discard, r.Body, 1<<20)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// register adds a route; h checks the token access requires.
+func (s *Server) register(method, pattern string, access Access, h http.HandlerFunc) {
 	s.routes = append(s.routes, Route{Method: method, Pattern: pattern, Access: access})
-	s.mux.HandleFunc(method+" "+pattern, s.auth(access, h))
+	s.mux.HandleFunc(method+" "+pattern, h)
 }
 
 // Routes lists the routes served, in registration order.
@@ -156,14 +199,22 @@ func (s *Server) CloseStreams() { s.once.Do(func() { close(s.closing) }) }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Body != nil {
-		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-	}
 	s.mux.ServeHTTP(w, r)
 }
 
 // auth wraps a handler with the token check its access level requires.
 func (s *Server) auth(access Access, next http.HandlerFunc) http.HandlerFunc {
+	allowed := s.authorizer(access)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if allowed(w, r) {
+			next(w, r)
+		}
+	}
+}
+
+// authorizer returns the token check an access level requires: it
+// reports whether a request may go on, and answers 401 if not.
+func (s *Server) authorizer(access Access) func(w http.ResponseWriter, r *http.Request) bool {
 	token, what := "", ""
 	switch access {
 	case Data:
@@ -175,19 +226,19 @@ func (s *Server) auth(access Access, next http.HandlerFunc) http.HandlerFunc {
 		}
 	}
 	if token == "" {
-		return next
+		return func(http.ResponseWriter, *http.Request) bool { return true }
 	}
 	// Compared as hashes, so the time taken says nothing about the
 	// token's length either.
 	want := sha256.Sum256([]byte("Bearer " + token))
-	return func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) bool {
 		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
 		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="patina"`)
 			writeJSON(w, http.StatusUnauthorized, ErrorResponse{Error: "missing or wrong " + what + " (Authorization: Bearer <token>)"})
-			return
+			return false
 		}
-		next(w, r)
+		return true
 	}
 }
 
@@ -232,7 +283,12 @@ func (s *Server) handleTransactions(w http.ResponseWriter, r *http.Request) {
 	for i, st := range stmts {
 		in[i] = toStoreStatement(st)
 	}
-	res, err := s.store.Transact(r.Context(), in)
+	status, out := s.txResponse(s.store.Transact(r.Context(), in))
+	writeJSON(w, status, out)
+}
+
+// txResponse is the answer to a transaction: its status and body.
+func (s *Server) txResponse(res *store.TxResult, err error) (int, ExecResponse) {
 	if err != nil {
 		var se *store.StatementError
 		status := http.StatusInternalServerError
@@ -250,8 +306,7 @@ func (s *Server) handleTransactions(w http.ResponseWriter, r *http.Request) {
 		if status >= 500 {
 			s.opts.Logger.Error("transaction failed", "err", err)
 		}
-		writeJSON(w, status, ExecResponse{Results: results, ActorID: s.store.Actor().String()})
-		return
+		return status, ExecResponse{Results: results, ActorID: s.store.Actor().String()}
 	}
 	out := ExecResponse{Results: make([]ExecResult, len(res.Results)), Time: res.Elapsed.Seconds(), ActorID: s.store.Actor().String()}
 	for i, sr := range res.Results {
@@ -262,7 +317,7 @@ func (s *Server) handleTransactions(w http.ResponseWriter, r *http.Request) {
 		v := res.Version
 		out.Version = &v
 	}
-	writeJSON(w, http.StatusOK, out)
+	return http.StatusOK, out
 }
 
 func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {

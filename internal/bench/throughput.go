@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/internal/api"
 )
 
 // ThroughputOptions add the writers.
@@ -17,6 +18,9 @@ type ThroughputOptions struct {
 	Options
 	Writers  int // concurrent writers, spread over the nodes
 	Duration time.Duration
+	// Stream sends the writes over one transaction stream per node
+	// (POST /v1/transactions/stream) instead of one request each.
+	Stream bool
 }
 
 // ThroughputResult is what `patina bench throughput` reports.
@@ -24,6 +28,7 @@ type ThroughputResult struct {
 	Nodes        int     `json:"nodes"`
 	Processes    bool    `json:"processes"`
 	Writers      int     `json:"writers"`
+	Stream       bool    `json:"stream"`
 	DurationSec  float64 `json:"duration_s"`
 	Writes       int64   `json:"writes"`
 	WritesPerSec float64 `json:"writes_per_s"`
@@ -52,6 +57,20 @@ func Throughput(ctx context.Context, opts ThroughputOptions, progress io.Writer)
 		}
 		clients = append(clients, c)
 	}
+	// A writer transacts through its node's stream, or with a request
+	// each.
+	transact := make([]func(context.Context, ...client.Statement) (*api.ExecResponse, error), len(clients))
+	for i, c := range clients {
+		transact[i] = c.Transact
+		if opts.Stream {
+			st, err := c.OpenTxStream(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer st.Close()
+			transact[i] = st.Transact
+		}
+	}
 	fmt.Fprintf(progress, "region of %d nodes up; %d writers for %s\n", len(clients), opts.Writers, opts.Duration)
 	var writes atomic.Int64
 	var firstErr error
@@ -63,9 +82,9 @@ func Throughput(ctx context.Context, opts ThroughputOptions, progress io.Writer)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := clients[w%len(clients)]
+			transact := transact[w%len(clients)]
 			for i := 0; time.Now().Before(deadline); i++ {
-				_, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app) VALUES (?, 'throughput')", Params: []any{fmt.Sprintf("t%d-%d", w, i)}})
+				_, err := transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app) VALUES (?, 'throughput')", Params: []any{fmt.Sprintf("t%d-%d", w, i)}})
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
@@ -79,7 +98,7 @@ func Throughput(ctx context.Context, opts ThroughputOptions, progress io.Writer)
 	if firstErr != nil {
 		return nil, fmt.Errorf("bench: write: %w", firstErr)
 	}
-	res := &ThroughputResult{Nodes: len(clients), Processes: opts.Binary != "", Writers: opts.Writers, DurationSec: elapsed.Seconds(),
+	res := &ThroughputResult{Nodes: len(clients), Processes: opts.Binary != "", Writers: opts.Writers, Stream: opts.Stream, DurationSec: elapsed.Seconds(),
 		Writes: writes.Load(), WritesPerSec: float64(writes.Load()) / elapsed.Seconds()}
 	end := time.Now()
 	if err := waitRows(ctx, clients, "throughput", res.Writes, 120*time.Second); err != nil {

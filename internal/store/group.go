@@ -57,22 +57,36 @@ type committer struct {
 // the one being committed, and then, outside the store's lock, tells the
 // hooks about the new version.
 func (s *Store) write(ctx context.Context, r *writeReq) (uint64, error) {
+	return s.finish(r, s.enqueue(ctx, r))
+}
+
+// enqueue puts r at the back of the queue. It reports whether r leads:
+// nobody was committing, so r must commit the queue itself.
+func (s *Store) enqueue(ctx context.Context, r *writeReq) (lead bool) {
 	r.ctx = ctx
 	r.lead = make(chan struct{}, 1)
 	r.done = make(chan struct{})
 	c := &s.group
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.queue = append(c.queue, r)
 	if c.leading {
-		c.mu.Unlock()
+		return false
+	}
+	c.leading = true
+	return true
+}
+
+// finish waits for a queued request to be committed, by another request
+// or, when its turn to lead comes, by itself.
+func (s *Store) finish(r *writeReq, lead bool) (uint64, error) {
+	c := &s.group
+	if !lead {
 		select {
 		case <-r.done:
 			return r.version, r.err
 		case <-r.lead:
 		}
-	} else {
-		c.leading = true
-		c.mu.Unlock()
 	}
 	// This request is first in the queue: take it and those behind it.
 	c.mu.Lock()

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -148,5 +149,52 @@ func TestGroupCommitFailureIsItsOwn(t *testing.T) {
 	}
 	if len(keys) != 3 {
 		t.Fatalf("version 3 touches %d rows, want 3", len(keys))
+	}
+}
+
+// Transactions submitted one after another commit in that order, whether
+// or not they share a commit, each with its own outcome.
+func TestSubmitKeepsOrder(t *testing.T) {
+	s := regionalStore(t, t.TempDir(), "s")
+	defer s.Close()
+	ctx := context.Background()
+	type outcome struct {
+		res *TxResult
+		err error
+	}
+	txs := [][]Statement{
+		{stmt(`INSERT INTO machines (id, app) VALUES ('m1', 'a')`)},
+		{stmt(`UPDATE machines SET app = 'b' WHERE id = 'm1'`)},
+		{stmt(`INSERT INTO nosuch (id) VALUES (1)`)},
+		nil,
+		{stmt(`UPDATE machines SET app = 'c' WHERE id = 'm1' AND app = 'b'`)},
+	}
+	for round := 0; round < 20; round++ {
+		outs := make([]chan outcome, len(txs))
+		for i, stmts := range txs {
+			outs[i] = make(chan outcome, 1)
+			s.Submit(ctx, stmts, func(res *TxResult, err error) { outs[i] <- outcome{res, err} })
+		}
+		var last uint64
+		for i, ch := range outs {
+			o := <-ch
+			switch i {
+			case 2, 3:
+				var se *StatementError
+				if !errors.As(o.err, &se) || !se.Client {
+					t.Fatalf("round %d, transaction %d: %v, want a client's error", round, i, o.err)
+				}
+			default:
+				if o.err != nil || o.res.Version < last || len(o.res.Results) != 1 || o.res.Results[0].RowsAffected != 1 {
+					t.Fatalf("round %d, transaction %d: %+v %v after version %d", round, i, o.res, o.err, last)
+				}
+				last = o.res.Version
+			}
+		}
+		var app string
+		if err := s.readers.QueryRowContext(ctx, `SELECT app FROM machines WHERE id = 'm1'`).Scan(&app); err != nil || app != "c" {
+			t.Fatalf("round %d: m1 app %q %v, want c", round, app, err)
+		}
+		exec(t, s, stmt(`DELETE FROM machines`))
 	}
 }

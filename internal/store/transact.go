@@ -53,12 +53,60 @@ func (e *StatementError) Unwrap() error { return e.Err }
 // rolls back all of them. The transaction becomes this node's next version
 // if it changed at least one cell.
 func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, error) {
-	if len(stmts) == 0 {
-		return nil, &StatementError{Index: 0, Err: errors.New("no statements"), Client: true}
+	r, res := s.clientTx(ctx, stmts)
+	if r == nil {
+		return nil, noStatements()
 	}
-	res := &TxResult{Results: make([]StatementResult, 0, len(stmts))}
-	start := time.Now()
-	v, err := s.write(ctx, &writeReq{client: true, weight: groupWeight(stmts), fn: func(tx Tx) error {
+	v, err := s.write(ctx, r)
+	return res.finish(v, err)
+}
+
+// Submit queues client statements as one local transaction, as Transact
+// runs them, and returns at once; done is called with the outcome, on a
+// goroutine of its own. The transactions of successive Submit calls
+// commit in the order submitted (in one group commit or in successive
+// ones), so a caller can queue several before any is answered: a stream
+// of transactions keeps its order and still shares commits.
+func (s *Store) Submit(ctx context.Context, stmts []Statement, done func(*TxResult, error)) {
+	r, res := s.clientTx(ctx, stmts)
+	if r == nil {
+		go done(nil, noStatements())
+		return
+	}
+	lead := s.enqueue(ctx, r)
+	go func() {
+		v, err := s.finish(r, lead)
+		done(res.finish(v, err))
+	}()
+}
+
+func noStatements() error {
+	return &StatementError{Index: 0, Err: errors.New("no statements"), Client: true}
+}
+
+// pendingTx is a client transaction's result as it is being filled in.
+type pendingTx struct {
+	TxResult
+	start time.Time
+}
+
+func (p *pendingTx) finish(v uint64, err error) (*TxResult, error) {
+	if err != nil {
+		return nil, err
+	}
+	p.Version = v
+	p.Elapsed = time.Since(p.start)
+	return &p.TxResult, nil
+}
+
+// clientTx is the write request that runs client statements, and the
+// result it fills in; nil when there are no statements.
+func (s *Store) clientTx(ctx context.Context, stmts []Statement) (*writeReq, *pendingTx) {
+	if len(stmts) == 0 {
+		return nil, nil
+	}
+	res := &pendingTx{TxResult: TxResult{Results: make([]StatementResult, 0, len(stmts))}, start: time.Now()}
+	return &writeReq{client: true, weight: groupWeight(stmts), fn: func(tx Tx) error {
 		// A group may run a transaction again (see runGroup).
 		res.Results = res.Results[:0]
 		for i, st := range stmts {
@@ -81,13 +129,7 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 			res.Results = append(res.Results, StatementResult{RowsAffected: n, Elapsed: time.Since(t0)})
 		}
 		return nil
-	}})
-	if err != nil {
-		return nil, err
-	}
-	res.Version = v
-	res.Elapsed = time.Since(start)
-	return res, nil
+	}}, res
 }
 
 // Tx is the open local transaction a Write callback runs statements on.

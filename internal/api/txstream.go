@@ -1,0 +1,215 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/patina-db/patina/internal/store"
+)
+
+// A transaction stream (POST /v1/transactions/stream) carries many
+// transactions over one request: the body is NDJSON, one transaction per
+// line in the shape /v1/transactions takes, and the response is NDJSON,
+// one TxStreamResult per transaction, in the order they were sent. The
+// two directions run at once (HTTP/1.1 full duplex), so a client may send
+// a transaction before the previous ones are answered.
+//
+// What it saves is per request: no HTTP exchange per transaction, and the
+// transactions queued on a stream, or on several, share group commits.
+// Transactions of one stream commit in the order sent. Each runs under the
+// stream's context: when the client goes away, those not yet committed
+// roll back, as a single request's would.
+
+// streamWindow is how many transactions of one stream may be in the
+// store's queue at once; the stream is not read further until the oldest
+// is answered.
+const streamWindow = 64
+
+// TxStreamResult is one transaction's outcome on a stream: the response
+// /v1/transactions would have given, with the HTTP status it would have
+// had.
+type TxStreamResult struct {
+	Status int `json:"status"`
+	ExecResponse
+}
+
+// streamTx is a transaction read from a stream, answered in order.
+type streamTx struct {
+	done   chan struct{}
+	status int
+	out    ExecResponse
+}
+
+func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w) // full duplex: see handleDuplex
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	ctx := r.Context()
+	order := make(chan *streamTx, streamWindow)
+	go s.readTransactions(ctx, r.Body, order)
+	enc := json.NewEncoder(w)
+	var next *streamTx
+	for {
+		tx := next
+		next = nil
+		if tx == nil {
+			var ok bool
+			select {
+			case tx, ok = <-order:
+			case <-s.closing:
+				// Shutting down: answer what was read, then end. The
+				// client sees the stream end and must open another.
+				select {
+				case tx, ok = <-order:
+				default:
+					return
+				}
+			}
+			if !ok {
+				return
+			}
+		}
+		select {
+		case <-tx.done:
+		case <-ctx.Done():
+			return
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout))
+		if err := enc.Encode(TxStreamResult{Status: tx.status, ExecResponse: tx.out}); err != nil {
+			return
+		}
+		// Answers that are ready together leave in one write: flush only
+		// when the next one is not ready yet.
+		select {
+		case next = <-order:
+		default:
+		}
+		if next != nil && isDone(next) {
+			continue
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
+
+func isDone(tx *streamTx) bool {
+	select {
+	case <-tx.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// readTransactions reads the stream's transactions, submits each to the
+// store in the order read, and queues it on order to be answered. It
+// closes order at the end of the body or on a read error; a line that is
+// not a transaction is answered with its error and the stream goes on.
+func (s *Server) readTransactions(ctx context.Context, body io.Reader, order chan<- *streamTx) {
+	defer close(order)
+	br := bufio.NewReaderSize(body, 64<<10)
+	actor := s.store.Actor().String()
+	for {
+		line, err := readLine(br, s.opts.MaxBodyBytes)
+		if errors.Is(err, errLineTooLong) {
+			tx := &streamTx{done: closedChan, status: http.StatusRequestEntityTooLarge,
+				out: ExecResponse{Results: []ExecResult{{Error: fmt.Sprintf("transaction larger than %d bytes", s.opts.MaxBodyBytes)}}, ActorID: actor}}
+			if !queueTx(ctx, order, tx) {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			return // io.EOF: the client has sent everything
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var stmts []Statement
+		if err := json.Unmarshal(line, &stmts); err != nil {
+			tx := &streamTx{done: closedChan, status: http.StatusBadRequest,
+				out: ExecResponse{Results: []ExecResult{{Error: fmt.Sprintf("line is not a JSON array of statements: %v", err)}}, ActorID: actor}}
+			if !queueTx(ctx, order, tx) {
+				return
+			}
+			continue
+		}
+		tx := &streamTx{done: make(chan struct{})}
+		// Wait for room before submitting, so that at most streamWindow
+		// transactions of this stream are in the store's queue.
+		if !queueTx(ctx, order, tx) {
+			return
+		}
+		if len(stmts) == 0 {
+			tx.status, tx.out = http.StatusBadRequest, ExecResponse{Results: []ExecResult{{Error: "no statements: a transaction must be a non-empty array"}}, ActorID: actor}
+			close(tx.done)
+			continue
+		}
+		in := make([]store.Statement, len(stmts))
+		for i, st := range stmts {
+			in[i] = toStoreStatement(st)
+		}
+		s.store.Submit(ctx, in, func(res *store.TxResult, err error) {
+			tx.status, tx.out = s.txResponse(res, err)
+			close(tx.done)
+		})
+	}
+}
+
+// closedChan is the done channel of a transaction answered on reading.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// queueTx puts tx on order, unless the stream ends first.
+func queueTx(ctx context.Context, order chan<- *streamTx, tx *streamTx) bool {
+	select {
+	case order <- tx:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line of at most limit bytes. A longer line is read
+// to its end and discarded, and errLineTooLong returned.
+func readLine(br *bufio.Reader, limit int64) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if int64(len(line)+len(chunk)) > limit {
+			line = nil
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			return nil, errLineTooLong
+		}
+		switch {
+		case err == nil:
+			if line == nil {
+				return chunk, nil // valid until the next read
+			}
+			return append(line, chunk...), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			line = append(line, chunk...)
+		case errors.Is(err, io.EOF) && len(line)+len(chunk) > 0:
+			return append(line, chunk...), nil
+		default:
+			return nil, err
+		}
+	}
+}
