@@ -70,6 +70,11 @@ type Store struct {
 }
 
 func dsn(path string, params url.Values) string {
+	// Without the VFS (SQLite refused to register it, which it does
+	// only when it cannot start at all) the default one serves.
+	if registerWAL() == nil {
+		params.Set("vfs", walVFS)
+	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + params.Encode()
 }
 
