@@ -124,6 +124,9 @@ static int flushWal(walFile *p) {
 	return rc;
 }
 
+// flushHeld writes out what a WAL file holds; other files hold nothing.
+static int flushHeld(walFile *p) { return p->kind == KIND_WAL ? flushWal(p) : SQLITE_OK; }
+
 static int wClose(sqlite3_file *f) {
 	walFile *p = (walFile *)f;
 	int rc = SQLITE_OK;
@@ -144,14 +147,9 @@ static int wClose(sqlite3_file *f) {
 
 static int wRead(sqlite3_file *f, void *b, int n, sqlite3_int64 off) {
 	walFile *p = (walFile *)f;
-	if (p->kind == KIND_WAL) {
-		int rc = flushWal(p);
-		if (rc != SQLITE_OK) {
-			return rc;
-		}
-	}
+	int rc = flushHeld(p);
 	sqlite3_file *r = realFile(p);
-	return r->pMethods->xRead(r, b, n, off);
+	return rc != SQLITE_OK ? rc : r->pMethods->xRead(r, b, n, off);
 }
 
 static int wWrite(sqlite3_file *f, const void *b, int n, sqlite3_int64 off) {
@@ -213,38 +211,23 @@ static int wWrite(sqlite3_file *f, const void *b, int n, sqlite3_int64 off) {
 
 static int wTruncate(sqlite3_file *f, sqlite3_int64 size) {
 	walFile *p = (walFile *)f;
-	if (p->kind == KIND_WAL) {
-		int rc = flushWal(p);
-		if (rc != SQLITE_OK) {
-			return rc;
-		}
-	}
+	int rc = flushHeld(p);
 	sqlite3_file *r = realFile(p);
-	return r->pMethods->xTruncate(r, size);
+	return rc != SQLITE_OK ? rc : r->pMethods->xTruncate(r, size);
 }
 
 static int wSync(sqlite3_file *f, int flags) {
 	walFile *p = (walFile *)f;
-	if (p->kind == KIND_WAL) {
-		int rc = flushWal(p);
-		if (rc != SQLITE_OK) {
-			return rc;
-		}
-	}
+	int rc = flushHeld(p);
 	sqlite3_file *r = realFile(p);
-	return r->pMethods->xSync(r, flags);
+	return rc != SQLITE_OK ? rc : r->pMethods->xSync(r, flags);
 }
 
 static int wFileSize(sqlite3_file *f, sqlite3_int64 *size) {
 	walFile *p = (walFile *)f;
-	if (p->kind == KIND_WAL) {
-		int rc = flushWal(p);
-		if (rc != SQLITE_OK) {
-			return rc;
-		}
-	}
+	int rc = flushHeld(p);
 	sqlite3_file *r = realFile(p);
-	return r->pMethods->xFileSize(r, size);
+	return rc != SQLITE_OK ? rc : r->pMethods->xFileSize(r, size);
 }
 
 static int wLock(sqlite3_file *f, int l) {
@@ -264,14 +247,9 @@ static int wCheckReservedLock(sqlite3_file *f, int *out) {
 
 static int wFileControl(sqlite3_file *f, int op, void *arg) {
 	walFile *p = (walFile *)f;
-	if (p->kind == KIND_WAL) {
-		int rc = flushWal(p);
-		if (rc != SQLITE_OK) {
-			return rc;
-		}
-	}
+	int rc = flushHeld(p);
 	sqlite3_file *r = realFile(p);
-	return r->pMethods->xFileControl(r, op, arg);
+	return rc != SQLITE_OK ? rc : r->pMethods->xFileControl(r, op, arg);
 }
 
 static int wSectorSize(sqlite3_file *f) {
