@@ -60,13 +60,18 @@ func benchCommand() *cli.Command {
 				Usage: "time writes from request to visibility on every node",
 				Flags: append(regionFlags(),
 					&cli.IntFlag{Name: "rate", Value: 100, Usage: "writes per second, spread over the agents"},
-					&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"}),
+					&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"},
+					&cli.BoolFlag{Name: "stream", Usage: "send the writes over one transaction stream per agent instead of a request each"}),
 				Action: benchAction(func(c *cli.Context, opts bench.Options) (*bench.PropagationResult, error) {
-					return bench.Propagation(c.Context, bench.PropagationOptions{Options: opts, Rate: c.Int("rate"), Duration: c.Duration("duration")}, c.App.ErrWriter)
+					return bench.Propagation(c.Context, bench.PropagationOptions{Options: opts, Rate: c.Int("rate"), Duration: c.Duration("duration"), Stream: c.Bool("stream")}, c.App.ErrWriter)
 				}, func(c *cli.Context, res *bench.PropagationResult) {
 					w := c.App.Writer
-					fmt.Fprintf(w, "propagation: %d nodes (%s), %d writes/s for %.0fs: %d versions (%.0f/s achieved)\n",
-						res.Nodes, mode(res.Processes), res.Rate, res.DurationSec, res.Versions, res.AchievedRate)
+					how := "a request each"
+					if res.Stream {
+						how = "one stream per agent"
+					}
+					fmt.Fprintf(w, "propagation: %d nodes (%s), %d writes/s (%s) for %.0fs: %d versions (%.0f/s achieved)\n",
+						res.Nodes, mode(res.Processes), res.Rate, how, res.DurationSec, res.Versions, res.AchievedRate)
 					fmt.Fprintf(w, "  visible on every node  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs)
 					fmt.Fprintf(w, "  write acknowledged     p50 %.2f ms  p99 %.2f ms\n", res.AckP50Ms, res.AckP99Ms)
 					fmt.Fprintf(w, "  applied (agents' p99)  %.2f ms, the worst agent\n", res.ApplyLagP99Ms)

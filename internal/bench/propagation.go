@@ -29,6 +29,9 @@ type PropagationOptions struct {
 	Options
 	Rate     int // writes per second, spread over the nodes
 	Duration time.Duration
+	// Stream sends the writes over one transaction stream per node
+	// (POST /v1/transactions/stream) instead of one request each.
+	Stream bool
 }
 
 // PropagationResult is what `patina bench propagation` reports.
@@ -36,6 +39,7 @@ type PropagationResult struct {
 	Nodes           int     `json:"nodes"`
 	Processes       bool    `json:"processes"`
 	Rate            int     `json:"rate"`
+	Stream          bool    `json:"stream"`
 	DurationSec     float64 `json:"duration_s"`
 	Versions        int     `json:"versions"`
 	AchievedRate    float64 `json:"achieved_rate"`
@@ -115,6 +119,11 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 		}
 		clients[i] = c
 	}
+	transact, closeStreams, err := transactors(ctx, clients, opts.Stream)
+	if err != nil {
+		return nil, err
+	}
+	defer closeStreams()
 	sent := make([]time.Time, total)
 	acked := make([]time.Duration, total)
 	seen := make([][]time.Time, total) // [seq][node]
@@ -150,12 +159,12 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 	}
 
 	elapsed, err := Pace(ctx, opts.Rate, total, func(seq int) error {
-		c := clients[seq%n]
+		transact := transact[seq%n]
 		t0 := time.Now()
 		mu.Lock()
 		sent[seq] = t0
 		mu.Unlock()
-		_, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app, state, updated_at) VALUES (?, 'bench', 'started', ?)", Params: []any{fmt.Sprintf("b%d", seq), t0.UnixMilli()}})
+		_, err := transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app, state, updated_at) VALUES (?, 'bench', 'started', ?)", Params: []any{fmt.Sprintf("b%d", seq), t0.UnixMilli()}})
 		acked[seq] = time.Since(t0)
 		return err
 	})
@@ -180,7 +189,7 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 
 	mu.Lock()
 	defer mu.Unlock()
-	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Rate: opts.Rate, DurationSec: opts.Duration.Seconds(),
+	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Rate: opts.Rate, Stream: opts.Stream, DurationSec: opts.Duration.Seconds(),
 		Versions: total, AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(total),
 		ApplyLagP99Ms: lag * 1000}
 	var visible, acks []time.Duration

@@ -22,22 +22,24 @@ func TestPropagationRuns(t *testing.T) {
 	if os.Getenv("PATINA_BENCH_RATE") != "" {
 		rate, dur = 1000, 5*time.Second
 	}
-	res, err := Propagation(context.Background(), PropagationOptions{
-		Options: Options{Nodes: 3, Dir: t.TempDir(), SchemaPaths: []string{schemaDir()}},
-		Rate:    rate, Duration: dur,
-	}, testWriter{t})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%+v", res)
-	if res.Versions != int(float64(rate)*dur.Seconds()) || res.NotVisible != 0 {
-		t.Fatalf("versions %d, not visible %d", res.Versions, res.NotVisible)
-	}
-	if !(res.VisibleP50Ms > 0 && res.VisibleP50Ms <= res.VisibleP99Ms && res.VisibleP99Ms <= res.VisibleMaxMs) {
-		t.Fatalf("quantiles out of order: %+v", res)
-	}
-	if res.BytesPerVersion <= 0 {
-		t.Fatal("no data-plane bytes counted")
+	for _, stream := range []bool{false, true} {
+		res, err := Propagation(context.Background(), PropagationOptions{
+			Options: Options{Nodes: 3, Dir: t.TempDir(), SchemaPaths: []string{schemaDir()}},
+			Rate:    rate, Duration: dur, Stream: stream,
+		}, testWriter{t})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%+v", res)
+		if res.Versions != int(float64(rate)*dur.Seconds()) || res.NotVisible != 0 || res.Stream != stream {
+			t.Fatalf("versions %d, not visible %d, stream %v", res.Versions, res.NotVisible, res.Stream)
+		}
+		if !(res.VisibleP50Ms > 0 && res.VisibleP50Ms <= res.VisibleP99Ms && res.VisibleP99Ms <= res.VisibleMaxMs) {
+			t.Fatalf("quantiles out of order: %+v", res)
+		}
+		if res.BytesPerVersion <= 0 {
+			t.Fatal("no data-plane bytes counted")
+		}
 	}
 }
 

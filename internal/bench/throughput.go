@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/patina-db/patina/client"
-	"github.com/patina-db/patina/internal/api"
 )
 
 // ThroughputOptions add the writers.
@@ -57,20 +56,11 @@ func Throughput(ctx context.Context, opts ThroughputOptions, progress io.Writer)
 		}
 		clients = append(clients, c)
 	}
-	// A writer transacts through its node's stream, or with a request
-	// each.
-	transact := make([]func(context.Context, ...client.Statement) (*api.ExecResponse, error), len(clients))
-	for i, c := range clients {
-		transact[i] = c.Transact
-		if opts.Stream {
-			st, err := c.OpenTxStream(ctx)
-			if err != nil {
-				return nil, err
-			}
-			defer st.Close()
-			transact[i] = st.Transact
-		}
+	transact, closeStreams, err := transactors(ctx, clients, opts.Stream)
+	if err != nil {
+		return nil, err
 	}
+	defer closeStreams()
 	fmt.Fprintf(progress, "region of %d nodes up; %d writers for %s\n", len(clients), opts.Writers, opts.Duration)
 	var writes atomic.Int64
 	var firstErr error
