@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/patina-db/patina/internal/api"
 )
@@ -207,9 +208,14 @@ func (s *TxStream) fail(err error) {
 	_ = s.pw.CloseWithError(err)
 }
 
+// closeWait bounds how long Close waits for the agent to answer what was
+// sent before it breaks the stream off.
+const closeWait = 30 * time.Second
+
 // Close ends the stream: what was sent is answered first, then the
-// stream ends. Transactions still waiting when it breaks instead get the
-// error; they may or may not have committed.
+// stream ends. If the agent has not answered within 30 s, or the stream
+// breaks, the transactions still waiting get an error instead; they may
+// or may not have committed.
 func (s *TxStream) Close() error {
 	s.mu.Lock()
 	s.closing = true
@@ -218,7 +224,14 @@ func (s *TxStream) Close() error {
 	case s.kick <- struct{}{}:
 	default:
 	}
-	<-s.done
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+		s.fail(fmt.Errorf("client: transaction stream: no answer %s after close", closeWait))
+		<-s.done
+	}
 	s.resp.Body.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -235,7 +236,14 @@ func (s *Server) authorizer(access Access) func(w http.ResponseWriter, r *http.R
 		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
 		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="patina"`)
-			writeJSON(w, http.StatusUnauthorized, ErrorResponse{Error: "missing or wrong " + what + " (Authorization: Bearer <token>)"})
+			// With its length given, the answer is complete as soon as it
+			// is sent, even while a stream's body is still being read.
+			body, _ := json.Marshal(ErrorResponse{Error: "missing or wrong " + what + " (Authorization: Bearer <token>)"})
+			body = append(body, '\n')
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write(body)
 			return false
 		}
 		return true

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/patina-db/patina/internal/store"
@@ -56,26 +57,52 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 	}
 	ctx := r.Context()
 	order := make(chan *streamTx, streamWindow)
-	go s.readTransactions(ctx, r.Body, order)
+	stop := make(chan struct{})
+	go s.readTransactions(ctx, stop, r.Body, order)
+	var once sync.Once
+	stopReading := func() {
+		once.Do(func() {
+			close(stop)
+			_ = rc.SetReadDeadline(time.Now()) // ends a read in progress
+		})
+	}
+	// However the stream ends, the reader stops and is waited for, so the
+	// body is never read after the handler returns. (At the end of the
+	// body it has stopped already; the deadline that would stop it is
+	// better not left on a connection that may carry another request.)
+	readerDone := false
+	defer func() {
+		if !readerDone {
+			stopReading()
+		}
+		for range order {
+		}
+	}()
+	closing := s.closing
 	enc := json.NewEncoder(w)
 	var next *streamTx
 	for {
 		tx := next
 		next = nil
+		select {
+		case <-closing:
+			// Shutting down: read no further, answer what was read, then
+			// end. The client opens another stream elsewhere.
+			stopReading()
+			closing = nil
+		default:
+		}
 		if tx == nil {
 			var ok bool
 			select {
 			case tx, ok = <-order:
-			case <-s.closing:
-				// Shutting down: answer what was read, then end. The
-				// client sees the stream end and must open another.
-				select {
-				case tx, ok = <-order:
-				default:
-					return
-				}
+			case <-closing:
+				stopReading()
+				closing = nil
+				continue
 			}
 			if !ok {
+				readerDone = true
 				return
 			}
 		}
@@ -114,14 +141,24 @@ func isDone(tx *streamTx) bool {
 
 // readTransactions reads the stream's transactions, submits each to the
 // store in the order read, and queues it on order to be answered. It
-// closes order at the end of the body or on a read error; a line that is
-// not a transaction is answered with its error and the stream goes on.
-func (s *Server) readTransactions(ctx context.Context, body io.Reader, order chan<- *streamTx) {
+// closes order at the end of the body, on a read error, or once stop is
+// closed; a line that is not a transaction is answered with its error
+// and the stream goes on.
+func (s *Server) readTransactions(ctx context.Context, stop <-chan struct{}, body io.Reader, order chan<- *streamTx) {
 	defer close(order)
 	br := bufio.NewReaderSize(body, 64<<10)
 	actor := s.store.Actor().String()
 	for {
 		line, err := readLine(br, s.opts.MaxBodyBytes)
+		select {
+		case <-stop:
+			if err == nil && len(bytes.TrimSpace(line)) > 0 {
+				queueTx(ctx, order, &streamTx{done: closedChan, status: http.StatusServiceUnavailable,
+					out: ExecResponse{Results: []ExecResult{{Error: "not run: the agent is shutting down"}}, ActorID: actor}})
+			}
+			return
+		default:
+		}
 		if errors.Is(err, errLineTooLong) {
 			tx := &streamTx{done: closedChan, status: http.StatusRequestEntityTooLarge,
 				out: ExecResponse{Results: []ExecResult{{Error: fmt.Sprintf("transaction larger than %d bytes", s.opts.MaxBodyBytes)}}, ActorID: actor}}

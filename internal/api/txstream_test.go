@@ -2,13 +2,22 @@ package api_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/api"
+	"github.com/patina-db/patina/internal/store"
+	"github.com/patina-db/patina/schemas"
 )
 
 // A stream answers every line in the order sent, with the status a
@@ -103,8 +112,113 @@ func TestTransactionStreamNeedsTheToken(t *testing.T) {
 	if code != http.StatusUnauthorized || !strings.Contains(raw, "bearer token") {
 		t.Fatalf("%d %s", code, raw)
 	}
+	// Refused while the client is still sending: the answer carries its
+	// length, so the client has all of it without waiting for the
+	// server to finish with the request.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go fmt.Fprintln(pw, `["INSERT INTO machines (id) VALUES ('m0')"]`)
+	resp, err := http.Post(f.srv.URL+"/v1/transactions/stream", "application/x-ndjson", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.ContentLength != int64(len(data)) || err != nil || !strings.Contains(string(data), "bearer token") {
+		t.Fatalf("refusal of an open stream: %d, length %d, %q %v", resp.StatusCode, resp.ContentLength, data, err)
+	}
 	code, raw = f.do("POST", "/v1/transactions/stream", `["INSERT INTO machines (id) VALUES ('m1')"]`, "Authorization", "Bearer tok")
 	if code != 200 || !strings.Contains(raw, `"status":200`) {
 		t.Fatalf("%d %s", code, raw)
+	}
+}
+
+// streamServer is an API server that ends its streams on shutdown, as the
+// agent's does.
+func streamServer(t *testing.T) (*httptest.Server, *store.Store) {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{Path: filepath.Join(t.TempDir(), "p.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.ApplySchemaSQL(context.Background(), schemas.Regional()); err != nil {
+		t.Fatal(err)
+	}
+	h := api.NewServer(st, api.Options{})
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.RegisterOnShutdown(h.CloseStreams)
+	srv.Start()
+	t.Cleanup(func() { srv.Close(); st.Close() })
+	return srv, st
+}
+
+// Shutdown ends every stream once what it had read is answered: one that
+// waits for its client, one whose writers keep its window full, and one
+// whose client sent far more than the window before reading.
+func TestTransactionStreamEndsOnShutdown(t *testing.T) {
+	for _, load := range []string{"idle", "busy", "sent ahead"} {
+		t.Run(load, func(t *testing.T) {
+			srv, db := streamServer(t)
+			ctx := context.Background()
+			var done func()
+			switch load {
+			case "idle", "busy":
+				c, err := client.New(srv.URL, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := c.OpenTxStream(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := st.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id) VALUES ('first')"}); err != nil {
+					t.Fatal(err)
+				}
+				var wg sync.WaitGroup
+				if load == "busy" {
+					for w := 0; w < 200; w++ {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for i := 0; ; i++ {
+								if _, err := st.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id) VALUES (?)", Params: []any{fmt.Sprintf("w%d-%d", w, i)}}); err != nil {
+									return
+								}
+							}
+						}()
+					}
+				}
+				done = func() { wg.Wait(); st.Close() }
+			case "sent ahead":
+				var body strings.Builder
+				for i := 0; i < 100_000; i++ {
+					fmt.Fprintf(&body, `[["INSERT INTO machines (id) VALUES ('p%d')"]]`+"\n", i)
+				}
+				answered := make(chan struct{})
+				go func() {
+					defer close(answered)
+					resp, err := http.Post(srv.URL+"/v1/transactions/stream", "application/x-ndjson", strings.NewReader(body.String()))
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}()
+				done = func() { srv.CloseClientConnections(); <-answered }
+			}
+			// Let the stream get going, then shut down with a deadline far
+			// longer than answering a window's worth takes.
+			for deadline := time.Now().Add(20 * time.Second); load != "idle" && db.Head() < 2; {
+				if time.Now().After(deadline) {
+					t.Fatal("no transaction of the stream committed")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			if err := srv.Config.Shutdown(sctx); err != nil {
+				t.Fatalf("shutdown with a %s stream: %v", load, err)
+			}
+			done()
+		})
 	}
 }

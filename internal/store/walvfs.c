@@ -75,6 +75,7 @@ extern void sqlite3_log(int iErrCode, const char *zFormat, ...);
 #define SQLITE_IOERR 10
 #define SQLITE_OPEN_MAIN_DB 0x00000100
 #define SQLITE_OPEN_WAL 0x00080000
+#define SQLITE_SHM_UNLOCK 1
 
 // WAL frame header size; a commit frame's header carries the database
 // size after the commit (non-zero) at bytes 4..7.
@@ -121,7 +122,15 @@ static int flushWal(walFile *p) {
 	int rc = r->pMethods->xWrite(r, p->buf, p->len, p->off);
 	__atomic_add_fetch(&walWritesOut, 1, __ATOMIC_RELAXED);
 	p->len = 0;
+	p->commitNext = 0;
 	return rc;
+}
+
+// dropWal forgets what a WAL holds without writing it: frames of a
+// transaction that rolled back.
+static void dropWal(walFile *p) {
+	p->len = 0;
+	p->commitNext = 0;
 }
 
 // flushHeld writes out what a WAL file holds; other files hold nothing.
@@ -267,18 +276,31 @@ static int wShmMap(sqlite3_file *f, int pg, int pgsz, int extend, void volatile 
 	return r->pMethods->xShmMap(r, pg, pgsz, extend, pp);
 }
 
+// Releasing the WAL's write lock (lock 0) ends a write transaction. A
+// commit has been written out by then (its last frame flushes, and the
+// barrier before the unlock flushes anything else), so whatever is still
+// held belongs to a transaction that rolled back after spilling pages:
+// SQLite drops its frames by not publishing them. Written out later, at
+// this connection's next read or write, they would land on frames
+// another writer has committed since at the same offsets. Drop them.
 static int wShmLock(sqlite3_file *f, int offset, int n, int flags) {
-	sqlite3_file *r = realFile((walFile *)f);
+	walFile *p = (walFile *)f;
+	if ((flags & SQLITE_SHM_UNLOCK) && offset <= 0 && offset + n > 0 && p->kind == KIND_MAIN && p->wal) {
+		dropWal(p->wal);
+	}
+	sqlite3_file *r = realFile(p);
 	return r->pMethods->xShmLock(r, offset, n, flags);
 }
 
 // SQLite publishes new WAL frames to other connections by writing the
 // wal-index header, with a barrier in between its two copies. Nothing
 // may be published that is not in the file: whatever the WAL still holds
-// goes out first. Commits never leave anything here (their last write
-// flushes); this guards any other path. A failure cannot be returned,
-// and going on would publish frames that are not there, so it stops the
-// process: on restart, recovery ends the WAL at the last whole commit.
+// goes out first. A commit's own frames are written out by its last one;
+// what can be left is a frame header SQLite rewrote in place (it fixes
+// checksums when a transaction wrote a page twice), an overwrite within
+// the file. A failure cannot be returned, and going on would publish
+// frames that are not there, so it stops the process: on restart,
+// recovery ends the WAL at the last whole commit.
 static void wShmBarrier(sqlite3_file *f) {
 	walFile *p = (walFile *)f;
 	if (p->kind == KIND_MAIN && p->wal && p->wal->len > 0) {

@@ -1,8 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
+	"net/url"
+	"path/filepath"
 	"testing"
 )
 
@@ -29,4 +33,88 @@ func TestWALWritesOncePerCommit(t *testing.T) {
 		t.Fatalf("%d commits: SQLite made %d WAL writes, %d reached the file", commits, in, out)
 	}
 	t.Logf("%d commits: %d WAL writes from SQLite, %d to the file", commits, in, out)
+}
+
+// rawConn opens the database through walVFS without the store, with a
+// page cache small enough that a large transaction writes frames before
+// it commits.
+func rawConn(t *testing.T, path string) *sql.Conn {
+	t.Helper()
+	p := url.Values{}
+	p.Set("_journal_mode", "WAL")
+	p.Set("_synchronous", "NORMAL")
+	p.Set("_busy_timeout", "5000")
+	p.Set("_cache_size", "20")
+	db, err := sql.Open("sqlite3", dsn(path, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint = 0"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A transaction that wrote frames and rolled back leaves nothing to be
+// written later: another writer's commit at the same WAL offsets stays
+// as it committed it, after the first connection reads again.
+func TestWALRolledBackFramesNeverLand(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "x.db")
+	a, b := rawConn(t, path), rawConn(t, path)
+	do := func(c *sql.Conn, q string, args ...any) {
+		t.Helper()
+		if _, err := c.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	value := func(who string, i int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("%s%05d", who, i)), 500) }
+	do(a, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+	do(a, "PRAGMA wal_checkpoint(TRUNCATE)")
+	fill := func(c *sql.Conn, who string) {
+		for i := 0; i < 200; i++ {
+			do(c, "INSERT INTO t VALUES (?, ?)", i, value(who, i))
+		}
+	}
+	do(a, "BEGIN IMMEDIATE")
+	fill(a, "a")
+	do(a, "ROLLBACK")
+	do(b, "BEGIN IMMEDIATE")
+	fill(b, "b")
+	do(b, "COMMIT")
+	var n int
+	if err := a.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 200 {
+		t.Fatalf("first connection counts %d rows (%v)", n, err)
+	}
+	c := rawConn(t, path)
+	var check string
+	if err := c.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+		t.Fatalf("integrity check: %q %v", check, err)
+	}
+	rows, err := c.QueryContext(ctx, "SELECT id, v FROM t ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	seen := 0
+	for rows.Next() {
+		var id int
+		var v []byte
+		if err := rows.Scan(&id, &v); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(v, value("b", id)) {
+			t.Fatalf("row %d is not what the second connection committed", id)
+		}
+		seen++
+	}
+	if err := rows.Err(); err != nil || seen != 200 {
+		t.Fatalf("%d rows (%v)", seen, err)
+	}
 }
