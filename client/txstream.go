@@ -146,7 +146,16 @@ func (s *TxStream) send() {
 		}
 		if len(out) > 0 {
 			if _, err := s.pw.Write(out); err != nil {
-				s.fail(fmt.Errorf("client: transaction stream: %w", err))
+				// The agent has stopped reading (it ended the response,
+				// or the connection broke). Answers to what it read may
+				// still be on their way: the reader delivers them, and
+				// fails the rest when the response ends. Only new
+				// transactions are refused from here.
+				s.mu.Lock()
+				if s.err == nil {
+					s.err = fmt.Errorf("client: transaction stream: %w", err)
+				}
+				s.mu.Unlock()
 				return
 			}
 		}

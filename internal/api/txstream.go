@@ -55,7 +55,13 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	ctx := r.Context()
+	// The transactions run under a context of the handler's own: ending
+	// the reader early (below) cancels the request's context, which must
+	// not take the transactions already read with it. It ends when the
+	// client is gone, and after the last answer.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	gone := r.Context().Done()
 	order := make(chan *streamTx, streamWindow)
 	stop := make(chan struct{})
 	go s.readTransactions(ctx, stop, r.Body, order)
@@ -63,7 +69,10 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 	stopReading := func() {
 		once.Do(func() {
 			close(stop)
-			_ = rc.SetReadDeadline(time.Now()) // ends a read in progress
+			// Ends a read in progress, and with it the request's context;
+			// from here on a client that is gone shows as a failed write.
+			gone = nil
+			_ = rc.SetReadDeadline(time.Now())
 		})
 	}
 	// However the stream ends, the reader stops and is waited for, so the
@@ -100,15 +109,20 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 				stopReading()
 				closing = nil
 				continue
+			case <-gone:
+				return
 			}
 			if !ok {
 				readerDone = true
+				if closing == nil {
+					lingerForClose(rc, r.Body)
+				}
 				return
 			}
 		}
 		select {
 		case <-tx.done:
-		case <-ctx.Done():
+		case <-gone:
 			return
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout))
@@ -128,6 +142,17 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 			return
 		}
 	}
+}
+
+// lingerForClose reads what a client still sends after the stream
+// stopped reading, for up to a second, before the handler returns and the
+// connection closes. Closed with unread bytes, the connection would be
+// reset, and a reset can destroy answers the client has not read yet.
+// What is read here is not run: the client learns so when the stream
+// ends without its answers.
+func lingerForClose(rc *http.ResponseController, body io.Reader) {
+	_ = rc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, body)
 }
 
 func isDone(tx *streamTx) bool {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,6 +176,8 @@ func TestTransactionStreamEndsOnShutdown(t *testing.T) {
 					t.Fatal(err)
 				}
 				var wg sync.WaitGroup
+				var committed atomic.Int64
+				committed.Add(1)
 				if load == "busy" {
 					for w := 0; w < 200; w++ {
 						wg.Add(1)
@@ -184,26 +187,64 @@ func TestTransactionStreamEndsOnShutdown(t *testing.T) {
 								if _, err := st.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id) VALUES (?)", Params: []any{fmt.Sprintf("w%d-%d", w, i)}}); err != nil {
 									return
 								}
+								committed.Add(1)
 							}
 						}()
 					}
 				}
-				done = func() { wg.Wait(); st.Close() }
+				// A transaction the stream did not answer did not commit.
+				done = func() {
+					wg.Wait()
+					st.Close()
+					if n := countMachines(t, db); n != committed.Load() {
+						t.Fatalf("%d rows committed, %d answered as committed", n, committed.Load())
+					}
+				}
 			case "sent ahead":
 				var body strings.Builder
 				for i := 0; i < 100_000; i++ {
 					fmt.Fprintf(&body, `[["INSERT INTO machines (id) VALUES ('p%d')"]]`+"\n", i)
 				}
-				answered := make(chan struct{})
+				// Every transaction read is answered before the stream
+				// ends: as many committed as were answered 200, and the
+				// rest, if any, were not run (503).
+				answered := make(chan error, 1)
+				var ok200 int
 				go func() {
-					defer close(answered)
 					resp, err := http.Post(srv.URL+"/v1/transactions/stream", "application/x-ndjson", strings.NewReader(body.String()))
-					if err == nil {
-						_, _ = io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
+					if err != nil {
+						answered <- err
+						return
+					}
+					defer resp.Body.Close()
+					dec := json.NewDecoder(resp.Body)
+					for {
+						var a api.TxStreamResult
+						if err := dec.Decode(&a); err == io.EOF {
+							answered <- nil
+							return
+						} else if err != nil {
+							answered <- err
+							return
+						}
+						switch a.Status {
+						case 200:
+							ok200++
+						case 503:
+						default:
+							answered <- fmt.Errorf("answer %+v", a)
+							return
+						}
 					}
 				}()
-				done = func() { srv.CloseClientConnections(); <-answered }
+				done = func() {
+					if err := <-answered; err != nil {
+						t.Fatalf("stream cut short: %v", err)
+					}
+					if n := countMachines(t, db); n != int64(ok200) {
+						t.Fatalf("%d rows committed, %d answered as committed", n, ok200)
+					}
+				}
 			}
 			// Let the stream get going, then shut down with a deadline far
 			// longer than answering a window's worth takes.
@@ -221,4 +262,21 @@ func TestTransactionStreamEndsOnShutdown(t *testing.T) {
 			done()
 		})
 	}
+}
+
+func countMachines(t *testing.T, db *store.Store) int64 {
+	t.Helper()
+	rows, err := db.Query(context.Background(), store.Statement{SQL: "SELECT count(*) FROM machines"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var n int64
+	if !rows.Next() {
+		t.Fatalf("count: %v", rows.Err())
+	}
+	if err := rows.Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -108,9 +108,9 @@ struct walFile {
 static sqlite3_vfs walVfs;
 static sqlite3_vfs *baseVfs;
 
-// Counters for tests: writes passed to the base VFS for WAL files, and
-// writes SQLite made to them.
-static volatile long long walWritesOut, walWritesIn;
+// Counters for tests: writes passed to the base VFS for WAL files,
+// writes SQLite made to them, and barriers that found bytes held.
+static volatile long long walWritesOut, walWritesIn, walBarrierFlushes;
 
 static sqlite3_file *realFile(walFile *p) { return (sqlite3_file *)&p[1]; }
 
@@ -122,7 +122,6 @@ static int flushWal(walFile *p) {
 	int rc = r->pMethods->xWrite(r, p->buf, p->len, p->off);
 	__atomic_add_fetch(&walWritesOut, 1, __ATOMIC_RELAXED);
 	p->len = 0;
-	p->commitNext = 0;
 	return rc;
 }
 
@@ -133,14 +132,25 @@ static void dropWal(walFile *p) {
 	p->commitNext = 0;
 }
 
-// flushHeld writes out what a WAL file holds; other files hold nothing.
-static int flushHeld(walFile *p) { return p->kind == KIND_WAL ? flushWal(p) : SQLITE_OK; }
+// flushHeld writes out what a WAL file holds, when something other than
+// its own frames needs the file as it is; other files hold nothing. A
+// commit never has anything else between its last frame's header and
+// its page, so no commit is pending afterwards. (The flushes inside
+// wWrite, for a write that does not follow on or does not fit, keep the
+// mark: a commit frame's page may be the write that does not fit.)
+static int flushHeld(walFile *p) {
+	if (p->kind != KIND_WAL) {
+		return SQLITE_OK;
+	}
+	p->commitNext = 0;
+	return flushWal(p);
+}
 
 static int wClose(sqlite3_file *f) {
 	walFile *p = (walFile *)f;
 	int rc = SQLITE_OK;
 	if (p->kind == KIND_WAL) {
-		rc = flushWal(p);
+		rc = flushHeld(p);
 		if (p->main) {
 			p->main->wal = 0;
 		}
@@ -303,8 +313,11 @@ static int wShmLock(sqlite3_file *f, int offset, int n, int flags) {
 // recovery ends the WAL at the last whole commit.
 static void wShmBarrier(sqlite3_file *f) {
 	walFile *p = (walFile *)f;
-	if (p->kind == KIND_MAIN && p->wal && p->wal->len > 0) {
-		if (flushWal(p->wal) != SQLITE_OK) {
+	if (p->kind == KIND_MAIN && p->wal) {
+		if (p->wal->len > 0) {
+			__atomic_add_fetch(&walBarrierFlushes, 1, __ATOMIC_RELAXED);
+		}
+		if (flushHeld(p->wal) != SQLITE_OK) {
 			sqlite3_log(SQLITE_IOERR, "patina-wal: cannot write WAL frames before publishing them");
 			abort();
 		}
@@ -398,7 +411,8 @@ int patinaWalRegister(const char *name) {
 	return sqlite3_vfs_register(&walVfs, 0);
 }
 
-void patinaWalCounters(long long *in, long long *out) {
+void patinaWalCounters(long long *in, long long *out, long long *barrier) {
 	*in = __atomic_load_n(&walWritesIn, __ATOMIC_RELAXED);
 	*out = __atomic_load_n(&walWritesOut, __ATOMIC_RELAXED);
+	*barrier = __atomic_load_n(&walBarrierFlushes, __ATOMIC_RELAXED);
 }

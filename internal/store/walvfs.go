@@ -2,7 +2,7 @@ package store
 
 /*
 int patinaWalRegister(const char *name);
-void patinaWalCounters(long long *in, long long *out);
+void patinaWalCounters(long long *in, long long *out, long long *barrier);
 */
 import "C"
 
@@ -24,6 +24,10 @@ import (
 // after its writes, through the wal-index; the layer also writes out
 // anything held when that happens, and before any read, sync, truncate
 // or size of the WAL). Files other than the WAL pass straight through.
+//
+// The store never uses locking_mode=EXCLUSIVE, and the layer is not for
+// it: SQLite then keeps the wal-index in process memory and calls
+// neither the barrier nor the lock release the layer relies on.
 const walVFS = "patina-wal"
 
 var registerWAL = sync.OnceValue(func() error {
@@ -34,10 +38,11 @@ var registerWAL = sync.OnceValue(func() error {
 	return nil
 })
 
-// walWrites reports the writes SQLite made to WAL files through walVFS
-// and those passed on to the file system, process-wide.
-func walWrites() (in, out int64) {
-	var i, o C.longlong
-	C.patinaWalCounters(&i, &o)
-	return int64(i), int64(o)
+// walWrites reports the writes SQLite made to WAL files through walVFS,
+// those passed on to the file system, and how many times bytes were
+// still held when SQLite published frames, process-wide.
+func walWrites() (in, out, atBarrier int64) {
+	var i, o, b C.longlong
+	C.patinaWalCounters(&i, &o, &b)
+	return int64(i), int64(o), int64(b)
 }

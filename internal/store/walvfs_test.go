@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -16,7 +17,7 @@ func TestWALWritesOncePerCommit(t *testing.T) {
 	s := regionalStore(t, t.TempDir(), "w")
 	defer s.Close()
 	ctx := context.Background()
-	in0, out0 := walWrites()
+	in0, out0, barrier0 := walWrites()
 	const commits = 200
 	for i := 0; i < commits; i++ {
 		exec(t, s, stmt(`INSERT INTO machines (id, app) VALUES (?, 'w')`, fmt.Sprintf("m%d", i)))
@@ -25,7 +26,7 @@ func TestWALWritesOncePerCommit(t *testing.T) {
 			t.Fatalf("after commit %d a reader sees %d rows (%v)", i, n, err)
 		}
 	}
-	in, out := walWrites()
+	in, out, _ := walWrites()
 	in, out = in-in0, out-out0
 	// Each commit writes several frames, two writes each; the WAL's own
 	// header adds a write now and then.
@@ -33,6 +34,19 @@ func TestWALWritesOncePerCommit(t *testing.T) {
 		t.Fatalf("%d commits: SQLite made %d WAL writes, %d reached the file", commits, in, out)
 	}
 	t.Logf("%d commits: %d WAL writes from SQLite, %d to the file", commits, in, out)
+	// Commits of 1 to 60 rows, so that some commit frame's page is the
+	// write that does not fit in what the layer holds: every commit is
+	// written out by its own last write, none left for the barrier.
+	for rows := 1; rows <= 60; rows++ {
+		var stmts []Statement
+		for j := 0; j < rows; j++ {
+			stmts = append(stmts, stmt(`INSERT INTO machines (id, app, image) VALUES (?, 'w', ?)`, fmt.Sprintf("r%d-%d", rows, j), strings.Repeat("x", 3000)))
+		}
+		exec(t, s, stmts...)
+	}
+	if _, _, barrier := walWrites(); barrier != barrier0 {
+		t.Fatalf("%d commits left bytes for the barrier to write", barrier-barrier0)
+	}
 }
 
 // rawConn opens the database through walVFS without the store, with a
