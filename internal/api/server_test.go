@@ -26,6 +26,15 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts api.Options) *fixture {
 	t.Helper()
+	st := regionalStore(t)
+	srv := httptest.NewServer(api.NewServer(st, opts))
+	t.Cleanup(func() { srv.Close(); st.Close() })
+	return &fixture{t: t, srv: srv, st: st}
+}
+
+// regionalStore opens a store with the regional schema.
+func regionalStore(t *testing.T) *store.Store {
+	t.Helper()
 	st, err := store.Open(context.Background(), store.Config{Path: filepath.Join(t.TempDir(), "p.db")})
 	if err != nil {
 		t.Fatal(err)
@@ -33,9 +42,7 @@ func newFixture(t *testing.T, opts api.Options) *fixture {
 	if err := st.ApplySchemaSQL(context.Background(), schemas.Regional()); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.NewServer(st, opts))
-	t.Cleanup(func() { srv.Close(); st.Close() })
-	return &fixture{t: t, srv: srv, st: st}
+	return st
 }
 
 func (f *fixture) do(method, path, body string, header ...string) (int, string) {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +17,6 @@ import (
 	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/store"
-	"github.com/patina-db/patina/schemas"
 )
 
 // A stream answers every line in the order sent, with the status a
@@ -138,13 +136,7 @@ func TestTransactionStreamNeedsTheToken(t *testing.T) {
 // agent's does.
 func streamServer(t *testing.T) (*httptest.Server, *store.Store) {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{Path: filepath.Join(t.TempDir(), "p.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.ApplySchemaSQL(context.Background(), schemas.Regional()); err != nil {
-		t.Fatal(err)
-	}
+	st := regionalStore(t)
 	h := api.NewServer(st, api.Options{})
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.RegisterOnShutdown(h.CloseStreams)
