@@ -80,16 +80,22 @@ func (c *Client) Transact(ctx context.Context, stmts ...Statement) (*api.ExecRes
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, &Error{Status: resp.StatusCode, Message: fmt.Sprintf("unreadable response: %v", err)}
 	}
-	if resp.StatusCode != http.StatusOK {
-		msg := "transaction failed"
-		for _, r := range out.Results {
-			if r.Error != "" {
-				msg = r.Error
-			}
-		}
-		return &out, &Error{Status: resp.StatusCode, Message: msg}
+	return &out, txError(resp.StatusCode, &out)
+}
+
+// txError is a transaction's failure as the agent answered it, or nil
+// for a 200: the message is the failing statement's error.
+func txError(status int, out *api.ExecResponse) error {
+	if status == http.StatusOK {
+		return nil
 	}
-	return &out, nil
+	msg := "transaction failed"
+	for _, r := range out.Results {
+		if r.Error != "" {
+			msg = r.Error
+		}
+	}
+	return &Error{Status: status, Message: msg}
 }
 
 // Migrate applies schema statements.

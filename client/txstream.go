@@ -112,16 +112,7 @@ func (s *TxStream) Transact(ctx context.Context, stmts ...Statement) (*api.ExecR
 		if a.err != nil {
 			return nil, a.err
 		}
-		if a.res.Status != http.StatusOK {
-			msg := "transaction failed"
-			for _, r := range a.res.Results {
-				if r.Error != "" {
-					msg = r.Error
-				}
-			}
-			return &a.res.ExecResponse, &Error{Status: a.res.Status, Message: msg}
-		}
-		return &a.res.ExecResponse, nil
+		return &a.res.ExecResponse, txError(a.res.Status, &a.res.ExecResponse)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -173,21 +173,22 @@ func (s *Server) readTransactions(ctx context.Context, stop <-chan struct{}, bod
 	defer close(order)
 	br := bufio.NewReaderSize(body, 64<<10)
 	actor := s.store.Actor().String()
+	// refused is a line answered on reading, not run.
+	refused := func(status int, msg string) *streamTx {
+		return &streamTx{done: closedChan, status: status, out: ExecResponse{Results: []ExecResult{{Error: msg}}, ActorID: actor}}
+	}
 	for {
 		line, err := readLine(br, s.opts.MaxBodyBytes)
 		select {
 		case <-stop:
 			if err == nil && len(bytes.TrimSpace(line)) > 0 {
-				queueTx(ctx, order, &streamTx{done: closedChan, status: http.StatusServiceUnavailable,
-					out: ExecResponse{Results: []ExecResult{{Error: "not run: the agent is shutting down"}}, ActorID: actor}})
+				queueTx(ctx, order, refused(http.StatusServiceUnavailable, "not run: the agent is shutting down"))
 			}
 			return
 		default:
 		}
 		if errors.Is(err, errLineTooLong) {
-			tx := &streamTx{done: closedChan, status: http.StatusRequestEntityTooLarge,
-				out: ExecResponse{Results: []ExecResult{{Error: fmt.Sprintf("transaction larger than %d bytes", s.opts.MaxBodyBytes)}}, ActorID: actor}}
-			if !queueTx(ctx, order, tx) {
+			if !queueTx(ctx, order, refused(http.StatusRequestEntityTooLarge, fmt.Sprintf("transaction larger than %d bytes", s.opts.MaxBodyBytes))) {
 				return
 			}
 			continue
@@ -199,10 +200,14 @@ func (s *Server) readTransactions(ctx context.Context, stop <-chan struct{}, bod
 			continue
 		}
 		var stmts []Statement
+		var bad *streamTx
 		if err := json.Unmarshal(line, &stmts); err != nil {
-			tx := &streamTx{done: closedChan, status: http.StatusBadRequest,
-				out: ExecResponse{Results: []ExecResult{{Error: fmt.Sprintf("line is not a JSON array of statements: %v", err)}}, ActorID: actor}}
-			if !queueTx(ctx, order, tx) {
+			bad = refused(http.StatusBadRequest, fmt.Sprintf("line is not a JSON array of statements: %v", err))
+		} else if len(stmts) == 0 {
+			bad = refused(http.StatusBadRequest, "no statements: a transaction must be a non-empty array")
+		}
+		if bad != nil {
+			if !queueTx(ctx, order, bad) {
 				return
 			}
 			continue
@@ -212,11 +217,6 @@ func (s *Server) readTransactions(ctx context.Context, stop <-chan struct{}, bod
 		// transactions of this stream are in the store's queue.
 		if !queueTx(ctx, order, tx) {
 			return
-		}
-		if len(stmts) == 0 {
-			tx.status, tx.out = http.StatusBadRequest, ExecResponse{Results: []ExecResult{{Error: "no statements: a transaction must be a non-empty array"}}, ActorID: actor}
-			close(tx.done)
-			continue
 		}
 		in := make([]store.Statement, len(stmts))
 		for i, st := range stmts {
