@@ -325,6 +325,10 @@ func (s *Server) txResponse(res *store.TxResult, err error) (int, ExecResponse) 
 		v := res.Version
 		out.Version = &v
 	}
+	if !res.Committed.IsZero() {
+		t := res.Committed.UTC()
+		out.CommittedAt = &t
+	}
 	return http.StatusOK, out
 }
 

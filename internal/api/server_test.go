@@ -90,13 +90,17 @@ func (f *fixture) count(table string) int {
 func TestTransactionShapesAndVersions(t *testing.T) {
 	f := newFixture(t, api.Options{})
 	upsert := `["INSERT INTO machines (id, app, state) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET app = excluded.app, state = excluded.state", ["m1", "web", "started"]]`
+	before := time.Now()
 	code, out := f.exec(`[` + upsert + `]`)
 	if code != 200 || out.Version == nil || *out.Version != 1 || len(out.Results) != 1 || *out.Results[0].RowsAffected != 1 || out.ActorID != f.st.Actor().String() {
 		t.Fatalf("first write: %d %+v", code, out)
 	}
-	// Identical re-publish: 200, version null.
+	if out.CommittedAt == nil || out.CommittedAt.Before(before) || out.CommittedAt.After(time.Now()) {
+		t.Fatalf("first write: committed_at %v, want the moment of its commit", out.CommittedAt)
+	}
+	// Identical re-publish: 200, version null, committed all the same.
 	code, raw := f.do("POST", "/v1/transactions", `[`+upsert+`]`)
-	if code != 200 || !strings.Contains(raw, `"version":null`) {
+	if code != 200 || !strings.Contains(raw, `"version":null`) || !strings.Contains(raw, `"committed_at":"`) {
 		t.Fatalf("identical re-publish: %d %s", code, raw)
 	}
 	// Every statement form.
@@ -130,8 +134,8 @@ func TestFailedTransactionLeavesNoTrace(t *testing.T) {
 		!strings.Contains(out.Results[2].Error, "UNIQUE constraint failed: machines.id") {
 		t.Fatalf("results %+v: want statement 2 named with SQLite's message", out.Results)
 	}
-	if out.Version != nil {
-		t.Fatalf("failed transaction has version %d", *out.Version)
+	if out.Version != nil || out.CommittedAt != nil {
+		t.Fatalf("failed transaction has version %v, committed_at %v", out.Version, out.CommittedAt)
 	}
 	if f.count("machines") != 0 || f.count("machine_checks") != 0 || f.st.Head() != 0 {
 		t.Fatal("the first two statements left a trace")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/patina-db/patina/internal/subs"
 )
@@ -306,6 +307,9 @@ type ExecResponse struct {
 	// changed nothing.
 	Version *uint64 `json:"version"`
 	ActorID string  `json:"actor_id"`
+	// CommittedAt is when the commit returned, by the node's clock;
+	// absent when the transaction did not commit.
+	CommittedAt *time.Time `json:"committed_at,omitempty"`
 }
 
 // ExecResult is one statement's outcome: rows affected and seconds taken,

@@ -36,20 +36,26 @@ type PropagationOptions struct {
 
 // PropagationResult is what `patina bench propagation` reports.
 type PropagationResult struct {
-	Nodes           int     `json:"nodes"`
-	Processes       bool    `json:"processes"`
-	Rate            int     `json:"rate"`
-	Stream          bool    `json:"stream"`
-	DurationSec     float64 `json:"duration_s"`
-	Versions        int     `json:"versions"`
-	AchievedRate    float64 `json:"achieved_rate"`
-	VisibleP50Ms    float64 `json:"visible_all_p50_ms"`
-	VisibleP99Ms    float64 `json:"visible_all_p99_ms"`
-	VisibleMaxMs    float64 `json:"visible_all_max_ms"`
-	AckP50Ms        float64 `json:"ack_p50_ms"`
-	AckP99Ms        float64 `json:"ack_p99_ms"`
-	BytesPerVersion float64 `json:"bytes_per_version"`
-	NotVisible      int     `json:"not_visible"`
+	Nodes        int     `json:"nodes"`
+	Processes    bool    `json:"processes"`
+	Rate         int     `json:"rate"`
+	Stream       bool    `json:"stream"`
+	DurationSec  float64 `json:"duration_s"`
+	Versions     int     `json:"versions"`
+	AchievedRate float64 `json:"achieved_rate"`
+	VisibleP50Ms float64 `json:"visible_all_p50_ms"`
+	VisibleP99Ms float64 `json:"visible_all_p99_ms"`
+	VisibleMaxMs float64 `json:"visible_all_max_ms"`
+	// CommitVisible*: the same, from the moment the write committed on
+	// its agent (the response's committed_at) instead of from the
+	// request: replication alone, without the write's own round trip.
+	CommitVisibleP50Ms float64 `json:"commit_visible_all_p50_ms"`
+	CommitVisibleP99Ms float64 `json:"commit_visible_all_p99_ms"`
+	CommitVisibleMaxMs float64 `json:"commit_visible_all_max_ms"`
+	AckP50Ms           float64 `json:"ack_p50_ms"`
+	AckP99Ms           float64 `json:"ack_p99_ms"`
+	BytesPerVersion    float64 `json:"bytes_per_version"`
+	NotVisible         int     `json:"not_visible"`
 	// ApplyLagP99Ms is the largest of the agents' own p99 replication
 	// lags (commit on the writer to apply here, GET /v1/health), which
 	// leaves out the change feed and the benchmark client.
@@ -126,7 +132,8 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 	defer closeStreams()
 	sent := make([]time.Time, total)
 	acked := make([]time.Duration, total)
-	seen := make([][]time.Time, total) // [seq][node]
+	committed := make([]time.Time, total) // by the agent's clock, which is this host's
+	seen := make([][]time.Time, total)    // [seq][node]
 	for i := range seen {
 		seen[i] = make([]time.Time, n)
 	}
@@ -164,9 +171,16 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 		mu.Lock()
 		sent[seq] = t0
 		mu.Unlock()
-		_, err := transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app, state, updated_at) VALUES (?, 'bench', 'started', ?)", Params: []any{fmt.Sprintf("b%d", seq), t0.UnixMilli()}})
+		res, err := transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app, state, updated_at) VALUES (?, 'bench', 'started', ?)", Params: []any{fmt.Sprintf("b%d", seq), t0.UnixMilli()}})
 		acked[seq] = time.Since(t0)
-		return err
+		if err != nil {
+			return err
+		}
+		if res.CommittedAt == nil {
+			return fmt.Errorf("bench: write %d: the answer has no commit time", seq)
+		}
+		committed[seq] = *res.CommittedAt
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -192,7 +206,7 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Rate: opts.Rate, Stream: opts.Stream, DurationSec: opts.Duration.Seconds(),
 		Versions: total, AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(total),
 		ApplyLagP99Ms: lag * 1000}
-	var visible, acks []time.Duration
+	var visible, fromCommit, acks []time.Duration
 	for seq := 0; seq < total; seq++ {
 		var last time.Time
 		complete := true
@@ -211,8 +225,10 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 			continue
 		}
 		visible = append(visible, last.Sub(sent[seq]))
+		fromCommit = append(fromCommit, last.Sub(committed[seq]))
 	}
 	res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs = ms(pct(visible, 0.50)), ms(pct(visible, 0.99)), ms(pct(visible, 1))
+	res.CommitVisibleP50Ms, res.CommitVisibleP99Ms, res.CommitVisibleMaxMs = ms(pct(fromCommit, 0.50)), ms(pct(fromCommit, 0.99)), ms(pct(fromCommit, 1))
 	res.AckP50Ms, res.AckP99Ms = ms(pct(acks, 0.50)), ms(pct(acks, 0.99))
 	return res, nil
 }

@@ -37,6 +37,12 @@ func TestPropagationRuns(t *testing.T) {
 		if !(res.VisibleP50Ms > 0 && res.VisibleP50Ms <= res.VisibleP99Ms && res.VisibleP99Ms <= res.VisibleMaxMs) {
 			t.Fatalf("quantiles out of order: %+v", res)
 		}
+		// A row shows up only after its commit, which comes after the
+		// request: from the commit is shorter, and still positive.
+		if !(res.CommitVisibleP50Ms > 0 && res.CommitVisibleP50Ms <= res.CommitVisibleP99Ms && res.CommitVisibleP99Ms <= res.CommitVisibleMaxMs) ||
+			res.CommitVisibleP50Ms > res.VisibleP50Ms || res.CommitVisibleMaxMs > res.VisibleMaxMs {
+			t.Fatalf("from-commit quantiles out of order or above from-request ones: %+v", res)
+		}
 		if res.BytesPerVersion <= 0 {
 			t.Fatal("no data-plane bytes counted")
 		}

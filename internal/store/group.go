@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/patina-db/patina/internal/crdt"
 )
@@ -43,7 +44,10 @@ type writeReq struct {
 	lead    chan struct{} // this request's turn to commit the queue
 	done    chan struct{} // closed when another request committed it
 	version uint64
-	err     error
+	// committed is when the transaction's commit returned (zero until
+	// it has, and when it failed).
+	committed time.Time
+	err       error
 }
 
 // committer holds the queue of local transactions.
@@ -203,6 +207,12 @@ func (s *Store) commitGroup(batch []*writeReq) (Hooks, *crdt.Changeset) {
 		s.endTx(ictx)
 		fail(fmt.Errorf("commit: %w", err))
 		return Hooks{}, nil
+	}
+	now := time.Now()
+	for _, r := range batch {
+		if r.err == nil {
+			r.committed = now
+		}
 	}
 	if len(touched) == 0 {
 		return Hooks{}, nil

@@ -69,19 +69,25 @@ func TestGroupCommitSharesAVersion(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		txs = append(txs, []Statement{stmt(`INSERT INTO machines (id, app) VALUES (?, 'g')`, fmt.Sprint("m", i))})
 	}
+	before := time.Now()
 	res, errs := queued(t, s, nil, txs)
+	after := time.Now()
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("tx %d: %v", i, err)
 		}
 	}
-	// The leader alone, then the five behind it together.
-	if res[0].Version != 1 {
-		t.Fatalf("leader: version %d, want 1", res[0].Version)
+	// The leader alone, then the five behind it together, with the
+	// group's commit time.
+	if res[0].Version != 1 || res[0].Committed.Before(before) || res[0].Committed.After(after) {
+		t.Fatalf("leader: version %d committed %v, want 1 between %v and %v", res[0].Version, res[0].Committed, before, after)
 	}
 	for i := 1; i < 6; i++ {
 		if res[i].Version != 2 || len(res[i].Results) != 1 || res[i].Results[0].RowsAffected != 1 {
 			t.Fatalf("tx %d: %+v, want version 2 and one row", i, res[i])
+		}
+		if !res[i].Committed.Equal(res[1].Committed) || !res[i].Committed.After(res[0].Committed) || res[i].Committed.After(after) {
+			t.Fatalf("tx %d committed %v: want the group's %v, after the leader's %v", i, res[i].Committed, res[1].Committed, res[0].Committed)
 		}
 	}
 	if s.Head() != 2 {

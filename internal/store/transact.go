@@ -31,6 +31,10 @@ type TxResult struct {
 	Results []StatementResult
 	Version uint64
 	Elapsed time.Duration
+	// Committed is when the commit returned, by this node's clock: the
+	// moment the transaction became durable here and began its way to
+	// the other members. Transactions committed together share it.
+	Committed time.Time
 }
 
 // StatementError says which statement of a transaction failed and whether
@@ -57,8 +61,8 @@ func (s *Store) Transact(ctx context.Context, stmts []Statement) (*TxResult, err
 	if r == nil {
 		return nil, noStatements()
 	}
-	v, err := s.write(ctx, r)
-	return res.finish(v, err)
+	_, err := s.write(ctx, r)
+	return res.finish(r, err)
 }
 
 // Submit queues client statements as one local transaction, as Transact
@@ -75,8 +79,8 @@ func (s *Store) Submit(ctx context.Context, stmts []Statement, done func(*TxResu
 	}
 	lead := s.enqueue(ctx, r)
 	go func() {
-		v, err := s.finish(r, lead)
-		done(res.finish(v, err))
+		_, err := s.finish(r, lead)
+		done(res.finish(r, err))
 	}()
 }
 
@@ -90,11 +94,11 @@ type pendingTx struct {
 	start time.Time
 }
 
-func (p *pendingTx) finish(v uint64, err error) (*TxResult, error) {
+func (p *pendingTx) finish(r *writeReq, err error) (*TxResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Version = v
+	p.Version, p.Committed = r.version, r.committed
 	p.Elapsed = time.Since(p.start)
 	return &p.TxResult, nil
 }
