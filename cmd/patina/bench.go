@@ -155,7 +155,80 @@ func benchCommand() *cli.Command {
 						res.Nodes, mode(res.Processes), res.Versions, res.CatchUpS)
 				}),
 			},
+			etcdCommand(),
 		},
+	}
+}
+
+// etcdCommand runs the region benchmarks' workloads against an etcd
+// cluster on this host, for a baseline measured in the same hour.
+func etcdCommand() *cli.Command {
+	flags := func(more ...cli.Flag) []cli.Flag {
+		return append([]cli.Flag{
+			&cli.IntFlag{Name: "members", Value: 3, Usage: "etcd members"},
+			&cli.StringFlag{Name: "etcd", Value: "etcd", Usage: "the etcd executable"},
+			&cli.StringFlag{Name: "dir", Usage: "working directory (default: a temporary one, removed after)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"},
+		}, more...)
+	}
+	return &cli.Command{
+		Name:  "etcd",
+		Usage: "the same workloads against an etcd cluster started on this machine (a peer baseline)",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "propagation",
+				Usage: "time puts from request to visibility in a watch on every member",
+				Flags: flags(&cli.IntFlag{Name: "rate", Value: 100, Usage: "puts per second, spread over the members"}),
+				Action: etcdAction(func(c *cli.Context, opts bench.EtcdOptions) (*bench.EtcdPropagationResult, error) {
+					return bench.EtcdPropagation(c.Context, opts, c.Int("rate"), c.Duration("duration"), c.App.ErrWriter)
+				}, func(c *cli.Context, res *bench.EtcdPropagationResult) {
+					w := c.App.Writer
+					fmt.Fprintf(w, "etcd propagation: %d members, %d puts/s for %.0fs: %d puts (%.0f/s achieved)\n", res.Members, res.Rate, res.DurationSec, res.Writes, res.AchievedRate)
+					fmt.Fprintf(w, "  visible on every member, from the request  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs)
+					fmt.Fprintf(w, "  put acknowledged                           p50 %.2f ms  p99 %.2f ms\n", res.AckP50Ms, res.AckP99Ms)
+					if res.NotVisible > 0 {
+						fmt.Fprintf(w, "  %d puts not visible everywhere within 30 s\n", res.NotVisible)
+					}
+				}),
+			},
+			{
+				Name:  "throughput",
+				Usage: "aggregate put throughput of concurrent writers spread over the members",
+				Flags: flags(&cli.IntFlag{Name: "writers", Value: 16, Usage: "concurrent writers"}),
+				Action: etcdAction(func(c *cli.Context, opts bench.EtcdOptions) (*bench.EtcdThroughputResult, error) {
+					return bench.EtcdThroughput(c.Context, opts, c.Int("writers"), c.Duration("duration"), c.App.ErrWriter)
+				}, func(c *cli.Context, res *bench.EtcdThroughputResult) {
+					fmt.Fprintf(c.App.Writer, "etcd throughput: %d members, %d writers: %d puts in %.1fs = %.0f puts/s\n",
+						res.Members, res.Writers, res.Writes, res.DurationSec, res.WritesPerSec)
+				}),
+			},
+		},
+	}
+}
+
+// etcdAction prepares the working directory, runs an etcd benchmark and
+// prints its result, as JSON or through human.
+func etcdAction[R any](run func(c *cli.Context, opts bench.EtcdOptions) (R, error), human func(c *cli.Context, r R)) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		dir := c.String("dir")
+		if dir == "" {
+			d, err := os.MkdirTemp("", "patina-bench-etcd-*")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(d)
+			dir = d
+		}
+		res, err := run(c, bench.EtcdOptions{Binary: c.String("etcd"), Dir: dir, Members: c.Int("members")})
+		if err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+		if c.Bool("json") {
+			return json.NewEncoder(c.App.Writer).Encode(res)
+		}
+		human(c, res)
+		return nil
 	}
 }
 

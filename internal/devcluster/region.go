@@ -348,7 +348,7 @@ func (r *Region) WaitMembers(ctx context.Context, want int, timeout time.Duratio
 				short = fmt.Sprintf("%s sees %d alive %v", n.Name, alive, others)
 				for _, o := range r.Nodes {
 					if !known[o.Name] {
-						short += fmt.Sprintf("; has not heard of %s (its log ends: %q)", o.Name, logTail(o.logPath, 3))
+						short += fmt.Sprintf("; has not heard of %s (its log ends: %q)", o.Name, LogTail(o.logPath, 3))
 					}
 				}
 				break
@@ -493,8 +493,8 @@ func (p *Ports) Take(n int) ([]int, error) {
 	return ports, nil
 }
 
-// logTail is the last n lines of a log file, or what went wrong reading it.
-func logTail(path string, n int) string {
+// LogTail is the last n lines of a log file, or what went wrong reading it.
+func LogTail(path string, n int) string {
 	if path == "" {
 		return "(in process, no log file)"
 	}
