@@ -35,12 +35,18 @@ func benchAction[R any](run func(c *cli.Context, opts bench.Options) (R, error),
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
-		if c.Bool("json") {
-			return json.NewEncoder(c.App.Writer).Encode(res)
-		}
-		human(c, res)
-		return nil
+		return printResult(c, res, human)
 	}
+}
+
+// printResult prints a benchmark's result as JSON (--json) or through
+// human.
+func printResult[R any](c *cli.Context, res R, human func(c *cli.Context, r R)) error {
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(res)
+	}
+	human(c, res)
+	return nil
 }
 
 func mode(processes bool) string {
@@ -224,11 +230,7 @@ func etcdAction[R any](run func(c *cli.Context, opts bench.EtcdOptions) (R, erro
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
-		if c.Bool("json") {
-			return json.NewEncoder(c.App.Writer).Encode(res)
-		}
-		human(c, res)
-		return nil
+		return printResult(c, res, human)
 	}
 }
 

@@ -99,11 +99,8 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-allSeen:
-	case <-time.After(30 * time.Second):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := awaitSeen(ctx, allSeen); err != nil {
+		return nil, err
 	}
 	stopWatch()
 	for _, wait := range waits {
@@ -116,17 +113,8 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	res := &EtcdPropagationResult{Members: n, Rate: rate, DurationSec: duration.Seconds(), Writes: total, AchievedRate: float64(total) / elapsed.Seconds()}
 	var visible []time.Duration
 	for seq := range total {
-		var last time.Time
-		for _, t := range seen[seq] {
-			if t.IsZero() {
-				last = time.Time{}
-				break
-			}
-			if t.After(last) {
-				last = t
-			}
-		}
-		if last.IsZero() {
+		last, complete := lastSeen(seen[seq])
+		if !complete {
 			res.NotVisible++
 			continue
 		}

@@ -185,11 +185,8 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-allSeen:
-	case <-time.After(30 * time.Second):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := awaitSeen(ctx, allSeen); err != nil {
+		return nil, err
 	}
 	after, err := bytesSent(ctx, clients)
 	if err != nil {
@@ -208,17 +205,7 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 		ApplyLagP99Ms: lag * 1000}
 	var visible, fromCommit, acks []time.Duration
 	for seq := 0; seq < total; seq++ {
-		var last time.Time
-		complete := true
-		for _, t := range seen[seq] {
-			if t.IsZero() {
-				complete = false
-				break
-			}
-			if t.After(last) {
-				last = t
-			}
-		}
+		last, complete := lastSeen(seen[seq])
 		acks = append(acks, acked[seq])
 		if !complete {
 			res.NotVisible++
@@ -260,6 +247,31 @@ func applyLag(ctx context.Context, clients []*client.Client) (float64, error) {
 }
 
 // pct is the p-quantile (0..1) of ds, by the nearest-rank method.
+// awaitSeen waits until all is closed (every write seen everywhere), 30 s
+// at most: what is missing then is counted, not waited for.
+func awaitSeen(ctx context.Context, all <-chan struct{}) error {
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// lastSeen is when the last node saw a write, and whether every node did.
+func lastSeen(seen []time.Time) (last time.Time, complete bool) {
+	for _, t := range seen {
+		if t.IsZero() {
+			return time.Time{}, false
+		}
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last, true
+}
+
 func pct(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
