@@ -48,6 +48,19 @@ func TestEtcdMissingBinaryIsNamed(t *testing.T) {
 	}
 }
 
+// TestEtcdThatExitsIsReported: a member whose process ends before it is
+// healthy (a port taken, a bad flag) is reported as such, with its log,
+// rather than waited for.
+func TestEtcdThatExitsIsReported(t *testing.T) {
+	if _, err := exec.LookPath("false"); err != nil {
+		t.Skip("no false(1) here")
+	}
+	_, err := EtcdThroughput(context.Background(), EtcdOptions{Binary: "false", Dir: t.TempDir(), Members: 3}, 4, time.Second, testWriter{t})
+	if err == nil || !strings.Contains(err.Error(), "exited before it was healthy") {
+		t.Fatalf("want the member's exit reported, got %v", err)
+	}
+}
+
 // TestWatchResponseDecoding checks the hand-written decoding of etcd's
 // WatchResponse against an encoding of its fields, and that truncated
 // input is an error rather than a partial answer.

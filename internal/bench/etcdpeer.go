@@ -30,6 +30,7 @@ import (
 type etcdPeer struct {
 	clientAddrs []string // host:port of each member's gRPC/HTTP endpoint
 	procs       []*exec.Cmd
+	exited      []chan struct{} // closed when the member's process has ended
 	logs        []string
 	conns       []*grpc.ClientConn
 }
@@ -85,12 +86,15 @@ func startEtcd(ctx context.Context, binary, dir string, members int) (_ *etcdPee
 		if err != nil {
 			return nil, fmt.Errorf("bench: start etcd %s: %w", name, err)
 		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
 		p.procs = append(p.procs, cmd)
+		p.exited = append(p.exited, exited)
 		p.logs = append(p.logs, logPath)
 	}
 	deadline := time.Now().Add(etcdReadyTimeout)
 	for i, addr := range p.clientAddrs {
-		if err := waitEtcdHealthy(ctx, addr, deadline); err != nil {
+		if err := waitEtcdHealthy(ctx, addr, deadline, p.exited[i]); err != nil {
 			return nil, fmt.Errorf("bench: etcd member m%d: %w; its log ends:\n%s", i+1, err, devcluster.LogTail(p.logs[i], 10))
 		}
 	}
@@ -115,8 +119,9 @@ func (p *etcdPeer) dial(addr string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// waitEtcdHealthy polls a member's /health until it says true.
-func waitEtcdHealthy(ctx context.Context, addr string, deadline time.Time) error {
+// waitEtcdHealthy polls a member's /health until it says true, or its
+// process ends.
+func waitEtcdHealthy(ctx context.Context, addr string, deadline time.Time, exited <-chan struct{}) error {
 	var last error
 	for time.Now().Before(deadline) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/health", nil)
@@ -136,6 +141,8 @@ func waitEtcdHealthy(ctx context.Context, addr string, deadline time.Time) error
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-exited:
+			return errors.New("exited before it was healthy")
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -149,9 +156,9 @@ func (p *etcdPeer) stop() {
 	for _, c := range p.conns {
 		c.Close()
 	}
-	for _, cmd := range p.procs {
+	for i, cmd := range p.procs {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-p.exited[i]
 	}
 }
 
