@@ -150,7 +150,7 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		rollback()
 		return ApplyResult{}, hooks, err
 	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+	if err := s.commit(ctx, conn); err != nil {
 		rollback()
 		return ApplyResult{}, hooks, fmt.Errorf("apply: commit: %w", err)
 	}

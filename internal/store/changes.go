@@ -240,7 +240,7 @@ func (s *Store) markCleared(ctx context.Context, a crdt.ActorID, ord int64, v ui
 		_, _ = s.aint.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		return fmt.Errorf("mark cleared: %w", err)
 	}
-	if _, err := s.aint.ExecContext(ctx, "COMMIT"); err != nil {
+	if err := s.commit(ctx, s.aint); err != nil {
 		_, _ = s.aint.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		return fmt.Errorf("mark cleared: %w", err)
 	}

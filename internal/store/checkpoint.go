@@ -35,6 +35,9 @@ type checkpointer struct {
 	wal         *os.File
 	closed      bool
 	lastRestart time.Time
+	// written has a value once the store has committed since it was
+	// last received (see Written).
+	written chan struct{}
 }
 
 // CheckpointResult is what one checkpoint did, in WAL frames.
@@ -89,6 +92,27 @@ func (c *checkpointer) run(ctx context.Context, mode string) (CheckpointResult, 
 	res.Busy = busy != 0
 	return res, nil
 }
+
+// commit commits the transaction open on c, and tells Written about it.
+// Every commit of the live database goes through here.
+func (s *Store) commit(ctx context.Context, c execer) error {
+	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	select {
+	case s.ckpt.written <- struct{}{}:
+	default: // one already waiting says the same
+	}
+	return nil
+}
+
+// Written delivers once the store has committed since it last delivered
+// (at most one delivery waits). The owner of Checkpoint and
+// StartWriteback uses it to sleep while nothing is being written, rather
+// than waking on a timer to find a WAL with nothing new in it. What the
+// store wrote as it opened is not announced: call Checkpoint once at
+// the start.
+func (s *Store) Written() <-chan struct{} { return s.ckpt.written }
 
 // StartWriteback asks the kernel to start writing the WAL's dirty pages to
 // disk, and returns without waiting for them. A checkpoint begins by

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/patina-db/patina/schemas"
 )
 
 // openManual opens a store that leaves checkpoints to its caller, with
@@ -116,5 +118,45 @@ func TestStartWriteback(t *testing.T) {
 	}
 	if err := s.StartWriteback(); err != ErrClosed {
 		t.Fatalf("writeback after close: %v, want ErrClosed", err)
+	}
+}
+
+// Written announces each commit of the live database (local, applied,
+// schema) and nothing else: the checkpoint loop sleeps on it.
+func TestWrittenAnnouncesCommits(t *testing.T) {
+	ctx := context.Background()
+	a, b := regionalPair(t)
+	announced := func() bool {
+		select {
+		case <-b.Written():
+			return true
+		default:
+			return false
+		}
+	}
+	announced() // the schema applied as the store was made
+	if announced() {
+		t.Fatal("announced twice with no commit between")
+	}
+	if _, err := b.Transact(ctx, []Statement{stmt("INSERT INTO machines (id, app) VALUES ('m1', 'a')"), stmt("INSERT INTO no_such_table VALUES (1)")}); err == nil {
+		t.Fatal("a transaction with a bad statement committed")
+	}
+	if announced() {
+		t.Fatal("a transaction that rolled back was announced")
+	}
+	exec(t, b, stmt("INSERT INTO machines (id, app) VALUES ('m1', 'a')"))
+	if !announced() {
+		t.Fatal("a local commit was not announced")
+	}
+	res := exec(t, a, stmt("INSERT INTO machines (id, app) VALUES ('m2', 'a')"))
+	apply(t, b, changesetOf(t, a, res.Version))
+	if !announced() {
+		t.Fatal("an applied version was not announced")
+	}
+	if err := b.ApplySchemaSQL(ctx, schemas.Regional()+"\nCREATE TABLE extra (id TEXT PRIMARY KEY NOT NULL, v TEXT);"); err != nil {
+		t.Fatal(err)
+	}
+	if !announced() {
+		t.Fatal("a schema change was not announced")
 	}
 }

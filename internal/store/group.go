@@ -203,7 +203,7 @@ func (s *Store) commitGroup(batch []*writeReq) (Hooks, *crdt.Changeset) {
 			return Hooks{}, nil
 		}
 	}
-	if _, err := s.wint.ExecContext(ictx, "COMMIT"); err != nil {
+	if err := s.commit(ictx, s.wint); err != nil {
 		s.endTx(ictx)
 		fail(fmt.Errorf("commit: %w", err))
 		return Hooks{}, nil

@@ -208,7 +208,7 @@ func (s *Store) migrateTo(ctx context.Context, cur, want *Schema) error {
 			return &SchemaError{Reason: fmt.Sprintf("%v (in %s)", err, q)}
 		}
 	}
-	if _, err := s.writer.ExecContext(ctx, "COMMIT"); err != nil {
+	if err := s.commit(ctx, s.writer); err != nil {
 		_, _ = s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		return fmt.Errorf("migrate: commit: %w", err)
 	}

@@ -96,6 +96,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, lock: lock}
+	s.ckpt.written = make(chan struct{}, 1)
 	if err := s.open(ctx); err != nil {
 		s.closeConns()
 		return nil, err
