@@ -72,6 +72,11 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 		}
 	}
 	mc.Name = cfg.Name
+	// Gossip carries membership and each member's metadata, a few hundred
+	// bytes: LZW saved little on such packets and made a new coder for
+	// each one, 1–3% of a busy agent's allocations. A member
+	// still reads compressed packets, so older members are understood.
+	mc.EnableCompression = false
 	// Packets of another cluster carry another label and are dropped
 	// before they are parsed.
 	mc.Label = "patina/" + cfg.Cluster
