@@ -20,7 +20,7 @@ import (
 	"github.com/patina-db/patina/internal/devcluster"
 )
 
-// An etcd cluster on this host, the peer the targets are set
+// An etcd cluster on this host, the peer the benchmarks' targets are set
 // against, so that a benchmark can report a ratio measured in the same
 // hour rather than against a figure from another day. It speaks etcd's
 // own gRPC API, as etcd's benchmark tool does, with the few messages it
