@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // EtcdOptions place an etcd cluster on this host for the same workloads
@@ -149,14 +151,18 @@ func EtcdThroughput(ctx context.Context, opts EtcdOptions, writers int, duration
 	n := len(peer.conns)
 	// A connection per writer, as each of the region benchmark's writers
 	// has one: gRPC would otherwise multiplex them all on one per member.
-	own := &etcdPeer{}
-	defer own.stop()
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
 	for w := 0; w < writers; w++ {
 		conn, err := peer.dial(peer.clientAddrs[w%n])
 		if err != nil {
 			return nil, err
 		}
-		own.conns = append(own.conns, conn)
+		conns = append(conns, conn)
 	}
 	fmt.Fprintf(progress, "etcd cluster of %d members up; %d writers for %s\n", n, writers, duration)
 	var writes atomic.Int64
@@ -171,7 +177,7 @@ func EtcdThroughput(ctx context.Context, opts EtcdOptions, writers int, duration
 		go func() {
 			defer wg.Done()
 			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
-				if err := own.put(ctx, w, []byte(fmt.Sprintf("t/%d-%d", w, i)), value); err != nil {
+				if err := etcdPut(ctx, conns[w], []byte(fmt.Sprintf("t/%d-%d", w, i)), value); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}

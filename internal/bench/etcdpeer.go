@@ -164,14 +164,19 @@ func (p *etcdPeer) stop() {
 
 // put writes key = value through member i.
 func (p *etcdPeer) put(ctx context.Context, i int, key, value []byte) error {
+	return etcdPut(ctx, p.conns[i], key, value)
+}
+
+// etcdPut writes key = value over conn.
+func etcdPut(ctx context.Context, conn *grpc.ClientConn, key, value []byte) error {
 	var req []byte
 	req = protowire.AppendTag(req, 1, protowire.BytesType) // PutRequest.key
 	req = protowire.AppendBytes(req, key)
 	req = protowire.AppendTag(req, 2, protowire.BytesType) // PutRequest.value
 	req = protowire.AppendBytes(req, value)
 	var resp rawMsg
-	if err := p.conns[i].Invoke(ctx, "/etcdserverpb.KV/Put", rawMsg(req), &resp); err != nil {
-		return fmt.Errorf("etcd put to %s: %w", p.conns[i].CanonicalTarget(), err)
+	if err := conn.Invoke(ctx, "/etcdserverpb.KV/Put", rawMsg(req), &resp); err != nil {
+		return fmt.Errorf("etcd put to %s: %w", conn.CanonicalTarget(), err)
 	}
 	return nil
 }

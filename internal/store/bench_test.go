@@ -50,16 +50,7 @@ func openPlain(b *testing.B, dir string) *sql.Conn {
 	p.Set("_synchronous", "NORMAL")
 	p.Set("_txlock", "immediate")
 	p.Set("_cache_size", "-65536")
-	db, err := sql.Open("sqlite3", dsn(filepath.Join(dir, "plain.db"), p))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
+	conn := openSQLite(b, filepath.Join(dir, "plain.db"), p)
 	if _, err := conn.ExecContext(context.Background(), schemas.Regional()); err != nil {
 		b.Fatal(err)
 	}

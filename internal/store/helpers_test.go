@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -130,4 +132,21 @@ func regionalPair(t testing.TB) (a, b *Store) {
 	b = regionalStore(t, dir, "b")
 	t.Cleanup(func() { b.Close() })
 	return a, b
+}
+
+// openSQLite opens one plain connection to path through the store's VFS,
+// with the driver parameters p and no capture, closed when t ends.
+func openSQLite(t testing.TB, path string, p url.Values) *sql.Conn {
+	t.Helper()
+	db, err := sql.Open("sqlite3", dsn(path, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

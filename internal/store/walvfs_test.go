@@ -59,16 +59,7 @@ func rawConn(t *testing.T, path string) *sql.Conn {
 	p.Set("_synchronous", "NORMAL")
 	p.Set("_busy_timeout", "5000")
 	p.Set("_cache_size", "20")
-	db, err := sql.Open("sqlite3", dsn(path, p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := openSQLite(t, path, p)
 	if _, err := c.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint = 0"); err != nil {
 		t.Fatal(err)
 	}
