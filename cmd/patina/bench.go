@@ -19,6 +19,7 @@ func regionFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "in-process", Usage: "run the agents in this process instead of one process each"},
 		&cli.StringFlag{Name: "dir", Usage: "working directory (default: a temporary one, removed after)"},
 		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		&cli.IntFlag{Name: "procs", Usage: "GOMAXPROCS of each agent process (default: the machine's cores ÷ nodes, at least 1)"},
 	}
 }
 
@@ -49,9 +50,9 @@ func printResult[R any](c *cli.Context, res R, human func(c *cli.Context, r R)) 
 	return nil
 }
 
-func mode(processes bool) string {
+func mode(processes bool, procs int) string {
 	if processes {
-		return "one process per agent"
+		return fmt.Sprintf("one process per agent, GOMAXPROCS %d", procs)
 	}
 	return "agents in one process"
 }
@@ -77,7 +78,7 @@ func benchCommand() *cli.Command {
 						how = "one stream per agent"
 					}
 					fmt.Fprintf(w, "propagation: %d nodes (%s), %d writes/s (%s) for %.0fs: %d versions (%.0f/s achieved)\n",
-						res.Nodes, mode(res.Processes), res.Rate, how, res.DurationSec, res.Versions, res.AchievedRate)
+						res.Nodes, mode(res.Processes, res.Procs), res.Rate, how, res.DurationSec, res.Versions, res.AchievedRate)
 					fmt.Fprintf(w, "  visible on every node, from the commit   p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.CommitVisibleP50Ms, res.CommitVisibleP99Ms, res.CommitVisibleMaxMs)
 					fmt.Fprintf(w, "  visible on every node, from the request  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs)
 					fmt.Fprintf(w, "  write acknowledged                       p50 %.2f ms  p99 %.2f ms\n", res.AckP50Ms, res.AckP99Ms)
@@ -100,7 +101,7 @@ func benchCommand() *cli.Command {
 				}, func(c *cli.Context, res *bench.SubscriptionsResult) {
 					w := c.App.Writer
 					fmt.Fprintf(w, "subscriptions: %d nodes (%s), %d subscriptions, %d writes/s for %.0fs per phase (%.0f/s achieved)\n",
-						res.Nodes, mode(res.Processes), res.Subscriptions, res.Rate, res.DurationSec, res.AchievedRate)
+						res.Nodes, mode(res.Processes, res.Procs), res.Subscriptions, res.Rate, res.DurationSec, res.AchievedRate)
 					fmt.Fprintf(w, "  applied, no subscriptions    p50 %.2f ms  p99 %.2f ms\n", res.BaselineP50Ms, res.BaselineP99Ms)
 					fmt.Fprintf(w, "  applied, with subscriptions  p50 %.2f ms  p99 %.2f ms\n", res.AppliedP50Ms, res.AppliedP99Ms)
 					fmt.Fprintf(w, "  subscription event           p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.EventP50Ms, res.EventP99Ms, res.EventMaxMs)
@@ -125,7 +126,7 @@ func benchCommand() *cli.Command {
 						how = "one stream per agent"
 					}
 					fmt.Fprintf(c.App.Writer, "throughput: %d nodes (%s), %d writers (%s): %d writes in %.1fs = %.0f writes/s; every node had them %.2fs after the last\n",
-						res.Nodes, mode(res.Processes), res.Writers, how, res.Writes, res.DurationSec, res.WritesPerSec, res.ConvergedSec)
+						res.Nodes, mode(res.Processes, res.Procs), res.Writers, how, res.Writes, res.DurationSec, res.WritesPerSec, res.ConvergedSec)
 				}),
 			},
 			{
@@ -144,7 +145,7 @@ func benchCommand() *cli.Command {
 						Ranges: c.Int("ranges"), Parallel: c.Int("parallel"), Batch: c.Int("batch"), Through: c.Int("through")}, c.App.ErrWriter)
 				}, func(c *cli.Context, res *bench.ReseedResult) {
 					fmt.Fprintf(c.App.Writer, "reseed: %d nodes (%s), through %d: %d machines (%d checks each) from %d hosts' files, %d ranges, %d in parallel, batches of %d\n",
-						res.Nodes, mode(res.Processes), res.Through, res.Machines, res.Checks, res.Hosts, res.Ranges, res.Parallel, res.Batch)
+						res.Nodes, mode(res.Processes, res.Procs), res.Through, res.Machines, res.Checks, res.Hosts, res.Ranges, res.Parallel, res.Batch)
 					fmt.Fprintf(c.App.Writer, "  written in %.1fs (%.0f rows/s, %d transactions); every agent held every row %.1fs after the start\n",
 						res.WriteSec, res.RowsPerSec, res.Transactions, res.ConvergedSec)
 				}),
@@ -158,7 +159,7 @@ func benchCommand() *cli.Command {
 					return bench.CatchUp(c.Context, bench.CatchUpOptions{Options: opts, Versions: c.Int("versions")}, c.App.ErrWriter)
 				}, func(c *cli.Context, res *bench.CatchUpResult) {
 					fmt.Fprintf(c.App.Writer, "catch-up: %d nodes (%s): a node that missed %d versions caught up in %.2fs\n",
-						res.Nodes, mode(res.Processes), res.Versions, res.CatchUpS)
+						res.Nodes, mode(res.Processes, res.Procs), res.Versions, res.CatchUpS)
 				}),
 			},
 			etcdCommand(),
@@ -176,6 +177,7 @@ func etcdCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir", Usage: "working directory (default: a temporary one, removed after)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "how long to write"},
+			&cli.IntFlag{Name: "procs", Usage: "GOMAXPROCS of each member (default: the machine's cores ÷ members, at least 1)"},
 		}, more...)
 	}
 	return &cli.Command{
@@ -190,7 +192,7 @@ func etcdCommand() *cli.Command {
 					return bench.EtcdPropagation(c.Context, opts, c.Int("rate"), c.Duration("duration"), c.App.ErrWriter)
 				}, func(c *cli.Context, res *bench.EtcdPropagationResult) {
 					w := c.App.Writer
-					fmt.Fprintf(w, "etcd propagation: %d members, %d puts/s for %.0fs: %d puts (%.0f/s achieved)\n", res.Members, res.Rate, res.DurationSec, res.Writes, res.AchievedRate)
+					fmt.Fprintf(w, "etcd propagation: %d members (GOMAXPROCS %d), %d puts/s for %.0fs: %d puts (%.0f/s achieved)\n", res.Members, res.Procs, res.Rate, res.DurationSec, res.Writes, res.AchievedRate)
 					fmt.Fprintf(w, "  visible on every member, from the request  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs)
 					fmt.Fprintf(w, "  put acknowledged                           p50 %.2f ms  p99 %.2f ms\n", res.AckP50Ms, res.AckP99Ms)
 					if res.NotVisible > 0 {
@@ -205,8 +207,8 @@ func etcdCommand() *cli.Command {
 				Action: etcdAction(func(c *cli.Context, opts bench.EtcdOptions) (*bench.EtcdThroughputResult, error) {
 					return bench.EtcdThroughput(c.Context, opts, c.Int("writers"), c.Duration("duration"), c.App.ErrWriter)
 				}, func(c *cli.Context, res *bench.EtcdThroughputResult) {
-					fmt.Fprintf(c.App.Writer, "etcd throughput: %d members, %d writers: %d puts in %.1fs = %.0f puts/s\n",
-						res.Members, res.Writers, res.Writes, res.DurationSec, res.WritesPerSec)
+					fmt.Fprintf(c.App.Writer, "etcd throughput: %d members (GOMAXPROCS %d), %d writers: %d puts in %.1fs = %.0f puts/s\n",
+						res.Members, res.Procs, res.Writers, res.Writes, res.DurationSec, res.WritesPerSec)
 				}),
 			},
 		},
@@ -226,7 +228,7 @@ func etcdAction[R any](run func(c *cli.Context, opts bench.EtcdOptions) (R, erro
 			defer os.RemoveAll(d)
 			dir = d
 		}
-		res, err := run(c, bench.EtcdOptions{Binary: c.String("etcd"), Dir: dir, Members: c.Int("members")})
+		res, err := run(c, bench.EtcdOptions{Binary: c.String("etcd"), Dir: dir, Members: c.Int("members"), Procs: c.Int("procs")})
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
@@ -253,7 +255,7 @@ func benchOptions(c *cli.Context) (bench.Options, func(), error) {
 	if err := os.WriteFile(filepath.Join(schemaDir, "regional.sql"), []byte(schemas.Regional()), 0o644); err != nil {
 		return bench.Options{}, nil, err
 	}
-	opts := bench.Options{Nodes: c.Int("nodes"), Dir: filepath.Join(dir, "region"), SchemaPaths: []string{schemaDir}}
+	opts := bench.Options{Nodes: c.Int("nodes"), Dir: filepath.Join(dir, "region"), SchemaPaths: []string{schemaDir}, Procs: c.Int("procs")}
 	if !c.Bool("in-process") {
 		exe, err := os.Executable()
 		if err != nil {

@@ -19,11 +19,13 @@ type CatchUpOptions struct {
 
 // CatchUpResult is what `patina bench catchup` reports.
 type CatchUpResult struct {
-	Nodes     int     `json:"nodes"`
-	Processes bool    `json:"processes"`
-	Versions  int     `json:"versions"`
-	CatchUpS  float64 `json:"catch_up_s"`
-	WriteSec  float64 `json:"write_s"`
+	Nodes     int  `json:"nodes"`
+	Processes bool `json:"processes"`
+	// Procs is each agent process's GOMAXPROCS (0: agents in process).
+	Procs    int     `json:"procs,omitempty"`
+	Versions int     `json:"versions"`
+	CatchUpS float64 `json:"catch_up_s"`
+	WriteSec float64 `json:"write_s"`
 }
 
 // CatchUp stops the last node, writes Versions versions through the
@@ -74,7 +76,7 @@ func CatchUp(ctx context.Context, opts CatchUpOptions, progress io.Writer) (*Cat
 	if firstErr != nil {
 		return nil, fmt.Errorf("bench: write: %w", firstErr)
 	}
-	res := &CatchUpResult{Nodes: len(region.Nodes), Processes: opts.Binary != "", Versions: opts.Versions, WriteSec: time.Since(start).Seconds()}
+	res := &CatchUpResult{Nodes: len(region.Nodes), Processes: opts.Binary != "", Procs: opts.agentProcs(), Versions: opts.Versions, WriteSec: time.Since(start).Seconds()}
 	fmt.Fprintf(progress, "wrote %d versions in %.1fs; starting %s\n", opts.Versions, res.WriteSec, behind.Name)
 	t0 := time.Now()
 	if err := behind.Start(); err != nil {

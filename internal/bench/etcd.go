@@ -19,6 +19,8 @@ type EtcdOptions struct {
 	Binary  string // the etcd executable (looked up in PATH)
 	Dir     string // members' data directories and logs
 	Members int
+	// Procs is each member's GOMAXPROCS (default SharedProcs).
+	Procs int
 }
 
 // EtcdPropagationResult is what `patina bench etcd propagation` reports:
@@ -27,6 +29,7 @@ type EtcdOptions struct {
 // is no separate commit time; visibility is timed from the request.
 type EtcdPropagationResult struct {
 	Members      int     `json:"members"`
+	Procs        int     `json:"procs"` // each member's GOMAXPROCS
 	Rate         int     `json:"rate"`
 	DurationSec  float64 `json:"duration_s"`
 	Writes       int     `json:"writes"`
@@ -46,7 +49,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	if rate < 1 || duration <= 0 {
 		return nil, errors.New("bench: rate and duration must be positive")
 	}
-	peer, err := startEtcd(ctx, opts.Binary, opts.Dir, opts.Members)
+	peer, err := startEtcd(ctx, opts.Binary, opts.Dir, opts.Members, procsFor(opts.Procs, opts.Members))
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +115,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	res := &EtcdPropagationResult{Members: n, Rate: rate, DurationSec: duration.Seconds(), Writes: total, AchievedRate: float64(total) / elapsed.Seconds()}
+	res := &EtcdPropagationResult{Members: n, Procs: procsFor(opts.Procs, n), Rate: rate, DurationSec: duration.Seconds(), Writes: total, AchievedRate: float64(total) / elapsed.Seconds()}
 	var visible []time.Duration
 	for seq := range total {
 		last, complete := lastSeen(seen[seq])
@@ -130,6 +133,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 // EtcdThroughputResult is what `patina bench etcd throughput` reports.
 type EtcdThroughputResult struct {
 	Members      int     `json:"members"`
+	Procs        int     `json:"procs"` // each member's GOMAXPROCS
 	Writers      int     `json:"writers"`
 	DurationSec  float64 `json:"duration_s"`
 	Writes       int64   `json:"writes"`
@@ -143,7 +147,7 @@ func EtcdThroughput(ctx context.Context, opts EtcdOptions, writers int, duration
 	if writers < 1 || duration <= 0 {
 		return nil, errors.New("bench: writers and duration must be positive")
 	}
-	peer, err := startEtcd(ctx, opts.Binary, opts.Dir, opts.Members)
+	peer, err := startEtcd(ctx, opts.Binary, opts.Dir, opts.Members, procsFor(opts.Procs, opts.Members))
 	if err != nil {
 		return nil, err
 	}
@@ -190,5 +194,5 @@ func EtcdThroughput(ctx context.Context, opts EtcdOptions, writers int, duration
 	if firstErr != nil {
 		return nil, fmt.Errorf("bench: %w", firstErr)
 	}
-	return &EtcdThroughputResult{Members: n, Writers: writers, DurationSec: el.Seconds(), Writes: writes.Load(), WritesPerSec: float64(writes.Load()) / el.Seconds()}, nil
+	return &EtcdThroughputResult{Members: n, Procs: procsFor(opts.Procs, n), Writers: writers, DurationSec: el.Seconds(), Writes: writes.Load(), WritesPerSec: float64(writes.Load()) / el.Seconds()}, nil
 }

@@ -40,7 +40,7 @@ const etcdReadyTimeout = 30 * time.Second
 
 // startEtcd starts members etcd processes of binary under dir and waits
 // until every member reports itself healthy (which needs a leader).
-func startEtcd(ctx context.Context, binary, dir string, members int) (_ *etcdPeer, err error) {
+func startEtcd(ctx context.Context, binary, dir string, members, procs int) (_ *etcdPeer, err error) {
 	if members < 1 {
 		return nil, errors.New("bench: an etcd cluster needs at least one member")
 	}
@@ -80,6 +80,7 @@ func startEtcd(ctx context.Context, binary, dir string, members int) (_ *etcdPee
 			"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new", "--initial-cluster-token", "patina-bench")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", procs))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		err = cmd.Start()
 		logf.Close()

@@ -22,6 +22,8 @@ type Options struct {
 	Binary      string
 	Dir         string
 	SchemaPaths []string
+	// Procs is each agent process's GOMAXPROCS (default SharedProcs).
+	Procs int
 }
 
 // PropagationOptions add the write load.
@@ -36,8 +38,10 @@ type PropagationOptions struct {
 
 // PropagationResult is what `patina bench propagation` reports.
 type PropagationResult struct {
-	Nodes        int     `json:"nodes"`
-	Processes    bool    `json:"processes"`
+	Nodes     int  `json:"nodes"`
+	Processes bool `json:"processes"`
+	// Procs is each agent process's GOMAXPROCS (0: agents in process).
+	Procs        int     `json:"procs,omitempty"`
 	Rate         int     `json:"rate"`
 	Stream       bool    `json:"stream"`
 	DurationSec  float64 `json:"duration_s"`
@@ -66,7 +70,7 @@ type PropagationResult struct {
 // every agent has a data-plane connection to every other: a benchmark
 // measures a region at work, not its first handshakes.
 func startRegion(ctx context.Context, o Options) (*devcluster.Region, error) {
-	r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{Nodes: o.Nodes, Dir: o.Dir, Binary: o.Binary, SchemaPaths: o.SchemaPaths})
+	r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{Nodes: o.Nodes, Dir: o.Dir, Binary: o.Binary, SchemaPaths: o.SchemaPaths, Procs: o.agentProcs()})
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +95,15 @@ func startRegion(ctx context.Context, o Options) (*devcluster.Region, error) {
 		}
 	}
 	return r, nil
+}
+
+// agentProcs is each agent process's GOMAXPROCS, 0 for agents in this
+// process.
+func (o Options) agentProcs() int {
+	if o.Binary == "" {
+		return 0
+	}
+	return procsFor(o.Procs, o.Nodes)
 }
 
 func httpClient() *http.Client {
@@ -200,7 +213,7 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 
 	mu.Lock()
 	defer mu.Unlock()
-	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Rate: opts.Rate, Stream: opts.Stream, DurationSec: opts.Duration.Seconds(),
+	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Procs: opts.agentProcs(), Rate: opts.Rate, Stream: opts.Stream, DurationSec: opts.Duration.Seconds(),
 		Versions: total, AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(total),
 		ApplyLagP99Ms: lag * 1000}
 	var visible, fromCommit, acks []time.Duration

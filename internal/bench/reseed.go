@@ -30,13 +30,15 @@ type ReseedOptions struct {
 type ReseedResult struct {
 	Nodes     int  `json:"nodes"`
 	Processes bool `json:"processes"`
-	Machines  int  `json:"machines"`
-	Checks    int  `json:"checks_per_machine"`
-	Hosts     int  `json:"hosts"`
-	Ranges    int  `json:"ranges"`
-	Parallel  int  `json:"parallel"`
-	Batch     int  `json:"batch"`
-	Through   int  `json:"through"`
+	// Procs is each agent process's GOMAXPROCS (0: agents in process).
+	Procs    int `json:"procs,omitempty"`
+	Machines int `json:"machines"`
+	Checks   int `json:"checks_per_machine"`
+	Hosts    int `json:"hosts"`
+	Ranges   int `json:"ranges"`
+	Parallel int `json:"parallel"`
+	Batch    int `json:"batch"`
+	Through  int `json:"through"`
 	// WriteSec is how long reseed.Run took; RowsPerSec its machine
 	// records written per second.
 	WriteSec   float64 `json:"write_s"`
@@ -92,7 +94,7 @@ func Reseed(ctx context.Context, opts ReseedOptions, progress io.Writer) (*Resee
 	if err != nil {
 		return nil, err
 	}
-	res := &ReseedResult{Nodes: len(apis), Processes: opts.Binary != "", Machines: opts.Machines, Checks: opts.Checks, Hosts: opts.Hosts,
+	res := &ReseedResult{Nodes: len(apis), Processes: opts.Binary != "", Procs: opts.agentProcs(), Machines: opts.Machines, Checks: opts.Checks, Hosts: opts.Hosts,
 		Ranges: sum.Ranges, Parallel: opts.Parallel, Batch: opts.Batch, Through: len(through), WriteSec: sum.Elapsed.Seconds(), RowsPerSec: sum.RowsPerSec, Transactions: sum.Transactions}
 	fmt.Fprintf(progress, "written in %.1fs; waiting for every agent\n", res.WriteSec)
 	want := map[string]int64{"SELECT count(*) FROM machines": int64(opts.Machines), "SELECT count(*) FROM machine_checks": int64(opts.Machines * opts.Checks)}

@@ -25,8 +25,10 @@ type SubscriptionsOptions struct {
 // load in the same region: the first without subscriptions (the
 // baseline), the second with them.
 type SubscriptionsResult struct {
-	Nodes         int     `json:"nodes"`
-	Processes     bool    `json:"processes"`
+	Nodes     int  `json:"nodes"`
+	Processes bool `json:"processes"`
+	// Procs is each agent process's GOMAXPROCS (0: agents in process).
+	Procs         int     `json:"procs,omitempty"`
 	Subscriptions int     `json:"subscriptions"`
 	Rate          int     `json:"rate"`
 	DurationSec   float64 `json:"duration_s"`
@@ -70,7 +72,7 @@ func Subscriptions(ctx context.Context, opts SubscriptionsOptions, progress io.W
 			return nil, err
 		}
 	}
-	res := &SubscriptionsResult{Nodes: len(clients), Processes: opts.Binary != "", Subscriptions: opts.Subscriptions, Rate: opts.Rate, DurationSec: opts.Duration.Seconds()}
+	res := &SubscriptionsResult{Nodes: len(clients), Processes: opts.Binary != "", Procs: opts.agentProcs(), Subscriptions: opts.Subscriptions, Rate: opts.Rate, DurationSec: opts.Duration.Seconds()}
 
 	fmt.Fprintf(progress, "baseline: %d writes/s for %s without subscriptions\n", opts.Rate, opts.Duration)
 	base, err := subsPhase(ctx, region, clients, opts, "a", false)

@@ -24,8 +24,10 @@ type ThroughputOptions struct {
 
 // ThroughputResult is what `patina bench throughput` reports.
 type ThroughputResult struct {
-	Nodes        int     `json:"nodes"`
-	Processes    bool    `json:"processes"`
+	Nodes     int  `json:"nodes"`
+	Processes bool `json:"processes"`
+	// Procs is each agent process's GOMAXPROCS (0: agents in process).
+	Procs        int     `json:"procs,omitempty"`
 	Writers      int     `json:"writers"`
 	Stream       bool    `json:"stream"`
 	DurationSec  float64 `json:"duration_s"`
@@ -88,7 +90,7 @@ func Throughput(ctx context.Context, opts ThroughputOptions, progress io.Writer)
 	if firstErr != nil {
 		return nil, fmt.Errorf("bench: write: %w", firstErr)
 	}
-	res := &ThroughputResult{Nodes: len(clients), Processes: opts.Binary != "", Writers: opts.Writers, Stream: opts.Stream, DurationSec: elapsed.Seconds(),
+	res := &ThroughputResult{Nodes: len(clients), Processes: opts.Binary != "", Procs: opts.agentProcs(), Writers: opts.Writers, Stream: opts.Stream, DurationSec: elapsed.Seconds(),
 		Writes: writes.Load(), WritesPerSec: float64(writes.Load()) / elapsed.Seconds()}
 	end := time.Now()
 	if err := waitRows(ctx, clients, "throughput", res.Writes, 120*time.Second); err != nil {

@@ -19,6 +19,8 @@ type Process struct {
 	Args    []string
 	LogPath string
 	Restart bool
+	// Env is added to this process's environment for the child.
+	Env []string
 	// RestartDelay is the wait before a supervised process is started
 	// again (default 500ms).
 	RestartDelay time.Duration
@@ -58,6 +60,9 @@ func (p *Process) spawn() (<-chan error, error) {
 		return nil, err
 	}
 	cmd := exec.Command(p.Binary, p.Args...)
+	if len(p.Env) > 0 {
+		cmd.Env = append(os.Environ(), p.Env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -49,6 +49,9 @@ type RegionOptions struct {
 	ExtraTOML string
 	// WatchdogTimeout overrides the agents' [watchdog] timeout.
 	WatchdogTimeout time.Duration
+	// Procs, when positive, is the GOMAXPROCS of each agent run as a
+	// process (Go's default otherwise: every core).
+	Procs int
 	// Restart supervises agents run as processes: one that exits without
 	// being stopped is started again, RestartDelay later.
 	Restart      bool
@@ -310,6 +313,9 @@ func (n *RegionNode) startInProcess() error {
 
 func (n *RegionNode) startProcess() error {
 	n.Process = &Process{Binary: n.opts.Binary, Args: []string{"agent", "--config", n.cfgPath}, LogPath: n.logPath, Restart: n.opts.Restart, RestartDelay: n.opts.RestartDelay}
+	if n.opts.Procs > 0 {
+		n.Process.Env = []string{fmt.Sprintf("GOMAXPROCS=%d", n.opts.Procs)}
+	}
 	return n.Process.Start()
 }
 
