@@ -50,7 +50,11 @@ func openPlain(b *testing.B, dir string) *sql.Conn {
 	p.Set("_synchronous", "NORMAL")
 	p.Set("_txlock", "immediate")
 	p.Set("_cache_size", "-65536")
-	conn := openSQLite(b, filepath.Join(dir, "plain.db"), p)
+	path := filepath.Join(dir, "plain.db")
+	if err := createDatabase(context.Background(), path); err != nil { // the store's page size
+		b.Fatal(err)
+	}
+	conn := openSQLite(b, path, p)
 	if _, err := conn.ExecContext(context.Background(), schemas.Regional()); err != nil {
 		b.Fatal(err)
 	}

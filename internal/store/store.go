@@ -95,6 +95,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := createDatabase(ctx, cfg.Path); err != nil {
+		lock.Release()
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	s := &Store{cfg: cfg, lock: lock}
 	s.ckpt.written = make(chan struct{}, 1)
 	if err := s.open(ctx); err != nil {
