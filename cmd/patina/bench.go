@@ -219,6 +219,9 @@ func etcdCommand() *cli.Command {
 // prints its result, as JSON or through human.
 func etcdAction[R any](run func(c *cli.Context, opts bench.EtcdOptions) (R, error), human func(c *cli.Context, r R)) cli.ActionFunc {
 	return func(c *cli.Context) error {
+		if err := checkProcs(c); err != nil {
+			return err
+		}
 		dir := c.String("dir")
 		if dir == "" {
 			d, err := os.MkdirTemp("", "patina-bench-etcd-*")
@@ -239,6 +242,9 @@ func etcdAction[R any](run func(c *cli.Context, opts bench.EtcdOptions) (R, erro
 // benchOptions prepares the working directory, the schema and the agent
 // binary of a benchmark region.
 func benchOptions(c *cli.Context) (bench.Options, func(), error) {
+	if err := checkProcs(c); err != nil {
+		return bench.Options{}, nil, err
+	}
 	dir := c.String("dir")
 	cleanup := func() {}
 	if dir == "" {
@@ -264,4 +270,13 @@ func benchOptions(c *cli.Context) (bench.Options, func(), error) {
 		opts.Binary = exe
 	}
 	return opts, cleanup, nil
+}
+
+// checkProcs refuses a negative --procs (0 is the default: a share of
+// the cores).
+func checkProcs(c *cli.Context) error {
+	if n := c.Int("procs"); n < 0 {
+		return cli.Exit(fmt.Sprintf("--procs must be at least 1 (got %d)", n), 2)
+	}
+	return nil
 }

@@ -149,3 +149,18 @@ func TestFlagsFirst(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+// A negative --procs is refused before anything starts, by every bench
+// command that takes it.
+func TestBenchRefusesNegativeProcs(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "throughput", "--procs", "-1"},
+		{"bench", "propagation", "--procs", "-3"},
+		{"bench", "etcd", "throughput", "--procs", "-1"},
+	} {
+		out, err := exec.Command(patinaBin, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--procs must be at least 1") {
+			t.Fatalf("%v: err %v, output %q", args, err, out)
+		}
+	}
+}

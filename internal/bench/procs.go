@@ -6,7 +6,7 @@ import "runtime"
 // benchmark runs them side by side on this machine: its share of the
 // cores, at least one. The processes stand for n hosts; left at Go's
 // default, each would size its scheduler for every core of the machine,
-// and n schedulers of that size on two cores spend much of them waking
+// and n such schedulers on two cores spend much of their time waking
 // threads for one another. etcd members get the same share as agents.
 func SharedProcs(n int) int {
 	if n < 1 {
