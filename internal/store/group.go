@@ -11,9 +11,9 @@ import (
 
 // Group commit. Local transactions that arrive while another is being
 // written wait in a queue; the next writer takes the whole queue and
-// commits it as one SQLite transaction and one version, each client
-// transaction under a savepoint of its own. A transaction that fails is
-// rolled back to its savepoint alone; the others commit. Nothing waits to
+// commits it as one SQLite transaction and one version. A transaction
+// that fails is rolled back alone and the others commit (see runGroup
+// for how, cheaply while nothing fails). Nothing waits to
 // fill a group: an idle store commits a transaction the moment it arrives,
 // and groups form only from transactions that queued behind a commit.
 //
@@ -227,14 +227,20 @@ func (s *Store) commitGroup(batch []*writeReq) (Hooks, *crdt.Changeset) {
 	return s.hooks, cs
 }
 
-// runGroup opens the transaction and runs the group's requests in it,
-// each under a savepoint when there are several. A request that fails
-// is rolled back alone and keeps its error. If its failure ended the
-// whole transaction (an interrupted statement, OR ROLLBACK), the group
-// starts over without it. ok is false when no request is left; err is
-// the node's own failure, after which the transaction must be ended.
+// runGroup opens the transaction and runs the group's requests in it. A
+// request that fails is rolled back alone and keeps its error; ok is
+// false when no request is left, and err is the node's own failure,
+// after which the transaction must be ended.
+//
+// A group first runs without savepoints, since requests seldom fail and
+// a savepoint and its release are two statements per request. When one
+// does fail, the whole transaction is rolled back and the group runs
+// again without it, each request under a savepoint of its own, so that
+// a later failure is undone alone (or, if it ended the whole
+// transaction, as with OR ROLLBACK, by running the others once more).
 func (s *Store) runGroup(ictx context.Context, batch []*writeReq, next uint64) (ok bool, err error) {
 	grouped := len(batch) > 1
+	savepoints := false
 restart:
 	for {
 		if _, err := s.wint.ExecContext(ictx, "BEGIN IMMEDIATE"); err != nil {
@@ -254,7 +260,7 @@ restart:
 				r.err = err
 				continue
 			}
-			if grouped {
+			if savepoints {
 				if _, err := s.wint.ExecContext(ictx, "SAVEPOINT w"); err != nil {
 					return false, fmt.Errorf("savepoint: %w", err)
 				}
@@ -269,7 +275,7 @@ restart:
 				ferr = r.ctx.Err()
 			}
 			if ferr == nil {
-				if grouped {
+				if savepoints {
 					if _, err := s.wint.ExecContext(ictx, "RELEASE w"); err != nil {
 						return false, fmt.Errorf("release savepoint: %w", err)
 					}
@@ -282,9 +288,15 @@ restart:
 				s.endTx(ictx)
 				return false, nil
 			}
-			if s.writerIdle() {
-				// The failure took the whole transaction with it: run the
-				// others again, without this one.
+			if !savepoints || s.writerIdle() {
+				// Its statements are mixed with the others' (no savepoint
+				// yet), or the failure took the whole transaction with it:
+				// run the others again, without this one.
+				s.endTx(ictx)
+				if s.broken != nil {
+					return false, fmt.Errorf("store: writer unusable: %w", s.broken)
+				}
+				savepoints = true
 				continue restart
 			}
 			// One statement each: a prepared statement runs only the first

@@ -108,7 +108,8 @@ func TestGroupCommitSharesAVersion(t *testing.T) {
 // TestGroupCommitFailureIsItsOwn: a transaction that fails inside a group
 // leaves nothing behind and takes no other transaction with it, whether
 // SQLite rolled back only its statement or (OR ROLLBACK) the whole
-// transaction, or its client went away.
+// transaction, or its client went away, and whether it was the group's
+// first failure (run without savepoints) or a later one.
 func TestGroupCommitFailureIsItsOwn(t *testing.T) {
 	s := regionalStore(t, t.TempDir(), "a")
 	defer s.Close()
@@ -126,11 +127,14 @@ func TestGroupCommitFailureIsItsOwn(t *testing.T) {
 		{stmt(`INSERT INTO machines (id, app) VALUES ('c', 'g')`)},
 		{stmt(`INSERT INTO machines (id, app) VALUES ('canceled', 'g')`)},
 		{stmt(`UPDATE machines SET app = 'g' WHERE id = 'nothing'`)},
+		// A second failure of the first kind: the group runs under
+		// savepoints since the first, and this one is undone alone.
+		{stmt(`INSERT INTO machines (id, app) VALUES ('half3', 'g')`), stmt(`INSERT INTO machines (id, app) VALUES ('taken', 'g')`)},
 	}
 	ctxs := make([]context.Context, len(txs))
 	ctxs[6] = gone
 	res, errs := queued(t, s, ctxs, txs)
-	for _, i := range []int{2, 4, 6} {
+	for _, i := range []int{2, 4, 6, 8} {
 		if errs[i] == nil {
 			t.Fatalf("tx %d committed: %+v", i, res[i])
 		}
