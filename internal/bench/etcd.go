@@ -23,6 +23,14 @@ type EtcdOptions struct {
 	Procs int
 }
 
+// procs is each member's GOMAXPROCS.
+func (o EtcdOptions) procs() int { return procsFor(o.Procs, o.Members) }
+
+// start starts the cluster o describes.
+func (o EtcdOptions) start(ctx context.Context) (*etcdPeer, error) {
+	return startEtcd(ctx, o.Binary, o.Dir, o.Members, o.procs())
+}
+
 // EtcdPropagationResult is what `patina bench etcd propagation` reports:
 // the shape of PropagationResult where etcd has an equivalent. etcd
 // answers a put once the leader has committed and applied it, so there
@@ -49,7 +57,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	if rate < 1 || duration <= 0 {
 		return nil, errors.New("bench: rate and duration must be positive")
 	}
-	peer, err := startEtcd(ctx, opts.Binary, opts.Dir, opts.Members, procsFor(opts.Procs, opts.Members))
+	peer, err := opts.start(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +123,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	res := &EtcdPropagationResult{Members: n, Procs: procsFor(opts.Procs, n), Rate: rate, DurationSec: duration.Seconds(), Writes: total, AchievedRate: float64(total) / elapsed.Seconds()}
+	res := &EtcdPropagationResult{Members: n, Procs: opts.procs(), Rate: rate, DurationSec: duration.Seconds(), Writes: total, AchievedRate: float64(total) / elapsed.Seconds()}
 	var visible []time.Duration
 	for seq := range total {
 		last, complete := lastSeen(seen[seq])
@@ -147,7 +155,7 @@ func EtcdThroughput(ctx context.Context, opts EtcdOptions, writers int, duration
 	if writers < 1 || duration <= 0 {
 		return nil, errors.New("bench: writers and duration must be positive")
 	}
-	peer, err := startEtcd(ctx, opts.Binary, opts.Dir, opts.Members, procsFor(opts.Procs, opts.Members))
+	peer, err := opts.start(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -194,5 +202,5 @@ func EtcdThroughput(ctx context.Context, opts EtcdOptions, writers int, duration
 	if firstErr != nil {
 		return nil, fmt.Errorf("bench: %w", firstErr)
 	}
-	return &EtcdThroughputResult{Members: n, Procs: procsFor(opts.Procs, n), Writers: writers, DurationSec: el.Seconds(), Writes: writes.Load(), WritesPerSec: float64(writes.Load()) / el.Seconds()}, nil
+	return &EtcdThroughputResult{Members: n, Procs: opts.procs(), Writers: writers, DurationSec: el.Seconds(), Writes: writes.Load(), WritesPerSec: float64(writes.Load()) / el.Seconds()}, nil
 }
