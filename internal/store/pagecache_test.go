@@ -105,3 +105,14 @@ func BenchmarkSmallCommitsWarmCache(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/commit")
 }
+
+// Both process-wide settings are made before SQLite starts, or not at
+// all: something that starts SQLite earlier would undo them silently.
+func TestSQLiteConfiguredBeforeStart(t *testing.T) {
+	if !pageCacheInstalled {
+		t.Error("page cache layer not installed")
+	}
+	if !memStatusOff {
+		t.Error("memory statistics still on")
+	}
+}
