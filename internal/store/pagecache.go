@@ -27,6 +27,6 @@ import "C"
 // default cache serves and pageCacheInstalled says so.
 var pageCacheInstalled = C.patinaPageCacheInstall() == 0
 
-// pageCacheSpareMoves counts page moves through the parked number,
-// process-wide.
+// pageCacheSpareMoves counts the times the layer stored or looked up a
+// page under the parked number, process-wide.
 func pageCacheSpareMoves() int64 { return int64(C.patinaPageCacheSpareMoves()) }
