@@ -276,7 +276,7 @@ func benchOptions(c *cli.Context) (bench.Options, func(), error) {
 // the cores).
 func checkProcs(c *cli.Context) error {
 	if n := c.Int("procs"); n < 0 {
-		return cli.Exit(fmt.Sprintf("--procs must be at least 1 (got %d)", n), 2)
+		return cli.Exit(fmt.Sprintf("--procs must be at least 1, or 0 for the default (got %d)", n), 2)
 	}
 	return nil
 }
