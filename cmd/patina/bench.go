@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/patina-db/patina/internal/bench"
+	"github.com/patina-db/patina/internal/sysmon"
 	"github.com/patina-db/patina/schemas"
 )
 
@@ -61,6 +62,12 @@ func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "benchmarks against a region started on this machine",
+		// The load generator shares the cores with what it measures; its
+		// runtime monitor thread yields to them as the agents' do.
+		Before: func(c *cli.Context) error {
+			_, _ = sysmon.Batch(c.Context)
+			return nil
+		},
 		Subcommands: []*cli.Command{
 			{
 				Name:  "propagation",

@@ -69,7 +69,7 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	if err != nil {
 		return nil, err
 	}
-	applyRuntime(cfg.Runtime, logger)
+	applyRuntime(ctx, cfg.Runtime, logger)
 	obs, err := newObservability(cfg, logger, logOut, opts.OnStall)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

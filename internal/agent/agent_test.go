@@ -35,7 +35,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		t.Fatalf("bad gc_percent: %v", err)
 	}
 	cfg, err := agent.ParseConfig("[db]\npath = \"x.db\"\n", "agent.toml")
-	if err != nil || cfg.API.Addr != "127.0.0.1:8080" || cfg.API.MaxBodyBytes != 8<<20 || cfg.Runtime.GCPercent != 400 {
+	if err != nil || cfg.API.Addr != "127.0.0.1:8080" || cfg.API.MaxBodyBytes != 8<<20 || cfg.Runtime.GCPercent != 400 || !cfg.Runtime.SysmonBatch {
 		t.Fatalf("defaults: %+v %v", cfg, err)
 	}
 }

@@ -137,6 +137,10 @@ type RuntimeConfig struct {
 	// GCPercent is the garbage collector's target heap growth, as GOGC
 	// (default 400; a GOGC environment variable wins). See runtime.go.
 	GCPercent int `toml:"gc_percent"`
+	// SysmonBatch runs the runtime's monitor thread under SCHED_BATCH,
+	// so that its wake-ups do not preempt the agent's work (default
+	// true). See internal/sysmon.
+	SysmonBatch bool `toml:"sysmon_batch"`
 }
 
 // LogConfig configures logging.
@@ -153,7 +157,7 @@ func DefaultConfig() Config {
 		Subs:     SubsConfig{Window: 10000, IdleTimeout: "1h"},
 		Watchdog: WatchdogConfig{Timeout: "30s"},
 		Log:      LogConfig{Format: "text", Level: "info"},
-		Runtime:  RuntimeConfig{GCPercent: defaultGCPercent},
+		Runtime:  RuntimeConfig{GCPercent: defaultGCPercent, SysmonBatch: true},
 	}
 }
 

@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"runtime/debug"
+
+	"github.com/patina-db/patina/internal/sysmon"
 )
 
 // defaultGCPercent is the agent's garbage-collector target: the heap may
@@ -18,8 +22,24 @@ import (
 const defaultGCPercent = 400
 
 // applyRuntime sets the collector's target for the process (0: the
-// default) unless the operator set GOGC in the environment, which wins.
-func applyRuntime(c RuntimeConfig, log *slog.Logger) {
+// default) unless the operator set GOGC in the environment, which wins,
+// and, until ctx ends, the monitor thread's priority. Agents sharing a
+// process (tests, in-process benchmarks) each apply the same settings.
+func applyRuntime(ctx context.Context, c RuntimeConfig, log *slog.Logger) {
+	if c.SysmonBatch {
+		// Under a write load that saturates the host, the monitor's
+		// wake-ups (thousands a second, see internal/sysmon) stop
+		// preempting the threads doing the work: a 3-node region on two
+		// cores wrote 15–17% more.
+		tid, err := sysmon.Batch(ctx)
+		switch {
+		case errors.Is(err, errors.ErrUnsupported):
+		case err != nil:
+			log.Warn("runtime monitor thread keeps its scheduling policy", "err", err)
+		default:
+			log.Debug("runtime monitor thread under SCHED_BATCH", "thread", tid)
+		}
+	}
 	if os.Getenv("GOGC") != "" {
 		return
 	}

@@ -1,0 +1,145 @@
+package sysmon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Thread returns the thread id of the runtime's monitor thread. The
+// runtime starts sysmon before any package initializes and before any
+// other thread, so it is the earliest started thread after the main one;
+// among threads started in the same clock tick, the lowest id (thread ids
+// grow as threads are made, save for a wrap at pid_max).
+func Thread() (int, error) {
+	pid := os.Getpid()
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("sysmon: list threads: %w", err)
+	}
+	best, bestStart := 0, uint64(0)
+	for _, e := range entries {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil || tid == pid {
+			continue
+		}
+		start, err := startTime(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue // the thread has exited
+		}
+		if best == 0 || start < bestStart || (start == bestStart && tid < best) {
+			best, bestStart = tid, start
+		}
+	}
+	if best == 0 {
+		return 0, errors.New("sysmon: the process has no thread besides the main one")
+	}
+	return best, nil
+}
+
+// startTime reads a thread's start time (clock ticks since boot) from
+// its /proc stat file.
+func startTime(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// from after its closing one. starttime is field 22 of the line,
+	// the 20th after the name.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("sysmon: %s: no command name", path)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, fmt.Errorf("sysmon: %s: %d fields after the name", path, len(f))
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// keepEvery is how often Batch looks for threads that inherited the
+// monitor thread's policy.
+const keepEvery = 500 * time.Millisecond
+
+// Batch puts the monitor thread under SCHED_BATCH and returns its id.
+// It needs no privilege, and leaves a process that runs under any policy
+// but the normal one as it is. Threads inherit their creator's policy,
+// and the monitor thread starts some of the threads that later run
+// goroutines, so until ctx ends Batch also keeps every other thread under
+// the main thread's policy and nice value as they were when it was
+// called, looking twice a second.
+func Batch(ctx context.Context) (int, error) {
+	main, err := unix.SchedGetAttr(os.Getpid(), 0)
+	if err != nil {
+		return 0, fmt.Errorf("sysmon: scheduling policy of the main thread: %w", err)
+	}
+	if main.Policy != unix.SCHED_NORMAL {
+		return 0, fmt.Errorf("sysmon: the process runs under scheduling policy %d, not the normal one; left as it is", main.Policy)
+	}
+	tid, err := Thread()
+	if err != nil {
+		return 0, err
+	}
+	batch := *main
+	batch.Policy = unix.SCHED_BATCH
+	if err := unix.SchedSetAttr(tid, &batch, 0); err != nil {
+		return 0, fmt.Errorf("sysmon: put thread %d under SCHED_BATCH: %w", tid, err)
+	}
+	go keep(ctx, tid, *main)
+	return tid, nil
+}
+
+// keep puts threads other than sysmon back under want until ctx ends.
+func keep(ctx context.Context, sysmon int, want unix.SchedAttr) {
+	t := time.NewTicker(keepEvery)
+	defer t.Stop()
+	for {
+		restore(sysmon, want)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// restore puts every thread but sysmon that runs under another policy
+// than want's back under want, and reports how many it changed.
+func restore(sysmon int, want unix.SchedAttr) int {
+	pid := os.Getpid()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	changed := 0
+	for _, e := range entries {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil || tid == sysmon {
+			continue
+		}
+		if p, err := Policy(tid); err == nil && p != want.Policy && unix.SchedSetAttr(tid, &want, 0) == nil {
+			changed++
+		}
+	}
+	return changed
+}
+
+// Policy returns a thread's scheduling policy (unix.SCHED_NORMAL,
+// unix.SCHED_BATCH, ...).
+func Policy(tid int) (uint32, error) {
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		return 0, fmt.Errorf("sysmon: scheduling policy of thread %d: %w", tid, err)
+	}
+	return a.Policy, nil
+}
