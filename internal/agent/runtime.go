@@ -23,14 +23,15 @@ const defaultGCPercent = 400
 
 // applyRuntime sets the collector's target for the process (0: the
 // default) unless the operator set GOGC in the environment, which wins,
-// and, until ctx ends, the monitor thread's priority. Agents sharing a
-// process (tests, in-process benchmarks) each apply the same settings.
+// and, until ctx ends, the monitor thread's scheduling policy. Agents
+// sharing a process (tests, in-process benchmarks) each apply the same
+// settings.
 func applyRuntime(ctx context.Context, c RuntimeConfig, log *slog.Logger) {
 	if c.SysmonBatch {
 		// Under a write load that saturates the host, the monitor's
 		// wake-ups (thousands a second, see internal/sysmon) stop
 		// preempting the threads doing the work: a 3-node region on two
-		// cores wrote 15–17% more.
+		// cores wrote 18–33% more (docs/performance.md).
 		tid, err := sysmon.Batch(ctx)
 		switch {
 		case errors.Is(err, errors.ErrUnsupported):
