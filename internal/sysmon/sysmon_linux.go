@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,18 +19,16 @@ import (
 // grow as threads are made, save for a wrap at pid_max).
 func Thread() (int, error) {
 	pid := os.Getpid()
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	entries, err := os.ReadDir(dir)
+	tids, err := threads(pid)
 	if err != nil {
-		return 0, fmt.Errorf("sysmon: list threads: %w", err)
+		return 0, err
 	}
 	best, bestStart := 0, uint64(0)
-	for _, e := range entries {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil || tid == pid {
+	for _, tid := range tids {
+		if tid == pid {
 			continue
 		}
-		start, err := startTime(filepath.Join(dir, e.Name(), "stat"))
+		start, err := startTime(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
 		if err != nil {
 			continue // the thread has exited
 		}
@@ -43,6 +40,21 @@ func Thread() (int, error) {
 		return 0, errors.New("sysmon: the process has no thread besides the main one")
 	}
 	return best, nil
+}
+
+// threads lists the ids of the process's threads.
+func threads(pid int) ([]int, error) {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, fmt.Errorf("sysmon: list threads: %w", err)
+	}
+	tids := make([]int, 0, len(entries))
+	for _, e := range entries {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
 }
 
 // startTime reads a thread's start time (clock ticks since boot) from
@@ -116,15 +128,13 @@ func keep(ctx context.Context, sysmon int, want unix.SchedAttr) {
 // restore puts every thread but sysmon that runs under another policy
 // than want's back under want, and reports how many it changed.
 func restore(sysmon int, want unix.SchedAttr) int {
-	pid := os.Getpid()
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	tids, err := threads(os.Getpid())
 	if err != nil {
 		return 0
 	}
 	changed := 0
-	for _, e := range entries {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil || tid == sysmon {
+	for _, tid := range tids {
+		if tid == sysmon {
 			continue
 		}
 		if p, err := Policy(tid); err == nil && p != want.Policy && unix.SchedSetAttr(tid, &want, 0) == nil {
