@@ -25,7 +25,8 @@ const defaultGCPercent = 400
 // default) unless the operator set GOGC in the environment, which wins,
 // and, until ctx ends, the monitor thread's scheduling policy. Agents
 // sharing a process (tests, in-process benchmarks) each apply the same
-// settings.
+// settings; the monitor thread has one keeper for all of them, and goes
+// back under the normal policy when the last of them stops.
 func applyRuntime(ctx context.Context, c RuntimeConfig, log *slog.Logger) {
 	if c.SysmonBatch {
 		// Under a write load that saturates the host, the monitor's

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -79,9 +80,20 @@ func startTime(path string) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
-// keepEvery is how often Batch looks for threads that inherited the
+// keepEvery is how often the keeper looks for threads that inherited the
 // monitor thread's policy.
 const keepEvery = 500 * time.Millisecond
+
+// held is the process's one keeper, shared by every caller of Batch whose
+// context has not ended (several agents may share a process: tests,
+// in-process benchmarks).
+var held struct {
+	mu    sync.Mutex
+	users int
+	tid   int
+	stop  context.CancelFunc // ends the keeper
+	done  chan struct{}      // closed when the keeper has returned
+}
 
 // Batch puts the monitor thread under SCHED_BATCH and returns its id.
 // It needs no privilege, and leaves a process that runs under any policy
@@ -89,29 +101,67 @@ const keepEvery = 500 * time.Millisecond
 // and the monitor thread starts some of the threads that later run
 // goroutines, so until ctx ends Batch also keeps every other thread under
 // the main thread's policy and nice value as they were when it was
-// called, looking twice a second.
+// called, looking twice a second. One keeper serves every caller; when
+// the last caller's context ends, it stops and the monitor thread goes
+// back under the main thread's policy.
 func Batch(ctx context.Context) (int, error) {
+	held.mu.Lock()
+	defer held.mu.Unlock()
+	if held.users == 0 {
+		if held.done != nil {
+			// The last keeper is still putting the monitor thread back.
+			<-held.done
+		}
+		if err := start(); err != nil {
+			return 0, err
+		}
+	}
+	held.users++
+	context.AfterFunc(ctx, release)
+	return held.tid, nil
+}
+
+// start puts the monitor thread under SCHED_BATCH and starts the keeper.
+// held.mu is held.
+func start() error {
 	main, err := unix.SchedGetAttr(os.Getpid(), 0)
 	if err != nil {
-		return 0, fmt.Errorf("sysmon: scheduling policy of the main thread: %w", err)
+		return fmt.Errorf("sysmon: scheduling policy of the main thread: %w", err)
 	}
 	if main.Policy != unix.SCHED_NORMAL {
-		return 0, fmt.Errorf("sysmon: the process runs under scheduling policy %d, not the normal one; left as it is", main.Policy)
+		return fmt.Errorf("sysmon: the process runs under scheduling policy %d, not the normal one; left as it is", main.Policy)
 	}
 	tid, err := Thread()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	batch := *main
 	batch.Policy = unix.SCHED_BATCH
 	if err := unix.SchedSetAttr(tid, &batch, 0); err != nil {
-		return 0, fmt.Errorf("sysmon: put thread %d under SCHED_BATCH: %w", tid, err)
+		return fmt.Errorf("sysmon: put thread %d under SCHED_BATCH: %w", tid, err)
 	}
-	go keep(ctx, tid, *main)
-	return tid, nil
+	kctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	held.tid, held.stop, held.done = tid, stop, done
+	go func() {
+		defer close(done)
+		keep(kctx, tid, *main)
+	}()
+	return nil
 }
 
-// keep puts threads other than sysmon back under want until ctx ends.
+// release ends one caller's hold; the last one stops the keeper.
+func release() {
+	held.mu.Lock()
+	defer held.mu.Unlock()
+	held.users--
+	if held.users == 0 {
+		held.stop()
+	}
+}
+
+// keep puts threads other than sysmon back under want until ctx ends,
+// and then sysmon too.
 func keep(ctx context.Context, sysmon int, want unix.SchedAttr) {
 	t := time.NewTicker(keepEvery)
 	defer t.Stop()
@@ -119,6 +169,8 @@ func keep(ctx context.Context, sysmon int, want unix.SchedAttr) {
 		restore(sysmon, want)
 		select {
 		case <-ctx.Done():
+			// Errors are the thread's exit, which needs nothing put back.
+			_ = unix.SchedSetAttr(sysmon, &want, 0)
 			return
 		case <-t.C:
 		}

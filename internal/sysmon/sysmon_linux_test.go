@@ -102,21 +102,88 @@ func TestBatchKeepsOtherThreads(t *testing.T) {
 	}()
 	o := <-other
 	defer close(release)
+	waitPolicy(t, o, unix.SCHED_NORMAL)
+	if p, _ := Policy(tid); p != unix.SCHED_BATCH {
+		t.Fatalf("monitor thread %d under policy %d; want it left under SCHED_BATCH", tid, p)
+	}
+	cancel()
+	waitPolicy(t, tid, unix.SCHED_NORMAL)
+}
+
+// TestBatchIsSharedByCallers: callers share one keeper, and the monitor
+// thread stays under SCHED_BATCH until the last caller's context ends.
+func TestBatchIsSharedByCallers(t *testing.T) {
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	defer cancel1()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	tid, err := Batch(ctx1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.mu.Lock()
+	keeper := held.done
+	held.mu.Unlock()
+	tid2, err := Batch(ctx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.mu.Lock()
+	users, same := held.users, held.done == keeper
+	held.mu.Unlock()
+	if tid2 != tid || users != 2 || !same {
+		t.Fatalf("second Batch: thread %d (first %d), %d users, same keeper %v; want one keeper for two users", tid2, tid, users, same)
+	}
+
+	cancel1()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		p, err := Policy(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p == unix.SCHED_NORMAL {
+		held.mu.Lock()
+		users = held.users
+		held.mu.Unlock()
+		if users == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("thread %d still under policy %d after 10 s", o, p)
+			t.Fatalf("%d users 10 s after the first context ended; want 1", users)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-keeper:
+		t.Fatal("the keeper stopped while a caller still held it")
+	default:
 	}
 	if p, _ := Policy(tid); p != unix.SCHED_BATCH {
-		t.Fatalf("monitor thread %d under policy %d; want it left under SCHED_BATCH", tid, p)
+		t.Fatalf("monitor thread under policy %d with a caller left; want SCHED_BATCH", p)
+	}
+
+	cancel2()
+	select {
+	case <-keeper:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the keeper still runs 10 s after the last context ended")
+	}
+	if p, _ := Policy(tid); p != unix.SCHED_NORMAL {
+		t.Fatalf("monitor thread under policy %d after the keeper stopped; want SCHED_NORMAL", p)
+	}
+}
+
+// waitPolicy waits up to 10 s for a thread to be under policy want.
+func waitPolicy(t *testing.T, tid int, want uint32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := Policy(tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d under policy %d after 10 s; want %d", tid, p, want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
