@@ -271,6 +271,56 @@ func TestPartitionHeals(t *testing.T) {
 	c.waitConverged(60 * time.Second)
 }
 
+// TestLongPartitionRejoins cuts gossip and data between two halves for
+// longer than memberlist keeps gossiping to members it holds dead (after
+// which it forgets them and would never contact them again), with writes
+// on both sides, then heals: the halves find each other and converge.
+func TestLongPartitionRejoins(t *testing.T) {
+	c := newTestCluster(t, 4, nil)
+	c.waitMembers(4)
+	c.faults.Partition([]string{"n0", "n1"}, []string{"n2", "n3"})
+	waitFor(t, 30*time.Second, "each half to hold the other dead", func() bool {
+		for _, tn := range c.nodes {
+			if alive, _, dead := tn.node.MemberStates(); alive != 2 || dead != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	writeEverywhere(t, c.nodes, 50)
+	// The partition lasts well past the 3 s a Local member keeps
+	// gossiping to the dead.
+	time.Sleep(10 * time.Second)
+	c.faults.Partition()
+	c.waitMembers(4)
+	c.waitConverged(60 * time.Second)
+}
+
+// TestLeaveIsNotDeath: a member that stops gracefully shows as left to
+// the others, not dead (a member cut off shows dead: see
+// TestLongPartitionRejoins).
+func TestLeaveIsNotDeath(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.waitMembers(3)
+	c.kill(c.nodes[2])
+	waitFor(t, 30*time.Second, "n2 to show as left", func() bool {
+		for _, tn := range c.live() {
+			alive, _, dead := tn.node.MemberStates()
+			if alive != 2 || dead != 0 {
+				return false
+			}
+			left := false
+			for _, m := range tn.node.Members() {
+				left = left || (m.Name == "n2" && m.State == "left" && !m.Alive)
+			}
+			if !left {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 func TestRestartedAndNewNodesCatchUp(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	c.waitMembers(3)

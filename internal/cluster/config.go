@@ -63,6 +63,9 @@ type Config struct {
 	SyncMaxVersions int
 	// RetryInterval is how often versions that failed to apply are retried.
 	RetryInterval time.Duration
+	// RejoinInterval is how often (±25%) a member tries to rejoin members
+	// it holds dead (see rejoinLoop); default 30 s, 1 s when Local.
+	RejoinInterval time.Duration
 	// Local selects memberlist's timings for a single host (tests, dev).
 	Local bool
 
@@ -103,6 +106,12 @@ func (c *Config) Defaults() {
 	}
 	if c.RetryInterval == 0 {
 		c.RetryInterval = time.Second
+	}
+	if c.RejoinInterval == 0 {
+		c.RejoinInterval = 30 * time.Second
+		if c.Local {
+			c.RejoinInterval = time.Second
+		}
 	}
 }
 

@@ -2,16 +2,20 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
-// Faults injects failures into the data plane, for tests and benchmarks:
-// dropping a share of broadcasts, delaying messages, partitioning the
-// members into groups that cannot reach each other, and stalling the
-// apply loop. The zero value (and a
-// nil *Faults) injects nothing.
+// Faults injects failures, for tests and benchmarks: dropping a share of
+// broadcasts, delaying messages, partitioning the members into groups
+// that cannot reach each other (on the data plane and in gossip alike),
+// and stalling the apply loop. The zero value (and a nil *Faults) injects
+// nothing.
 type Faults struct {
 	mu        sync.Mutex
 	dropRate  float64
@@ -36,7 +40,8 @@ func (f *Faults) Delay(d time.Duration) {
 }
 
 // Partition cuts the named members into groups; members not named are in
-// group 0 with each other. Partition() with no groups heals.
+// group 0 with each other. Neither data nor gossip crosses between groups.
+// Partition() with no groups heals.
 func (f *Faults) Partition(groups ...[]string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -94,4 +99,46 @@ func (f *Faults) allow(from, to string, broadcast bool) (bool, time.Duration) {
 		}
 	}
 	return true, f.delay
+}
+
+// errPartitioned is what a gossip connection across a partition gets.
+var errPartitioned = errors.New("cluster: partitioned (injected fault)")
+
+// gossipTransport is memberlist's own UDP and TCP transport with the
+// partition applied: a member drops its packets to, and refuses its
+// connections to, members in another group. Both sides doing so cuts
+// both directions. memberlist names the member it sends to, except when
+// it joins by address; then the member is looked up by address, and one
+// not known at all gets through.
+type gossipTransport struct {
+	*memberlist.NetTransport
+	self   string
+	faults *Faults
+	name   func(gossipAddr string) string // "" when unknown
+}
+
+func (g *gossipTransport) cut(to memberlist.Address) bool {
+	name := to.Name
+	if name == "" {
+		name = g.name(to.Addr)
+	}
+	if name == "" {
+		return false
+	}
+	ok, _ := g.faults.allow(g.self, name, false)
+	return !ok
+}
+
+func (g *gossipTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	if g.cut(addr) {
+		return time.Now(), nil // sent, and lost
+	}
+	return g.NetTransport.WriteToAddress(b, addr)
+}
+
+func (g *gossipTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if g.cut(addr) {
+		return nil, errPartitioned
+	}
+	return g.NetTransport.DialAddressTimeout(addr, timeout)
 }

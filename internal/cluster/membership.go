@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -22,6 +23,8 @@ import (
 type membership struct {
 	ml      *memberlist.Memberlist
 	cluster string
+	self    string // this member's gossip address, as advertised
+	metaMu  sync.Mutex
 	meta    []byte
 
 	// changed is signalled (without blocking) when a member joins,
@@ -31,12 +34,15 @@ type membership struct {
 	mu   sync.Mutex
 	rtt  map[string]time.Duration // by member name, from SWIM probes
 	view map[string]Member        // by name, kept from memberlist's events
+	down map[string]time.Time     // members the view holds dead, since when
 }
 
 // metaLimit is memberlist's bound on node metadata.
 const metaLimit = memberlist.MetaMaxSize
 
-func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
+// newMembership starts gossip. faults, when not nil, cuts gossip
+// between the groups of a partition.
+func newMembership(cfg *Config, meta *wirev1.NodeMeta, faults *Faults) (*membership, error) {
 	data, err := proto.Marshal(meta)
 	if err != nil {
 		return nil, err
@@ -44,13 +50,17 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	if len(data) > metaLimit {
 		return nil, fmt.Errorf("member metadata is %d bytes, above memberlist's %d", len(data), metaLimit)
 	}
-	m := &membership{cluster: cfg.Cluster, meta: data, changed: make(chan struct{}, 1), rtt: map[string]time.Duration{}, view: map[string]Member{}}
+	m := &membership{cluster: cfg.Cluster, meta: data, changed: make(chan struct{}, 1), rtt: map[string]time.Duration{}, view: map[string]Member{}, down: map[string]time.Time{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
 		mc = memberlist.DefaultLocalConfig()
 		// On one host a missed alive message is repaired by push/pull;
 		// make that quick (the default is 15 s).
 		mc.PushPullInterval = 2 * time.Second
+		// memberlist forgets a dead member after this (15 s by default)
+		// and rejoinLoop brings it back when it answers again; on one
+		// host, do both soon.
+		mc.GossipToTheDeadTime = 3 * time.Second
 	}
 	host, port, err := net.SplitHostPort(cfg.GossipAddr)
 	if err != nil {
@@ -96,14 +106,53 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta) (*membership, error) {
 	mc.Ping = m
 	mc.Events = m
 	mc.Logger = log.New(io.Discard, "", 0)
+	if faults != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
+		mc.Transport = &gossipTransport{NetTransport: nt, self: cfg.Name, faults: faults, name: m.nameAt}
+	}
 	if m.ml, err = memberlist.Create(mc); err != nil {
+		if mc.Transport != nil {
+			_ = mc.Transport.Shutdown()
+		}
 		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	// Read once, now: memberlist hands out its own node, whose fields it
+	// rewrites (UpdateNode) without a lock the reader could take.
+	self := m.ml.LocalNode()
+	m.self = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
+	// Peers dial the data plane where the metadata says. A QUIC socket
+	// bound to every interface is announced on the host gossip is
+	// announced on: advertise_addr, or the address memberlist chose.
+	if q := advertised(meta.GetQuicAddr(), m.self); q != meta.GetQuicAddr() {
+		meta.QuicAddr = q
+		data, err := proto.Marshal(meta)
+		if err == nil && len(data) > metaLimit {
+			err = fmt.Errorf("member metadata is %d bytes, above memberlist's %d", len(data), metaLimit)
+		}
+		if err == nil {
+			m.metaMu.Lock()
+			m.meta = data
+			m.metaMu.Unlock()
+			// Nobody has joined yet: this only sets it.
+			err = m.ml.UpdateNode(0)
+		}
+		if err != nil {
+			_ = m.ml.Shutdown()
+			return nil, fmt.Errorf("gossip: announce data-plane address %s: %w", q, err)
+		}
 	}
 	return m, nil
 }
 
 // Delegate: only the metadata is used; data travels over QUIC.
-func (m *membership) NodeMeta(limit int) []byte                  { return m.meta }
+func (m *membership) NodeMeta(limit int) []byte {
+	m.metaMu.Lock()
+	defer m.metaMu.Unlock()
+	return m.meta
+}
 func (m *membership) NotifyMsg([]byte)                           {}
 func (m *membership) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (m *membership) LocalState(join bool) []byte                { return nil }
@@ -154,27 +203,57 @@ func decodeMeta(data []byte) (*wirev1.NodeMeta, error) {
 // NotifyJoin, NotifyUpdate and NotifyLeave keep this member's own copy
 // of the membership. memberlist calls them with its node lock held, so the
 // node's fields can be read here; the pointers Members() returns cannot be
-// read safely later.
-func (m *membership) NotifyJoin(n *memberlist.Node)   { m.record(n) }
-func (m *membership) NotifyUpdate(n *memberlist.Node) { m.record(n) }
-func (m *membership) NotifyLeave(n *memberlist.Node)  { m.record(n) }
+// read safely later. The state comes from the event: memberlist does not
+// keep Node.State up to date (it is alive in every event), and it calls
+// NotifyLeave for a member that failed and one that left alike; a member
+// that leaves gracefully says so in its metadata first (see leave).
+func (m *membership) NotifyJoin(n *memberlist.Node)   { m.record(n, false) }
+func (m *membership) NotifyUpdate(n *memberlist.Node) { m.record(n, false) }
+func (m *membership) NotifyLeave(n *memberlist.Node)  { m.record(n, true) }
 
-func (m *membership) record(n *memberlist.Node) {
+func (m *membership) record(n *memberlist.Node, gone bool) {
 	mem := Member{
 		Name: n.Name, GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
-		State: stateName(n.State), Alive: n.State == memberlist.StateAlive,
+		State: "alive", Alive: !gone,
 	}
-	if meta, err := decodeMeta(n.Meta); err == nil {
+	meta, err := decodeMeta(n.Meta)
+	if err == nil {
 		mem.Actor, _ = crdt.ActorIDFromBytes(meta.GetActor())
 		mem.Region, mem.QUICAddr, mem.APIAddr, mem.GRPCAddr = meta.GetRegion(), meta.GetQuicAddr(), meta.GetApiAddr(), meta.GetGrpcAddr()
 	}
+	if gone {
+		mem.State = "dead"
+		if meta.GetLeaving() {
+			mem.State = "left"
+		}
+	}
 	m.mu.Lock()
 	m.view[n.Name] = mem
+	if mem.State == "dead" {
+		if _, ok := m.down[n.Name]; !ok {
+			m.down[n.Name] = time.Now()
+		}
+	} else {
+		delete(m.down, n.Name)
+	}
 	m.mu.Unlock()
 	select {
 	case m.changed <- struct{}{}:
 	default:
 	}
+}
+
+// nameAt is the name of the member whose gossip address is addr, "" if
+// none is known.
+func (m *membership) nameAt(addr string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, mem := range m.view {
+		if mem.GossipAddr == addr {
+			return name
+		}
+	}
+	return ""
 }
 
 // members lists the cluster as this member sees it: every member it has
@@ -200,19 +279,7 @@ func (m *membership) count() int {
 	return len(m.view)
 }
 
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	}
-	return "left"
-}
-
-// states counts members by state.
+// states counts members by state; members that left count in none.
 func (m *membership) states() (alive, suspect, dead int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -222,7 +289,7 @@ func (m *membership) states() (alive, suspect, dead int) {
 			alive++
 		case "suspect":
 			suspect++
-		default:
+		case "dead":
 			dead++
 		}
 	}
@@ -251,15 +318,106 @@ func (m *membership) joinLoop(ctx context.Context, bootstrap []string, logf func
 	}
 }
 
-// leave announces departure and stops gossip. A leave nobody heard (the
-// other members are gone too) is not an error: they will see this member
-// dead instead.
+// Rejoining. memberlist stops gossiping to a dead member after a while
+// (GossipToTheDeadTime) and forgets it, and it never contacts a member it
+// has forgotten. Without more, two sides of a partition that lasted
+// longer than that would never hear from each other again after it
+// heals, each running as a cluster of its own. So every interval this
+// member tries to join a few of the members it holds dead (not those
+// that left), and the bootstrap members while it sees nobody alive; a
+// member that answers is alive again on both sides, and everything it
+// missed comes by sync. A member dead for longer than reapAfter is
+// dropped from the view and no longer tried.
+
+// rejoinBatch is how many members one round tries.
+const rejoinBatch = 3
+
+// reapAfter is how long a dead member stays in the view.
+const reapAfter = 24 * time.Hour
+
+// rejoinLoop runs rejoin rounds every interval (±25%) until ctx ends.
+func (m *membership) rejoinLoop(ctx context.Context, interval time.Duration, bootstrap []string, rnd func(n int) int, log *slog.Logger) {
+	for {
+		d := interval*3/4 + time.Duration(rnd(int(interval/2)+1))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		addrs := m.rejoinTargets(time.Now(), m.addr(), bootstrap, rnd)
+		if len(addrs) == 0 {
+			continue
+		}
+		// A member long gone fails this every round: not worth more than
+		// a debug line.
+		if n, err := m.ml.Join(addrs); n > 0 {
+			log.Info("gossip rejoined", "contacted", n, "tried", addrs)
+		} else if err != nil {
+			log.Debug("gossip rejoin failed", "tried", addrs, "err", err)
+		}
+	}
+}
+
+// rejoinTargets reaps members dead for longer than reapAfter and picks
+// up to rejoinBatch gossip addresses to try: members held dead, and the
+// bootstrap members when no other member is alive. self is this member's
+// gossip address.
+func (m *membership) rejoinTargets(now time.Time, self string, bootstrap []string, rnd func(n int) int) []string {
+	m.mu.Lock()
+	var pool []string
+	alive := 0
+	for name, mem := range m.view {
+		if mem.GossipAddr == self {
+			continue
+		}
+		if mem.Alive {
+			alive++
+			continue
+		}
+		since, dead := m.down[name]
+		if !dead {
+			continue // left, or suspect
+		}
+		if now.Sub(since) > reapAfter {
+			delete(m.view, name)
+			delete(m.down, name)
+			delete(m.rtt, name)
+			continue
+		}
+		pool = append(pool, mem.GossipAddr)
+	}
+	m.mu.Unlock()
+	if alive == 0 {
+		for _, b := range bootstrap {
+			if b != self {
+				pool = append(pool, b)
+			}
+		}
+	}
+	for i := len(pool) - 1; i > 0; i-- {
+		j := rnd(i + 1)
+		pool[i], pool[j] = pool[j], pool[i]
+	}
+	return pool[:min(len(pool), rejoinBatch)]
+}
+
+// leave marks this member as leaving in its metadata, announces its
+// departure and stops gossip. A leave nobody heard (the other members are
+// gone too) is not an error: they will see this member dead instead.
 func (m *membership) leave(timeout time.Duration) error {
+	var meta wirev1.NodeMeta
+	if err := proto.Unmarshal(m.NodeMeta(metaLimit), &meta); err == nil {
+		meta.Leaving = true
+		if data, err := proto.Marshal(&meta); err == nil && len(data) <= metaLimit {
+			m.metaMu.Lock()
+			m.meta = data
+			m.metaMu.Unlock()
+			_ = m.ml.UpdateNode(timeout)
+		}
+	}
 	_ = m.ml.Leave(timeout)
 	return m.ml.Shutdown()
 }
 
-func (m *membership) addr() string {
-	n := m.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+// addr is this member's gossip address, as advertised.
+func (m *membership) addr() string { return m.self }

@@ -131,20 +131,21 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n.tr.sent = &n.Stats.BytesSent
-	gossipAddr := cfg.GossipAddr
 	if n.cfg.Name == "" {
 		host, _ := os.Hostname()
 		n.cfg.Name = host + "/" + actor.String()[:8]
 	}
 	n.tr.self.Name = n.cfg.Name
-	meta := &wirev1.NodeMeta{Actor: actor[:], Cluster: cfg.Cluster, Region: cfg.Region, QuicAddr: advertised(n.tr.addr(), gossipAddr), ApiAddr: cfg.APIAddr, GrpcAddr: cfg.GRPCAddr}
-	if n.ms, err = newMembership(&n.cfg, meta); err != nil {
+	meta := &wirev1.NodeMeta{Actor: actor[:], Cluster: cfg.Cluster, Region: cfg.Region, QuicAddr: n.tr.addr(), ApiAddr: cfg.APIAddr, GrpcAddr: cfg.GRPCAddr}
+	if n.ms, err = newMembership(&n.cfg, meta, faults); err != nil {
 		n.tr.close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	n.spawn(func() { n.tr.run(ctx) })
 	n.spawn(func() { n.ms.joinLoop(ctx, cfg.Bootstrap, n.log.Warn) })
+	rejoinRnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(actor[1])))
+	n.spawn(func() { n.ms.rejoinLoop(ctx, n.cfg.RejoinInterval, cfg.Bootstrap, rejoinRnd.IntN, n.log) })
 	n.spawn(func() { n.broadcastLoop(ctx) })
 	n.spawn(func() { n.applyLoop(ctx) })
 	n.spawn(func() { n.syncLoop(ctx) })
@@ -154,8 +155,8 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 	return n, nil
 }
 
-// advertised replaces an unspecified host in a bound address with the
-// gossip address's host.
+// advertised replaces an unspecified host in a bound address (0.0.0.0,
+// ::) with the host of the gossip address this member advertises.
 func advertised(bound, gossip string) string {
 	host, port, err := net.SplitHostPort(bound)
 	if err != nil {
@@ -193,7 +194,8 @@ func (n *Node) QUICAddr() string { return n.tr.addr() }
 // Members lists the cluster as this member sees it, itself included.
 func (n *Node) Members() []Member { return n.ms.members() }
 
-// MemberStates counts members by SWIM state.
+// MemberStates counts members by SWIM state (members that left gracefully
+// are in none).
 func (n *Node) MemberStates() (alive, suspect, dead int) { return n.ms.states() }
 
 // QueueSize is the number of changesets waiting to be broadcast.

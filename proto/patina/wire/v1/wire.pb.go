@@ -839,13 +839,17 @@ func (x *SyncChunk) GetDone() bool {
 
 // NodeMeta is carried in memberlist's node metadata (at most 512 bytes).
 type NodeMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Actor         []byte                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
-	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Region        string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
-	QuicAddr      string                 `protobuf:"bytes,4,opt,name=quic_addr,json=quicAddr,proto3" json:"quic_addr,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,5,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,6,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Actor    []byte                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	Cluster  string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Region   string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	QuicAddr string                 `protobuf:"bytes,4,opt,name=quic_addr,json=quicAddr,proto3" json:"quic_addr,omitempty"`
+	ApiAddr  string                 `protobuf:"bytes,5,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,6,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// leaving is set by a member about to leave gracefully, just before it
+	// announces its departure: members that saw it count the member as
+	// left, not dead, and do not try to rejoin it.
+	Leaving       bool `protobuf:"varint,7,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -922,6 +926,13 @@ func (x *NodeMeta) GetGrpcAddr() string {
 	return ""
 }
 
+func (x *NodeMeta) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
 var File_proto_patina_wire_v1_wire_proto protoreflect.FileDescriptor
 
 const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
@@ -985,14 +996,15 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\n" +
 	"changesets\x18\x01 \x03(\v2\x19.patina.wire.v1.ChangesetR\n" +
 	"changesets\x12\x12\n" +
-	"\x04done\x18\x02 \x01(\bR\x04done\"\xa7\x01\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\"\xc1\x01\n" +
 	"\bNodeMeta\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\fR\x05actor\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x12\x1b\n" +
 	"\tquic_addr\x18\x04 \x01(\tR\bquicAddr\x12\x19\n" +
 	"\bapi_addr\x18\x05 \x01(\tR\aapiAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x06 \x01(\tR\bgrpcAddr*T\n" +
+	"\tgrpc_addr\x18\x06 \x01(\tR\bgrpcAddr\x12\x18\n" +
+	"\aleaving\x18\a \x01(\bR\aleaving*T\n" +
 	"\x04Kind\x12\r\n" +
 	"\tKIND_NULL\x10\x00\x12\x10\n" +
 	"\fKIND_INTEGER\x10\x01\x12\r\n" +

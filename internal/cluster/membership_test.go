@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
+)
+
+func TestRejoinTargets(t *testing.T) {
+	now := time.Now()
+	m := &membership{view: map[string]Member{}, down: map[string]time.Time{}, rtt: map[string]time.Duration{}}
+	add := func(name, addr, state string, downFor time.Duration) {
+		m.view[name] = Member{Name: name, GossipAddr: addr, State: state, Alive: state == "alive"}
+		if state == "dead" {
+			m.down[name] = now.Add(-downFor)
+		}
+	}
+	add("self", "10.0.0.1:7946", "alive", 0)
+	add("a", "10.0.0.2:7946", "alive", 0)
+	add("gone", "10.0.0.3:7946", "left", 0)
+	add("d1", "10.0.0.4:7946", "dead", time.Minute)
+	add("d2", "10.0.0.5:7946", "dead", time.Hour)
+	add("old", "10.0.0.6:7946", "dead", reapAfter+time.Minute)
+	first := func(n int) int { return 0 }
+	bootstrap := []string{"10.0.0.1:7946", "10.0.0.9:7946"}
+
+	got := m.rejoinTargets(now, "10.0.0.1:7946", bootstrap, first)
+	slices.Sort(got)
+	if want := []string{"10.0.0.4:7946", "10.0.0.5:7946"}; !slices.Equal(got, want) {
+		t.Fatalf("with a member alive: %v, want the dead members %v (not the one that left, the one reaped, or bootstrap)", got, want)
+	}
+	if _, ok := m.view["old"]; ok {
+		t.Fatal("a member dead for longer than reapAfter is still in the view")
+	}
+
+	// Alone: the bootstrap members too, but never this member's own address.
+	add("a", "10.0.0.2:7946", "dead", time.Second)
+	for i := 0; i < 3; i++ {
+		add(fmt.Sprint("more", i), fmt.Sprintf("10.0.1.%d:7946", i), "dead", time.Second)
+	}
+	all := map[string]bool{}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 200; i++ {
+		got := m.rejoinTargets(now, "10.0.0.1:7946", bootstrap, rnd.IntN)
+		if len(got) != rejoinBatch {
+			t.Fatalf("a round tries %d members, want %d", len(got), rejoinBatch)
+		}
+		for _, a := range got {
+			all[a] = true
+		}
+	}
+	if !all["10.0.0.9:7946"] || all["10.0.0.1:7946"] || len(all) != 7 {
+		t.Fatalf("alone, rounds tried %v: want the six dead members and the other bootstrap member, never self", all)
+	}
+}
+
+func TestAdvertised(t *testing.T) {
+	for _, c := range []struct{ bound, gossip, want string }{
+		{"0.0.0.0:7947", "10.0.0.5:7946", "10.0.0.5:7947"},
+		{"[::]:7947", "10.0.0.5:7946", "10.0.0.5:7947"},
+		{"0.0.0.0:7947", "[fd00::1]:7946", "[fd00::1]:7947"},
+		{"10.0.0.9:7947", "10.0.0.5:7946", "10.0.0.9:7947"},
+	} {
+		if got := advertised(c.bound, c.gossip); got != c.want {
+			t.Errorf("advertised(%q, %q) = %q, want %q", c.bound, c.gossip, got, c.want)
+		}
+	}
+}
+
+// TestQUICAddrFollowsGossipAdvertise: a data plane bound to every
+// interface is announced on the host gossip advertises, here
+// advertise_addr, not the host gossip is bound to.
+func TestQUICAddrFollowsGossipAdvertise(t *testing.T) {
+	cfg := &Config{Name: "a", Cluster: "c", GossipAddr: "127.0.0.1:0", AdvertiseAddr: "127.0.0.2:7000", Local: true}
+	m, err := newMembership(cfg, &wirev1.NodeMeta{Cluster: "c", QuicAddr: "0.0.0.0:7947"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.ml.Shutdown()
+	meta, err := decodeMeta(m.NodeMeta(metaLimit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := meta.GetQuicAddr(); got != "127.0.0.2:7947" {
+		t.Fatalf("announced data-plane address %q, want 127.0.0.2:7947", got)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		self := ""
+		for _, mem := range m.members() {
+			if mem.Name == "a" {
+				self = mem.QUICAddr
+			}
+		}
+		if self == "127.0.0.2:7947" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("own member entry has data-plane address %q after 10 s, want 127.0.0.2:7947", self)
+		}
+	}
+}
