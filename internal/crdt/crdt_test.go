@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 	"testing"
 
@@ -50,11 +51,30 @@ func TestUnpackPKGarbage(t *testing.T) {
 			t.Fatalf("accepted non-canonical input %x", b)
 		}
 	})
-	for _, b := range [][]byte{nil, {0}, {1}, {1, 9}, {1, 3, 5, 'a'}, {1, 0, 0}} {
+	for _, b := range [][]byte{nil, {0}, {1}, {1, 9}, {1, 3, 5, 'a'}, {1, 0, 0},
+		{0x81, 0x00, tagText, 1, 'a'}, // the count, over-long
+		{1, tagText, 0x81, 0x00, 'a'}, // a length, over-long
+		{1, tagText, 0x80, 0x00},      // a zero length, over-long
+	} {
 		if _, err := UnpackPK(b); err == nil {
 			t.Errorf("UnpackPK(%x) accepted garbage", b)
 		}
 	}
+	// Every key has one packed form: the count of a valid key, written in
+	// one more byte than it takes, is refused.
+	rapid.Check(t, func(t *rapid.T) {
+		packed := PackPK(rapid.SliceOfN(genValue(), 1, 4).Draw(t, "values"))
+		n, k := binary.Uvarint(packed)
+		long := append(binary.AppendUvarint(nil, n), packed[k:]...)
+		long[k-1] |= 0x80
+		long = append(long[:k], append([]byte{0}, long[k:]...)...)
+		if v, kk := binary.Uvarint(long); v != n || kk != k+1 {
+			t.Fatalf("test's own over-long count: %d in %d bytes", v, kk)
+		}
+		if _, err := UnpackPK(long); err == nil {
+			t.Fatalf("accepted %x, an over-long spelling of %x", long, packed)
+		}
+	})
 }
 
 func TestCompareValuesIsTotalOrder(t *testing.T) {

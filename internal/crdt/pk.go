@@ -58,9 +58,11 @@ func PackPK(values []Value) []byte {
 }
 
 // UnpackPK decodes what PackPK wrote. Any malformed input, including
-// trailing bytes, is an error wrapping ErrBadPK: packed keys come from peers.
+// trailing bytes and a number written in more bytes than it takes, is an
+// error wrapping ErrBadPK: packed keys come from peers, and one key must
+// have one packed form, or a peer's key would miss the row it names.
 func UnpackPK(b []byte) ([]Value, error) {
-	n, k := binary.Uvarint(b)
+	n, k := uvarint(b)
 	if k <= 0 || n == 0 || n > maxPKValues {
 		return nil, fmt.Errorf("%w: bad value count", ErrBadPK)
 	}
@@ -87,7 +89,7 @@ func UnpackPK(b []byte) ([]Value, error) {
 				values = append(values, RealValue(math.Float64frombits(u)))
 			}
 		case tagText, tagBlob:
-			l, k := binary.Uvarint(b)
+			l, k := uvarint(b)
 			if k <= 0 || l > uint64(len(b)-k) {
 				return nil, fmt.Errorf("%w: value %d length", ErrBadPK, i)
 			}
@@ -106,4 +108,16 @@ func UnpackPK(b []byte) ([]Value, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrBadPK, len(b))
 	}
 	return values, nil
+}
+
+// uvarint is binary.Uvarint that also refuses a number written in more
+// bytes than it takes (k is then 0).
+func uvarint(b []byte) (v uint64, k int) {
+	v, k = binary.Uvarint(b)
+	if k > 1 && b[k-1] == 0 {
+		// The last byte of a minimal encoding carries a set bit: a zero
+		// there only pads.
+		return 0, 0
+	}
+	return v, k
 }

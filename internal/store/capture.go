@@ -133,7 +133,7 @@ func captureTriggers(t *Table) []string {
 	var keyGuard []string
 	for i, c := range t.PK {
 		classes := keyClasses(c)
-		if len(t.PK) == 1 && affinityOf(c.Type) == "INTEGER" && strings.EqualFold(strings.TrimSpace(c.Type), "INTEGER") {
+		if t.RowidAlias {
 			continue // a rowid alias is always an integer
 		}
 		msg := fmt.Sprintf("patina: key column %s of %s takes %s values", c.Name, t.Name, strings.Join(classes, " or "))

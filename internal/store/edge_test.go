@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -79,6 +80,52 @@ func TestKeyStorageClassEnforced(t *testing.T) {
 	}
 	if v := exec(t, a, stmt(`INSERT INTO t (id, k) VALUES (x'01', 1), ('txt', 2), (7, 3)`)).Version; v != 1 {
 		t.Fatalf("valid keys: version %d", v)
+	}
+}
+
+// TestIntegerKeysThatAreNotRowids: a single INTEGER key is the rowid,
+// and always an integer, only in a table with rowids and not declared
+// INTEGER PRIMARY KEY DESC. In the other two it takes any value, so the
+// key's class is checked as for any other key: a text key is refused
+// locally instead of committing a version no peer could apply.
+func TestIntegerKeysThatAreNotRowids(t *testing.T) {
+	for _, schema := range []string{
+		`CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT) WITHOUT ROWID`,
+		`CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY DESC, v TEXT)`,
+	} {
+		a, b := pair(t, schema)
+		if a.Schema().Tables["t"].RowidAlias {
+			t.Errorf("%s: taken for a rowid alias", schema)
+		}
+		_, err := a.Transact(context.Background(), []Statement{stmt(`INSERT INTO t VALUES ('abc', 'x')`)})
+		if err == nil || !strings.Contains(err.Error(), "patina: key column") {
+			t.Errorf("%s: a text key: %v, want the key-class error", schema, err)
+		}
+		if a.Head() != 0 {
+			t.Errorf("%s: head %d after the refused insert", schema, a.Head())
+		}
+		exec(t, a, stmt(`INSERT INTO t VALUES (7, 'x')`))
+		replicate(t, a, b)
+		if dumpTable(t, b, "t") != dumpTable(t, a, "t") {
+			t.Errorf("%s: diverged", schema)
+		}
+	}
+	// The DESC exception is no rowid: its key must be declared NOT NULL.
+	dir := t.TempDir()
+	s, err := Open(context.Background(), Config{Path: filepath.Join(dir, "c.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var se *SchemaError
+	if err := s.ApplySchemaSQL(context.Background(), `CREATE TABLE t (id INTEGER PRIMARY KEY DESC, v TEXT)`); !errors.As(err, &se) || !strings.Contains(err.Error(), "NOT NULL") {
+		t.Errorf("INTEGER PRIMARY KEY DESC without NOT NULL: %v, want a SchemaError asking for NOT NULL", err)
+	}
+	if err := s.ApplySchemaSQL(context.Background(), `CREATE TABLE r (id INTEGER PRIMARY KEY, v TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Schema().Tables["r"].RowidAlias {
+		t.Error("INTEGER PRIMARY KEY not taken for a rowid alias")
 	}
 }
 

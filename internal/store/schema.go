@@ -28,6 +28,15 @@ type Table struct {
 	Columns []Column
 	PK      []Column // in key order
 	Values  []Column // non-key columns, in declaration order
+	// RowidAlias: the key is one column that is the table's rowid, so
+	// it holds integers only and is never NULL. That takes a single
+	// column declared exactly INTEGER in a table with rowids, and not
+	// SQLite's exception, a column declared INTEGER PRIMARY KEY DESC:
+	// the key is then kept in an index of its own, and takes any value.
+	RowidAlias bool
+	// WithoutRowid: a WITHOUT ROWID table, whose key columns SQLite
+	// keeps NOT NULL whether declared so or not.
+	WithoutRowid bool
 }
 
 // Index is a secondary index on a replicated table.
@@ -162,10 +171,40 @@ func readTable(ctx context.Context, q querier, name, createSQL string) (*Table, 
 		}
 	}
 	sort.SliceStable(t.PK, func(i, j int) bool { return t.PK[i].PKPosition < t.PK[j].PKPosition })
+	if err := readKeyKind(ctx, q, t); err != nil {
+		return nil, fmt.Errorf("read table %q: %w", name, err)
+	}
 	if err := checkTable(ctx, q, t); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// readKeyKind sets WithoutRowid and RowidAlias.
+func readKeyKind(ctx context.Context, q querier, t *Table) error {
+	rows, err := q.QueryContext(ctx, `SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?`, t.Name)
+	if err != nil {
+		return err
+	}
+	if rows.Next() {
+		err = rows.Scan(&t.WithoutRowid)
+	}
+	rows.Close()
+	if err == nil {
+		err = rows.Err()
+	}
+	if err != nil || t.WithoutRowid || len(t.PK) != 1 || !strings.EqualFold(strings.TrimSpace(t.PK[0].Type), "INTEGER") {
+		return err
+	}
+	// A key kept in an index of its own (the DESC exception) shows as
+	// an index of origin pk; a rowid alias needs none.
+	rows, err = q.QueryContext(ctx, `SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'`, t.Name)
+	if err != nil {
+		return err
+	}
+	t.RowidAlias = !rows.Next()
+	rows.Close()
+	return rows.Err()
 }
 
 // checkTable enforces what merging needs of a table: a primary key, no
@@ -199,7 +238,6 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 		// Two writes each valid alone can merge into a row that is not.
 		return &SchemaError{Table: t.Name, Reason: "CHECK constraints are refused, a merge could violate them"}
 	}
-	rowidAlias := len(t.PK) == 1 && strings.EqualFold(strings.TrimSpace(t.PK[0].Type), "INTEGER")
 	for _, c := range t.PK {
 		switch keyAffinity(c) {
 		case "INTEGER", "TEXT", "BLOB":
@@ -208,7 +246,7 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 			// packed keys cannot tell apart.
 			return &SchemaError{Table: t.Name, Column: c.Name, Reason: fmt.Sprintf("key columns must be declared INTEGER, TEXT or BLOB, not %q", c.Type)}
 		}
-		if !c.NotNull && !rowidAlias {
+		if !c.NotNull && !t.RowidAlias && !t.WithoutRowid {
 			return &SchemaError{Table: t.Name, Column: c.Name, Reason: "primary key columns must be NOT NULL"}
 		}
 	}
