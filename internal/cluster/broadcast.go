@@ -132,6 +132,15 @@ func (s *seenSet) see(a crdt.ActorID, v uint64) bool {
 	return true
 }
 
+// actorIDs lists the actors the set holds versions of.
+func (s *seenSet) actorIDs() []crdt.ActorID {
+	out := make([]crdt.ActorID, 0, len(s.actors))
+	for a := range s.actors {
+		out = append(out, a)
+	}
+	return out
+}
+
 // prune forgets what lies at or below each actor's known prefix: the
 // store answers for those versions, so the set only needs the rest.
 func (s *seenSet) prune(prefix func(crdt.ActorID) uint64) {

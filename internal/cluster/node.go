@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -480,7 +482,8 @@ func (n *Node) applyLoop(ctx context.Context) {
 						n.cfg.OnLag(lag)
 					}
 				}
-				if relay && f.hops+1 < limit {
+				// hops comes from the wire: compared so that it cannot wrap.
+				if relay && f.hops < limit-1 {
 					f.hops++
 					if !n.queue.push(f) {
 						n.Stats.QueueDropped.Add(1)
@@ -507,10 +510,18 @@ func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]
 			failed[versionKey{cs.Actor, cs.Version}] = true
 		}
 	}
+	refused := map[versionKey]bool{}
 	for _, e := range res.Failed {
 		var ae *store.ApplyError
 		if errors.As(e, &ae) {
-			failed[versionKey{ae.Actor, ae.Version}] = true
+			k := versionKey{ae.Actor, ae.Version}
+			failed[k] = true
+			if errors.Is(e, store.ErrRefused) {
+				// Never retried, and never relayed (it failed).
+				refused[k] = true
+				n.log.Warn("version refused", "err", e)
+				continue
+			}
 			n.log.Debug("version not applied, will retry", "err", e)
 		}
 	}
@@ -521,7 +532,7 @@ func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]
 	n.mu.Lock()
 	for _, cs := range css {
 		k := versionKey{cs.Actor, cs.Version}
-		if failed[k] && len(n.failed) < maxFailed {
+		if failed[k] && !refused[k] && len(n.failed) < maxFailed {
 			n.failed[k] = cs
 		}
 	}
@@ -536,17 +547,28 @@ func (n *Node) retryLoop(ctx context.Context) {
 	beat := n.cfg.Watchdog.Register("cluster.retry")
 	defer beat.Stop()
 	for watchdog.Wait(ctx, beat, t.C) {
+		// The store is asked with n.mu released: it answers only between
+		// its transactions, and an apply holds it for a whole batch.
 		n.mu.Lock()
+		actors := n.seen.actorIDs()
+		failed := n.failed
+		n.failed = map[versionKey]*crdt.Changeset{}
+		n.mu.Unlock()
 		// Versions the store knows are checked there first; the seen set
-		// needs only what lies above each actor's known prefix.
-		n.seen.prune(n.st.KnownPrefix)
+		// needs only what lies above each actor's known prefix. A prefix
+		// only grows, so one read before the lock is retaken is safe.
+		prefixes := make(map[crdt.ActorID]uint64, len(actors))
+		for _, a := range actors {
+			prefixes[a] = n.st.KnownPrefix(a)
+		}
 		var css []*crdt.Changeset
-		for k, cs := range n.failed {
-			delete(n.failed, k)
+		for k, cs := range failed {
 			if !n.st.Knows(k.actor, k.version) {
 				css = append(css, cs)
 			}
 		}
+		n.mu.Lock()
+		n.seen.prune(func(a crdt.ActorID) uint64 { return prefixes[a] })
 		n.mu.Unlock()
 		if len(css) > 0 {
 			n.apply(ctx, css)
@@ -606,15 +628,33 @@ func (n *Node) rndInt64(max int64) int64 {
 }
 
 // syncState is this node's bookkeeping as a peer reads it: per actor the
-// head and the gaps below it.
-func syncState(b *crdt.Bookkeeping) *wirev1.SyncState {
+// head and the gaps below it. A peer refuses a state with more than
+// maxGaps gaps, so beyond that only the newest maxGaps are listed: the
+// peer then takes the others for versions this node has, and leaves them
+// out. That is safe, and the next rounds, once these gaps are filled,
+// list the older ones.
+func syncState(b *crdt.Bookkeeping, maxGaps int) *wirev1.SyncState {
+	type gap struct {
+		av *wirev1.ActorVersions
+		r  crdt.Range
+	}
+	var all []gap
 	s := &wirev1.SyncState{}
 	for _, a := range b.Actors() {
 		av := &wirev1.ActorVersions{Actor: append([]byte(nil), a[:]...), Head: b.Head(a)}
 		for _, g := range b.Gaps(a) {
-			av.Gaps = append(av.Gaps, &wirev1.Range{Start: g.Start, End: g.End})
+			all = append(all, gap{av, g})
 		}
 		s.Actors = append(s.Actors, av)
+	}
+	if len(all) > maxGaps {
+		// Newest first across actors; each actor keeps its newest gaps.
+		slices.SortStableFunc(all, func(x, y gap) int { return cmp.Compare(y.r.End, x.r.End) })
+		all = all[:maxGaps]
+		slices.SortStableFunc(all, func(x, y gap) int { return cmp.Compare(x.r.Start, y.r.Start) })
+	}
+	for _, g := range all {
+		g.av.Gaps = append(g.av.Gaps, &wirev1.Range{Start: g.r.Start, End: g.r.End})
 	}
 	return s
 }
@@ -641,7 +681,7 @@ func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error
 		book.MarkKnown(k.actor, k.version)
 	}
 	n.mu.Unlock()
-	return n.tr.sync(ctx, peer.QUICAddr, syncState(book), func(c *wirev1.SyncChunk) error {
+	return n.tr.sync(ctx, peer.QUICAddr, syncState(book, maxSyncGaps), func(c *wirev1.SyncChunk) error {
 		var css []*crdt.Changeset
 		for _, w := range c.GetChangesets() {
 			cs, err := fromWire(w)

@@ -8,6 +8,12 @@ import (
 	"github.com/patina-db/patina/internal/crdt"
 )
 
+// ErrRefused is wrapped by the ApplyErrors of changesets this node will
+// never apply, whatever it learns: malformed ones, versions above
+// MaxVersion, and versions of its own actor it never wrote. Retrying
+// them is pointless.
+var ErrRefused = errors.New("refused for good")
+
 // ApplyError is a changeset this node could not apply: a malformed one, or
 // one naming a table or column this node's schema lacks yet. The version
 // stays unknown, so a later sync or retry brings it again.
@@ -113,13 +119,16 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 			continue
 		}
 		err := cs.Validate()
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrRefused, err)
+		}
 		if err == nil && cs.Version > MaxVersion {
-			err = fmt.Errorf("version %d above the maximum %d", cs.Version, uint64(MaxVersion))
+			err = fmt.Errorf("%w: version %d above the maximum %d", ErrRefused, cs.Version, uint64(MaxVersion))
 		}
 		if err == nil && cs.Actor == s.actor && !s.book.Knows(cs.Actor, cs.Version) {
 			// Only this node writes its own versions; one it does not have
 			// would collide with the next local write.
-			err = fmt.Errorf("version %d of this node's own actor, which it never wrote (was this database copied from another node?)", cs.Version)
+			err = fmt.Errorf("%w: version %d of this node's own actor, which it never wrote (was this database copied from another node?)", ErrRefused, cs.Version)
 		}
 		if err != nil {
 			res.Failed = append(res.Failed, &ApplyError{Actor: cs.Actor, Version: cs.Version, Err: err})

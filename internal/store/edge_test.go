@@ -170,9 +170,17 @@ func TestOwnActorVersionsRefused(t *testing.T) {
 	a, _ := pair(t, `CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY)`)
 	exec(t, a, stmt(`INSERT INTO t VALUES ('k')`))
 	forged := &crdt.Changeset{Actor: a.Actor(), Version: 2, Changes: []crdt.Change{{Table: "t", PK: crdt.PackPK([]crdt.Value{crdt.TextValue("z")}), CL: 1}}}
-	res, err := a.Apply(context.Background(), []*crdt.Changeset{forged})
-	if err != nil || len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error(), "own actor") {
+	var other crdt.ActorID
+	other[0] = 7
+	tooHigh := &crdt.Changeset{Actor: other, Version: MaxVersion + 1, Changes: forged.Changes}
+	res, err := a.Apply(context.Background(), []*crdt.Changeset{forged, tooHigh})
+	if err != nil || len(res.Failed) != 2 || !strings.Contains(res.Failed[0].Error(), "own actor") || !strings.Contains(res.Failed[1].Error(), "above the maximum") {
 		t.Fatalf("%+v %v", res, err)
+	}
+	for _, e := range res.Failed {
+		if !errors.Is(e, ErrRefused) {
+			t.Errorf("%v: not marked refused for good", e)
+		}
 	}
 	if v := exec(t, a, stmt(`INSERT INTO t VALUES ('l')`)).Version; v != 2 {
 		t.Fatalf("next local version %d, want 2", v)
