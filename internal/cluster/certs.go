@@ -3,7 +3,9 @@ package cluster
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -15,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // CA is a cluster certificate authority: every node certificate it signs
@@ -175,6 +179,25 @@ type TLSFiles struct {
 // certificate.
 type Credentials struct {
 	CAPEM, CertPEM, KeyPEM []byte
+}
+
+// statelessResetKey derives the QUIC stateless reset key from the
+// member's private key, so that it is secret and the same after a
+// restart. A member that crashed and came back on its address then
+// answers packets of its old connections with a reset its peers can
+// verify, and they drop those connections at once instead of writing
+// into them until the idle timeout.
+func (c *Credentials) statelessResetKey() (*quic.StatelessResetKey, error) {
+	if len(c.KeyPEM) == 0 {
+		return nil, errors.New("quic stateless reset key: no private key")
+	}
+	k, err := hkdf.Key(sha256.New, c.KeyPEM, nil, "patina quic stateless reset", len(quic.StatelessResetKey{}))
+	if err != nil {
+		return nil, fmt.Errorf("quic stateless reset key: %w", err)
+	}
+	var key quic.StatelessResetKey
+	copy(key[:], k)
+	return &key, nil
 }
 
 // LoadCredentials reads the PEM files.

@@ -117,13 +117,18 @@ func newTransport(addr, cluster, name string, actor crdt.ActorID, creds *Credent
 	if err != nil {
 		return nil, fmt.Errorf("quic listen %s: %w", addr, err)
 	}
+	resetKey, err := creds.statelessResetKey()
+	if err != nil {
+		udp.Close()
+		return nil, err
+	}
 	t := &transport{
 		cluster: cluster,
 		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name, BroadcastStream: true},
 		tlsConf: tlsConf,
 		qconf:   &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 16, MaxIncomingUniStreams: 256},
 		udp:     udp,
-		tr:      &quic.Transport{Conn: udp},
+		tr:      &quic.Transport{Conn: udp, StatelessResetKey: resetKey},
 		h:       h,
 		log:     log,
 		conns:   map[string]*peerConn{},
@@ -199,6 +204,7 @@ func (t *transport) acceptHello(ctx context.Context, conn *quic.Conn) (*wirev1.H
 		return nil, fmt.Errorf("peer %q is in cluster %q, not %q", hello.GetName(), hello.GetCluster(), t.cluster)
 	}
 	if err := writeFrame(st, t.self); err != nil {
+		conn.CloseWithError(codeBadHello, "hello not taken")
 		return nil, err
 	}
 	st.Close()

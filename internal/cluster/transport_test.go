@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -171,4 +172,66 @@ func TestEarlierPeerGetsAStreamPerMessage(t *testing.T) {
 		t.Fatalf("shared stream used with a peer that did not offer it (legacy %v)", pc.legacy)
 	}
 	rec.waitFor(t, 10)
+}
+
+// TestRestartedPeerResetsOldConnection: a peer that crashed and came back
+// on the same address, with the same key, answers the old connection's
+// next packet with a stateless reset, so the sender drops that connection
+// at once instead of writing into it until the idle timeout (30 s).
+func TestRestartedPeerResetsOldConnection(t *testing.T) {
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := DevCredentials(ca, "recv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rec := &recorder{from: map[string]bool{}}
+	recv, err := newTransport("127.0.0.1:0", "c", "recv", crdt.ActorID{1}, creds, rec, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go recv.run(ctx)
+	addr := recv.addr()
+	send := testTransport(t, ca, "send", &recorder{from: map[string]bool{}})
+	if err := send.sendBroadcast(ctx, addr, testMessage(1)); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, 1)
+
+	// A crash: the socket goes, and no CONNECTION_CLOSE is sent.
+	recv.udp.Close()
+	recv.tr.Close()
+	again, err := newTransport(addr, "c", "recv", crdt.ActorID{1}, creds, rec, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go again.run(ctx)
+	defer again.close()
+
+	// The old connection still looks open to the sender; its next write
+	// draws the reset.
+	deadline := time.Now().Add(10 * time.Second)
+	for v := uint64(2); send.connected(addr); v++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection to the restarted peer still looks open after 10 s")
+		}
+		_ = send.tryBroadcast(addr, testMessage(v))
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The next message dials the new process and arrives.
+	if err := send.sendBroadcast(ctx, addr, testMessage(100)); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !slices.Contains(rec.versions(), 100) {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %v after the restart, want version 100", rec.versions())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
