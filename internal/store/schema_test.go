@@ -325,6 +325,16 @@ func TestClientSelectLeavesNothingOpen(t *testing.T) {
 	if res.Results[1].RowsAffected != 1 {
 		t.Fatalf("RETURNING insert affected %d rows, want 1", res.Results[1].RowsAffected)
 	}
+	// A SELECT changes nothing, whatever the statement before it changed.
+	res = exec(t, b,
+		stmt(`UPDATE machines SET state = 'stopped' WHERE id IN ('b0', 'b1')`),
+		stmt(`SELECT id FROM machines`))
+	if res.Results[0].RowsAffected != 2 || res.Results[1].RowsAffected != 0 {
+		t.Fatalf("UPDATE then SELECT affected %d and %d rows, want 2 and 0", res.Results[0].RowsAffected, res.Results[1].RowsAffected)
+	}
+	if res := exec(t, b, stmt(`SELECT 1`)); res.Results[0].RowsAffected != 0 {
+		t.Fatalf("a lone SELECT affected %d rows, want 0", res.Results[0].RowsAffected)
+	}
 	for i := 0; i < 3; i++ {
 		v := exec(t, a, stmt(`INSERT INTO machines (id, app) VALUES (?, 'y')`, fmt.Sprint("a", i))).Version
 		if out, err := b.Apply(context.Background(), []*crdt.Changeset{changesetOf(t, a, v)}); err != nil || len(out.Failed) > 0 {

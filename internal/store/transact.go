@@ -286,6 +286,13 @@ func (s *Store) clientExec(ctx context.Context, q string, args []any) (int64, er
 		}
 		return r.RowsAffected()
 	}
+	// changes() is what the last INSERT, UPDATE or DELETE to finish
+	// changed, and a SELECT is none: it counts for this statement only
+	// if one finished meanwhile, which total_changes() shows.
+	var before int64
+	if err := s.wint.QueryRowContext(context.WithoutCancel(ctx), "SELECT total_changes()").Scan(&before); err != nil {
+		return 0, fmt.Errorf("rows changed: %w", err)
+	}
 	rows, err := s.clientStmts.QueryContext(ctx, q, args...)
 	if err != nil {
 		return 0, err
@@ -295,9 +302,12 @@ func (s *Store) clientExec(ctx context.Context, q string, args []any) (int64, er
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return 0, err
 	}
-	var n int64
-	if err := s.wint.QueryRowContext(context.WithoutCancel(ctx), "SELECT changes()").Scan(&n); err != nil {
+	var n, after int64
+	if err := s.wint.QueryRowContext(context.WithoutCancel(ctx), "SELECT changes(), total_changes()").Scan(&n, &after); err != nil {
 		return 0, fmt.Errorf("rows changed: %w", err)
+	}
+	if after == before {
+		return 0, nil
 	}
 	return n, nil
 }
