@@ -344,18 +344,39 @@ func (m *membership) rejoinLoop(ctx context.Context, interval time.Duration, boo
 			return
 		case <-time.After(d):
 		}
-		addrs := m.rejoinTargets(time.Now(), m.addr(), bootstrap, rnd)
-		if len(addrs) == 0 {
+		// memberlist's Join cannot be interrupted, and on a host that
+		// drops packets it waits out its TCP timeout (10 s) per address.
+		// So each address is first dialed under ctx, and Join gets only
+		// those that answered: stopping never waits on a dead host.
+		var addrs []string
+		for _, a := range m.rejoinTargets(time.Now(), m.addr(), bootstrap, rnd) {
+			if answers(ctx, a) {
+				addrs = append(addrs, a)
+			}
+		}
+		if len(addrs) == 0 || ctx.Err() != nil {
 			continue
 		}
-		// A member long gone fails this every round: not worth more than
-		// a debug line.
+		// A member whose host answers but which stays gone fails this
+		// every round: not worth more than a debug line.
 		if n, err := m.ml.Join(addrs); n > 0 {
 			log.Info("gossip rejoined", "contacted", n, "tried", addrs)
 		} else if err != nil {
 			log.Debug("gossip rejoin failed", "tried", addrs, "err", err)
 		}
 	}
+}
+
+// answers reports whether a TCP connection to addr opens within 2 s,
+// before ctx ends.
+func answers(ctx context.Context, addr string) bool {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // rejoinTargets reaps members dead for longer than reapAfter and picks
