@@ -78,6 +78,9 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if old, ok := st.Reidentified(); ok {
+		logger.Warn("the last run ended with its host (power loss or a kernel crash), so its last commits may be gone here while peers hold them; this node now writes under a new actor id, and sync brings the old one's versions back", "old_actor", old, "actor", st.Actor())
+	}
 	if len(cfg.DB.SchemaPaths) > 0 {
 		if err := st.ApplySchemaFiles(ctx, cfg.DB.SchemaPaths); err != nil {
 			st.Close()

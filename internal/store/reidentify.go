@@ -75,6 +75,10 @@ func reidentifyTx(ctx context.Context, ex execer, schema *Schema, old, fresh crd
 	if _, err := ex.ExecContext(ctx, `UPDATE __patina_bookkeeping SET actor = ? WHERE actor = 0`, site); err != nil {
 		return fmt.Errorf("bookkeeping: %w", err)
 	}
+	// The copy has no run in progress (a backup carries its source's).
+	if _, err := ex.ExecContext(ctx, `DELETE FROM __patina_meta WHERE key = ?`, openBootKey); err != nil {
+		return fmt.Errorf("run record: %w", err)
+	}
 	// A local clock entry is the bare version (site 0): 1..versionMask.
 	// 0 (a cell never written) and unattributed (-1) name no version.
 	shift := packSD(site, 0)

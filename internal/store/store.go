@@ -34,6 +34,10 @@ type Store struct {
 	cfg   Config
 	actor crdt.ActorID
 	lock  *DatabaseLock // held from Open to Close
+	// unclean is the actor id given up at Open (wasUnclean), because the
+	// last run ended with its host (see recoverUnclean).
+	unclean    crdt.ActorID
+	wasUnclean bool
 
 	// mu serializes every write: local transactions on writer and remote
 	// applies on applier. SQLite has one writer anyway; holding the lock in
@@ -100,10 +104,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s := &Store{cfg: cfg, lock: lock}
+	if s.unclean, s.wasUnclean, err = recoverUnclean(ctx, cfg.Path); err != nil {
+		lock.Release()
+		return nil, fmt.Errorf("store: %s: %w", cfg.Path, err)
+	}
 	s.ckpt.written = make(chan struct{}, 1)
 	if err := s.open(ctx); err != nil {
 		s.closeConns()
 		return nil, err
+	}
+	// Recorded last: a store that failed to open was never in use.
+	if err := s.markOpen(ctx); err != nil {
+		s.closeConns()
+		return nil, fmt.Errorf("store: %s: %w", cfg.Path, err)
 	}
 	return s, nil
 }
@@ -358,7 +371,12 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	return s.closeConns()
+	// A broken writer cannot write: the record stays, as after a crash.
+	var err error
+	if s.broken == nil {
+		err = s.markClosed(context.Background())
+	}
+	return errors.Join(err, s.closeConns())
 }
 
 func (s *Store) closeConns() error {
