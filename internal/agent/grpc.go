@@ -63,6 +63,9 @@ type grpcServer struct {
 	srv      *grpc.Server
 	health   *health.Server
 	services []string
+	// endStreams ends every streaming call (WatchApp never ends by
+	// itself): stop calls it before waiting for the calls in flight.
+	endStreams context.CancelFunc
 }
 
 // serverOptions are the TLS and token options of cfg; reading the
@@ -85,8 +88,15 @@ func (cfg GRPCConfig) serverOptions() ([]grpc.ServerOption, error) {
 
 // newGRPCServer serves on ln the services the schema supports.
 func newGRPCServer(ln net.Listener, opts []grpc.ServerOption, st *store.Store, engine *subs.Engine, region string, log *slog.Logger) *grpcServer {
+	streams, endStreams := context.WithCancel(context.Background())
+	opts = append(opts, grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		defer context.AfterFunc(streams, cancel)()
+		return handler(srv, &stoppableStream{ServerStream: ss, ctx: ctx})
+	}))
 	srv := grpc.NewServer(opts...)
-	g := &grpcServer{ln: ln, srv: srv, health: health.NewServer()}
+	g := &grpcServer{ln: ln, srv: srv, health: health.NewServer(), endStreams: endStreams}
 	tables := st.Schema().TableNames()
 	if slices.Contains(tables, "machines") && slices.Contains(tables, "machine_checks") {
 		regionalv1.RegisterLookupServer(srv, lookup.New(st, engine, region))
@@ -132,11 +142,21 @@ func (g *grpcServer) serve() error {
 	return nil
 }
 
-// stop marks every service not serving, lets calls in flight finish until
-// ctx ends, then closes what is left (WatchApp streams never end by
-// themselves).
+// stoppableStream is a server stream whose context also ends when the
+// server stops.
+type stoppableStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stoppableStream) Context() context.Context { return s.ctx }
+
+// stop marks every service not serving, ends the streaming calls (their
+// clients reconnect elsewhere, as an HTTP stream's do), lets unary calls
+// in flight finish until ctx ends, then closes what is left.
 func (g *grpcServer) stop(ctx context.Context) {
 	g.health.Shutdown()
+	g.endStreams()
 	done := make(chan struct{})
 	go func() { g.srv.GracefulStop(); close(done) }()
 	select {

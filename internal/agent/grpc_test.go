@@ -20,6 +20,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/cluster"
 	"github.com/patina-db/patina/internal/rpc"
@@ -356,5 +357,65 @@ func TestGRPCOverMutualTLS(t *testing.T) {
 	}
 	if err := call(rpc.DialOptions{}); err == nil {
 		t.Fatal("a plaintext client was served")
+	}
+}
+
+// TestStopEndsWatchStreams: stopping ends the open WatchApp streams at
+// once, so that waiting for them does not use up the shutdown time the
+// HTTP server needs for its own streams: the agent stops cleanly.
+func TestStopEndsWatchStreams(t *testing.T) {
+	dir := t.TempDir()
+	wd, _ := os.Getwd()
+	cfg, err := agent.ParseConfig(fmt.Sprintf(`
+[db]
+path = %q
+schema_paths = [%q]
+[gossip]
+region = "ams"
+[api]
+addr = "127.0.0.1:0"
+shutdown_timeout = "3s"
+[grpc]
+addr = "127.0.0.1:0"
+`, filepath.Join(dir, "patina.db"), filepath.Join(wd, "..", "..", "schemas", "regional")), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(context.Background(), cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+
+	w, err := regionalv1.NewLookupClient(dial(t, a.GRPCAddr())).WatchApp(context.Background(), &regionalv1.WatchAppRequest{App: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := w.Recv(); err != nil || ev.GetKind() != regionalv1.WatchAppEvent_KIND_READY {
+		t.Fatalf("first event %v, %v; want READY", ev, err)
+	}
+	// An HTTP stream in flight too, which shutdown answers and ends.
+	c, err := client.New("http://"+a.APIAddr(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	txs, err := c.OpenTxStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txs.Close()
+	if _, err := txs.Transact(context.Background(), client.Statement{Query: "SELECT 1"}); err != nil {
+		t.Fatal(err)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("agent stopped with %v", err)
+	}
+	if _, err := w.Recv(); err == nil {
+		t.Fatal("the watch stream is still open after the agent stopped")
 	}
 }
