@@ -242,10 +242,13 @@ func (b *Bridge) reconcile(ctx context.Context) {
 }
 
 // flush writes the counts that changed since the last flush, in one
-// transaction, or nothing.
+// transaction, or nothing. A bridge that lost its region (no agent
+// delivers its changes) writes nothing: its counts say what the region
+// was when it lost it, and written after a reconcile they would undo a
+// working bridge's rows. Its rows stay as the other bridges leave them.
 func (b *Bridge) flush(ctx context.Context) {
 	b.mu.Lock()
-	if b.agg == nil || b.written == nil || b.gen == b.flushedGen {
+	if b.agg == nil || !b.following || b.written == nil || b.gen == b.flushedGen {
 		b.mu.Unlock()
 		return
 	}

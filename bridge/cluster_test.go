@@ -493,3 +493,50 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("still writing to the stopped global agent: %+v", s)
 	}
 }
+
+// TestBridgeCutOffFromItsRegionWritesNothing: a bridge that lost every
+// regional agent keeps its counts, but no longer writes them: its
+// reconciles would otherwise put back, over a working bridge's rows, what
+// the region said when it was cut off.
+func TestBridgeCutOffFromItsRegionWritesNothing(t *testing.T) {
+	region, global := clusters(t)
+	publish(t, region.Nodes[0], machine("cutoff-1", "cutoff", regional.StateStarted))
+	cut := testConfig(region, global, "cut")
+	cut.Region.Agents = []string{region.Nodes[2].API} // the one it will lose
+	cut.Region.FailoverAfter = 300 * time.Millisecond
+	cut.Bridge.ReconcileInterval = 200 * time.Millisecond
+	stale := startBridge(t, cut)
+	live := startBridge(t, testConfig(region, global, "live"))
+	waitGlobal(t, global, "cutoff", "syd", counts(1, 1))
+
+	if err := region.Nodes[2].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	region.Nodes[2].Agent = nil
+	defer func() {
+		if err := region.Nodes[2].Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := region.WaitMembers(context.Background(), len(region.Nodes), 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	waitFor(t, "the cut-off bridge to stop following", func() (bool, string) {
+		s := stale.Stats()
+		return !s.Following && s.Failovers > 0, fmt.Sprintf("%+v", s)
+	})
+	// The app leaves the region; the live bridge says so.
+	publish(t, region.Nodes[0], machine("cutoff-1", "cutoff", regional.StateDestroyed))
+	settle(t, "cutoff", nil, live)
+	waitGlobal(t, global, "cutoff", "syd", nil)
+	// Several reconciles of the cut-off bridge later, the row is still gone.
+	r0 := stale.Stats().Reconciles
+	waitFor(t, "three reconciles of the cut-off bridge", func() (bool, string) {
+		s := stale.Stats()
+		return s.Reconciles >= r0+3, fmt.Sprintf("%+v", s)
+	})
+	waitGlobal(t, global, "cutoff", "syd", nil)
+	if _, ok := stale.Apps()["cutoff"]; !ok {
+		t.Fatal("the cut-off bridge's counts changed: the test did not cut it off")
+	}
+}
