@@ -76,11 +76,19 @@ func (c *Client) Transact(ctx context.Context, stmts ...Statement) (*api.ExecRes
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var out api.ExecResponse
+	var out struct {
+		api.ExecResponse
+		// Error is an answer that is no transaction's (a refused token,
+		// a body too large).
+		Error string `json:"error"`
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, &Error{Status: resp.StatusCode, Message: fmt.Sprintf("unreadable response: %v", err)}
 	}
-	return &out, txError(resp.StatusCode, &out)
+	if resp.StatusCode != http.StatusOK && len(out.Results) == 0 && out.Error != "" {
+		return nil, &Error{Status: resp.StatusCode, Message: out.Error}
+	}
+	return &out.ExecResponse, txError(resp.StatusCode, &out.ExecResponse)
 }
 
 // txError is a transaction's failure as the agent answered it, or nil

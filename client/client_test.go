@@ -141,6 +141,10 @@ func TestClientAgainstAnAgent(t *testing.T) {
 	if _, err := bad.Members(ctx); !errors.As(err, &ce) || ce.Status != 401 {
 		t.Fatalf("wrong token: %v", err)
 	}
+	// A transaction refused before it ran carries the agent's reason.
+	if _, err := bad.Transact(ctx, client.Statement{Query: "SELECT 1"}); !errors.As(err, &ce) || ce.Status != 401 || ce.Message == "transaction failed" || ce.Message == "" {
+		t.Fatalf("transaction with a wrong token: %v", err)
+	}
 }
 
 func TestClientAdminCalls(t *testing.T) {

@@ -355,6 +355,13 @@ func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
+	// A client that stops reading would hold a reader, and its snapshot
+	// of the database, for as long as it pleased: every write must make
+	// progress within the stream write timeout.
+	rc := http.NewResponseController(w)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)) }
+	deadline()
+	defer deadline() // for the response's last chunk, written after this returns
 	_ = enc.Encode(QueryEvent{Columns: nonNil(rows.Columns())})
 	var id int64
 	for rows.Next() {
@@ -367,6 +374,9 @@ func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {
 		id++
 		if err := enc.Encode(QueryEvent{Row: &RowEvent{RowID: id, Cells: vals}}); err != nil {
 			return // the client went away
+		}
+		if id%256 == 0 {
+			deadline()
 		}
 		if flusher != nil && id%512 == 0 {
 			flusher.Flush()
@@ -493,6 +503,12 @@ func (s *Server) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorResponse{Error: fmt.Sprintf("no such table: %s", table)})
 		return
 	}
+	// net/http notices a client gone only once the request body has been
+	// read to its end: without this, a follower that left would be
+	// noticed only at the next write to it, however long that takes.
+	if _, err := io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10)); err != nil {
+		return
+	}
 	sub := s.opts.Updates.Subscribe(table, updatesBuffer)
 	defer s.opts.Updates.Unsubscribe(sub)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -503,6 +519,8 @@ func (s *Server) handleUpdates(w http.ResponseWriter, r *http.Request) {
 	}
 	enc := json.NewEncoder(w)
 	rc := http.NewResponseController(w)
+	// For the response's last chunk, written after this returns.
+	defer func() { _ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)) }()
 	for {
 		select {
 		case <-r.Context().Done():

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/patina-db/patina/internal/api"
+	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/store"
 	"github.com/patina-db/patina/internal/subs"
 	"github.com/patina-db/patina/schemas"
@@ -330,5 +331,59 @@ func TestUpdatesStream(t *testing.T) {
 	want := []string{`{"notify":["update",["m1"]]}`, `{"notify":["update",["m1"]]}`, `{"notify":["delete",["m1"]]}`}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("stream:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// A follower that goes away is noticed at once, not at the next
+	// change to its table: the Go client sends a body ("null"), which
+	// the handler reads to its end so that net/http watches the
+	// connection.
+	resp.Body.Close()
+	waitFor(func() bool { return updates.Count() == 0 })
+	c, err := client.New(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := c.Updates(context.Background(), "machines")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(func() bool { return updates.Count() == 1 })
+	u.Close()
+	waitFor(func() bool { return updates.Count() == 0 })
+}
+
+// TestQueryClientThatStopsReadingLetsGo: a query whose client stops
+// reading is cut off after the stream write timeout, and its reader (the
+// only one here) serves the next query.
+func TestQueryClientThatStopsReadingLetsGo(t *testing.T) {
+	st, err := store.Open(context.Background(), store.Config{Path: filepath.Join(t.TempDir(), "p.db"), Readers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := httptest.NewServer(api.NewServer(st, api.Options{StreamWriteTimeout: 200 * time.Millisecond}))
+	defer srv.Close()
+	// Far more than the socket buffers hold.
+	big := `["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000000) SELECT i, hex(zeroblob(100)) FROM n"]`
+	resp, err := http.Post(srv.URL+"/v1/queries", "application/json", strings.NewReader(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := resp.Body.Read(make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	// This client reads no further. The next query gets the reader.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/queries", strings.NewReader(`["SELECT 1"]`))
+	next, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("a query behind a client that stopped reading: %v", err)
+	}
+	body, err := io.ReadAll(next.Body)
+	next.Body.Close()
+	if err != nil || !strings.Contains(string(body), `"eoq"`) {
+		t.Fatalf("a query behind a client that stopped reading: %q %v", body, err)
 	}
 }

@@ -125,6 +125,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, sub *subs.Sub, f
 	enc := json.NewEncoder(w)
 	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)) }
 	deadline()
+	defer deadline() // for the response's last chunk, written after this returns
 	if !hasFrom {
 		if enc.Encode(QueryEvent{Columns: nonNil(sub.Columns())}) != nil {
 			return

@@ -50,6 +50,10 @@ type streamTx struct {
 
 func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w) // full duplex: see handleDuplex
+	// The last answer's deadline would still hold when net/http writes
+	// the response's last chunk after this returns: give that write a
+	// fresh one.
+	defer func() { _ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)) }()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {

@@ -272,3 +272,28 @@ func countMachines(t *testing.T, db *store.Store) int64 {
 	}
 	return n
 }
+
+// TestTransactionStreamClosesCleanlyAfterIdling: a stream whose last
+// answer is older than the write timeout still ends cleanly: the deadline
+// set for that answer does not cut off the response's last chunk.
+func TestTransactionStreamClosesCleanlyAfterIdling(t *testing.T) {
+	st := regionalStore(t)
+	srv := httptest.NewServer(api.NewServer(st, api.Options{StreamWriteTimeout: 100 * time.Millisecond}))
+	t.Cleanup(func() { srv.Close(); st.Close() })
+	c, err := client.New(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ts, err := c.OpenTxStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id) VALUES ('idle')"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the stream sits idle past the write timeout
+	if err := ts.Close(); err != nil {
+		t.Fatalf("close after idling: %v", err)
+	}
+}
