@@ -69,14 +69,20 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 	order := make(chan *streamTx, streamWindow)
 	stop := make(chan struct{})
 	go s.readTransactions(ctx, stop, r.Body, order)
+	// stopReading runs no more transactions. The reader goes on reading
+	// for linger, dropping what it reads, then stops: closed with bytes
+	// still unread, the connection would be reset, and a reset can
+	// destroy answers the client has not read yet. The deadline is set
+	// to linger, not now: a read it interrupts cannot be resumed, since
+	// net/http's body keeps the error.
 	var once sync.Once
-	stopReading := func() {
+	stopReading := func(linger time.Duration) {
 		once.Do(func() {
 			close(stop)
-			// Ends a read in progress, and with it the request's context;
-			// from here on a client that is gone shows as a failed write.
+			// From here on a client that is gone shows as a failed
+			// write, or ends the reader.
 			gone = nil
-			_ = rc.SetReadDeadline(time.Now())
+			_ = rc.SetReadDeadline(time.Now().Add(linger))
 		})
 	}
 	// However the stream ends, the reader stops and is waited for, so the
@@ -86,7 +92,7 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 	readerDone := false
 	defer func() {
 		if !readerDone {
-			stopReading()
+			stopReading(0)
 		}
 		for range order {
 		}
@@ -99,9 +105,9 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 		next = nil
 		select {
 		case <-closing:
-			// Shutting down: read no further, answer what was read, then
+			// Shutting down: run nothing more, answer what was read, then
 			// end. The client opens another stream elsewhere.
-			stopReading()
+			stopReading(shutdownLinger)
 			closing = nil
 		default:
 		}
@@ -110,7 +116,7 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 			select {
 			case tx, ok = <-order:
 			case <-closing:
-				stopReading()
+				stopReading(shutdownLinger)
 				closing = nil
 				continue
 			case <-gone:
@@ -118,9 +124,6 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 			}
 			if !ok {
 				readerDone = true
-				if closing == nil {
-					lingerForClose(rc, r.Body)
-				}
 				return
 			}
 		}
@@ -148,16 +151,9 @@ func (s *Server) handleTransactionStream(w http.ResponseWriter, r *http.Request)
 	}
 }
 
-// lingerForClose reads what a client still sends after the stream
-// stopped reading, for up to a second, before the handler returns and the
-// connection closes. Closed with unread bytes, the connection would be
-// reset, and a reset can destroy answers the client has not read yet.
-// What is read here is not run: the client learns so when the stream
-// ends without its answers.
-func lingerForClose(rc *http.ResponseController, body io.Reader) {
-	_ = rc.SetReadDeadline(time.Now().Add(time.Second))
-	_, _ = io.Copy(io.Discard, body)
-}
+// shutdownLinger is how long a stream goes on reading, and dropping,
+// what its client still sends after a shutdown began.
+const shutdownLinger = time.Second
 
 func isDone(tx *streamTx) bool {
 	select {
@@ -185,8 +181,15 @@ func (s *Server) readTransactions(ctx context.Context, stop <-chan struct{}, bod
 		line, err := readLine(br, s.opts.MaxBodyBytes)
 		select {
 		case <-stop:
+			// Run nothing more. Read the rest of what the client sends,
+			// until the body or the deadline ends (see stopReading),
+			// and drop it: the client learns those were not run when
+			// the stream ends without their answers.
 			if err == nil && len(bytes.TrimSpace(line)) > 0 {
 				queueTx(ctx, order, refused(http.StatusServiceUnavailable, "not run: the agent is shutting down"))
+			}
+			if err == nil {
+				_, _ = io.Copy(io.Discard, br)
 			}
 			return
 		default:
