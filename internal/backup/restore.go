@@ -68,6 +68,9 @@ func Restore(ctx context.Context, in, dbPath string, opts RestoreOptions) (*Rest
 	}
 
 	tmp := dbPath + ".restore.tmp"
+	// A restore that died midway may have left its copy, with a journal
+	// SQLite would roll back into the next copy.
+	removeDatabase(tmp)
 	done := false
 	defer func() {
 		if !done {
