@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/store"
 	"github.com/patina-db/patina/internal/subs"
 	"github.com/patina-db/patina/schemas"
