@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,20 @@ import (
 // startTierAgent runs a lone agent with a tier's schema and gRPC on.
 func startTierAgent(t *testing.T, tier, extra string) *agent.Agent {
 	t.Helper()
+	a, stop := runTierAgent(t, tier, "", extra)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return a
+}
+
+// runTierAgent runs an agent of the tier's schema, with apiExtra in its
+// [api] section and extra after its [grpc] one; stop ends it and returns
+// what Run returned.
+func runTierAgent(t *testing.T, tier, apiExtra, extra string) (a *agent.Agent, stop func() error) {
+	t.Helper()
 	dir := t.TempDir()
 	wd, _ := os.Getwd()
 	cfg, err := agent.ParseConfig(fmt.Sprintf(`
@@ -43,26 +58,28 @@ schema_paths = [%q]
 region = "ams"
 [api]
 addr = "127.0.0.1:0"
+%s
 [grpc]
 addr = "127.0.0.1:0"
-%s`, filepath.Join(dir, "patina.db"), filepath.Join(wd, "..", "..", "schemas", tier), extra), "test")
+%s`, filepath.Join(dir, "patina.db"), filepath.Join(wd, "..", "..", "schemas", tier), apiExtra, extra), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(context.Background(), cfg, io.Discard)
+	a, err = agent.New(context.Background(), cfg, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return a
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return a, stop
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
@@ -364,31 +381,7 @@ func TestGRPCOverMutualTLS(t *testing.T) {
 // once, so that waiting for them does not use up the shutdown time the
 // HTTP server needs for its own streams: the agent stops cleanly.
 func TestStopEndsWatchStreams(t *testing.T) {
-	dir := t.TempDir()
-	wd, _ := os.Getwd()
-	cfg, err := agent.ParseConfig(fmt.Sprintf(`
-[db]
-path = %q
-schema_paths = [%q]
-[gossip]
-region = "ams"
-[api]
-addr = "127.0.0.1:0"
-shutdown_timeout = "3s"
-[grpc]
-addr = "127.0.0.1:0"
-`, filepath.Join(dir, "patina.db"), filepath.Join(wd, "..", "..", "schemas", "regional")), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(context.Background(), cfg, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	a, stop := runTierAgent(t, "regional", `shutdown_timeout = "3s"`, "")
 
 	w, err := regionalv1.NewLookupClient(dial(t, a.GRPCAddr())).WatchApp(context.Background(), &regionalv1.WatchAppRequest{App: "web"})
 	if err != nil {
@@ -411,8 +404,7 @@ addr = "127.0.0.1:0"
 		t.Fatal(err)
 	}
 
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("agent stopped with %v", err)
 	}
 	if _, err := w.Recv(); err == nil {
