@@ -356,8 +356,10 @@ func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
 	// A client that stops reading would hold a reader, and its snapshot
-	// of the database, for as long as it pleased: every write must make
-	// progress within the stream write timeout.
+	// of the database, for as long as it pleased: each write must go out
+	// within the stream write timeout. The deadline is set just before
+	// each row is written, so the time the query takes to make its rows
+	// does not count.
 	rc := http.NewResponseController(w)
 	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)) }
 	deadline()
@@ -366,6 +368,7 @@ func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {
 	var id int64
 	for rows.Next() {
 		vals, err := rows.Values()
+		deadline()
 		if err != nil {
 			msg := err.Error()
 			_ = enc.Encode(QueryEvent{Error: &msg})
@@ -375,13 +378,11 @@ func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {
 		if err := enc.Encode(QueryEvent{Row: &RowEvent{RowID: id, Cells: vals}}); err != nil {
 			return // the client went away
 		}
-		if id%256 == 0 {
-			deadline()
-		}
 		if flusher != nil && id%512 == 0 {
 			flusher.Flush()
 		}
 	}
+	deadline()
 	if err := rows.Err(); err != nil {
 		// Headers are sent: the error travels in the stream.
 		msg := err.Error()

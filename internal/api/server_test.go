@@ -387,3 +387,23 @@ func TestQueryClientThatStopsReadingLetsGo(t *testing.T) {
 		t.Fatalf("a query behind a client that stopped reading: %q %v", body, err)
 	}
 }
+
+// TestSlowQueryIsNotCutOff: the stream write timeout bounds writes to the
+// client, not the time the query takes to make its rows.
+func TestSlowQueryIsNotCutOff(t *testing.T) {
+	st := regionalStore(t)
+	defer st.Close()
+	srv := httptest.NewServer(api.NewServer(st, api.Options{StreamWriteTimeout: 50 * time.Millisecond}))
+	defer srv.Close()
+	// 300 rows, spread over the scan of three million, about 30 KB.
+	slow := `["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT i, hex(zeroblob(50)) FROM n WHERE i % 10000 = 0"]`
+	resp, err := http.Post(srv.URL+"/v1/queries", "application/json", strings.NewReader(slow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !strings.Contains(string(body), `[300,[3000000,`) || !strings.Contains(string(body), `"eoq"`) {
+		t.Fatalf("slow query: %q %v", body, err)
+	}
+}
