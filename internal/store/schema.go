@@ -246,7 +246,14 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 			// packed keys cannot tell apart.
 			return &SchemaError{Table: t.Name, Column: c.Name, Reason: fmt.Sprintf("key columns must be declared INTEGER, TEXT or BLOB, not %q", c.Type)}
 		}
-		if !c.NotNull && !t.RowidAlias && !t.WithoutRowid {
+		// A single INTEGER key may be declared without NOT NULL: a rowid
+		// alias, and a WITHOUT ROWID key, never hold NULL, and the one
+		// other kind (INTEGER PRIMARY KEY DESC), which could, has its
+		// values' class checked by the capture trigger, which refuses
+		// NULL. Databases made before that kind was told apart keep
+		// opening.
+		integerKey := len(t.PK) == 1 && strings.EqualFold(strings.TrimSpace(t.PK[0].Type), "INTEGER")
+		if !c.NotNull && !integerKey && !t.WithoutRowid {
 			return &SchemaError{Table: t.Name, Column: c.Name, Reason: "primary key columns must be NOT NULL"}
 		}
 	}
