@@ -93,7 +93,13 @@ func newGRPCServer(ln net.Listener, opts []grpc.ServerOption, st *store.Store, e
 		ctx, cancel := context.WithCancel(ss.Context())
 		defer cancel()
 		defer context.AfterFunc(streams, cancel)()
-		return handler(srv, &stoppableStream{ServerStream: ss, ctx: ctx})
+		err := handler(srv, &stoppableStream{ServerStream: ss, ctx: ctx})
+		if streams.Err() != nil && (errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled) {
+			// Ended by the stop, not by the client: UNAVAILABLE is what
+			// clients retry, elsewhere.
+			return status.Error(codes.Unavailable, "the agent is stopping")
+		}
+		return err
 	}))
 	srv := grpc.NewServer(opts...)
 	g := &grpcServer{ln: ln, srv: srv, health: health.NewServer(), endStreams: endStreams}

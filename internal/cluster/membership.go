@@ -34,7 +34,7 @@ type membership struct {
 	mu   sync.Mutex
 	rtt  map[string]time.Duration // by member name, from SWIM probes
 	view map[string]Member        // by name, kept from memberlist's events
-	down map[string]time.Time     // members the view holds dead, since when
+	down map[string]time.Time     // members the view holds dead or left, since when
 }
 
 // metaLimit is memberlist's bound on node metadata.
@@ -107,7 +107,16 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta, faults *Faults) (*members
 	mc.Events = m
 	mc.Logger = log.New(io.Discard, "", 0)
 	if faults != nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+		// Port 0 binds TCP, then UDP on the same port, which may be
+		// taken: memberlist's own transport tries again, and so does
+		// this one.
+		var nt *memberlist.NetTransport
+		for try := 0; ; try++ {
+			nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+			if err == nil || mc.BindPort != 0 || try == 9 {
+				break
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("gossip: %w", err)
 		}
@@ -229,7 +238,7 @@ func (m *membership) record(n *memberlist.Node, gone bool) {
 	}
 	m.mu.Lock()
 	m.view[n.Name] = mem
-	if mem.State == "dead" {
+	if gone {
 		if _, ok := m.down[n.Name]; !ok {
 			m.down[n.Name] = time.Now()
 		}
@@ -326,13 +335,13 @@ func (m *membership) joinLoop(ctx context.Context, bootstrap []string, logf func
 // member tries to join a few of the members it holds dead (not those
 // that left), and the bootstrap members while it sees nobody alive; a
 // member that answers is alive again on both sides, and everything it
-// missed comes by sync. A member dead for longer than reapAfter is
-// dropped from the view and no longer tried.
+// missed comes by sync. A member dead, or gone, for longer than
+// reapAfter is dropped from the view (and no longer tried).
 
 // rejoinBatch is how many members one round tries.
 const rejoinBatch = 3
 
-// reapAfter is how long a dead member stays in the view.
+// reapAfter is how long a member dead or left stays in the view.
 const reapAfter = 24 * time.Hour
 
 // rejoinLoop runs rejoin rounds every interval (±25%) until ctx ends.
@@ -379,25 +388,22 @@ func answers(ctx context.Context, addr string) bool {
 	return true
 }
 
-// rejoinTargets reaps members dead for longer than reapAfter and picks
+// rejoinTargets reaps members dead or left for longer than reapAfter, and picks
 // up to rejoinBatch gossip addresses to try: members held dead, and the
 // bootstrap members when no other member is alive. self is this member's
 // gossip address.
 func (m *membership) rejoinTargets(now time.Time, self string, bootstrap []string, rnd func(n int) int) []string {
 	m.mu.Lock()
-	var pool []string
-	alive := 0
+	var dead []string
+	taken := map[string]bool{} // addresses of members alive now
 	for name, mem := range m.view {
-		if mem.GossipAddr == self {
-			continue
-		}
 		if mem.Alive {
-			alive++
+			taken[mem.GossipAddr] = true
 			continue
 		}
-		since, dead := m.down[name]
-		if !dead {
-			continue // left, or suspect
+		since, gone := m.down[name]
+		if !gone {
+			continue
 		}
 		if now.Sub(since) > reapAfter {
 			delete(m.view, name)
@@ -405,9 +411,24 @@ func (m *membership) rejoinTargets(now time.Time, self string, bootstrap []strin
 			delete(m.rtt, name)
 			continue
 		}
-		pool = append(pool, mem.GossipAddr)
+		if mem.State == "dead" {
+			dead = append(dead, mem.GossipAddr)
+		}
 	}
 	m.mu.Unlock()
+	alive := len(taken)
+	if taken[self] {
+		alive--
+	}
+	// Not this member, and not an address another member, alive, now
+	// holds (one restarted under a new name): joining it again would
+	// find someone, and never bring back the name held dead.
+	var pool []string
+	for _, a := range dead {
+		if a != self && !taken[a] {
+			pool = append(pool, a)
+		}
+	}
 	if alive == 0 {
 		for _, b := range bootstrap {
 			if b != self {

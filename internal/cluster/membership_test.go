@@ -15,29 +15,37 @@ func TestRejoinTargets(t *testing.T) {
 	m := &membership{view: map[string]Member{}, down: map[string]time.Time{}, rtt: map[string]time.Duration{}}
 	add := func(name, addr, state string, downFor time.Duration) {
 		m.view[name] = Member{Name: name, GossipAddr: addr, State: state, Alive: state == "alive"}
-		if state == "dead" {
+		if state != "alive" {
 			m.down[name] = now.Add(-downFor)
 		}
 	}
 	add("self", "10.0.0.1:7946", "alive", 0)
 	add("a", "10.0.0.2:7946", "alive", 0)
-	add("gone", "10.0.0.3:7946", "left", 0)
+	add("gone", "10.0.0.3:7946", "left", time.Minute)
 	add("d1", "10.0.0.4:7946", "dead", time.Minute)
 	add("d2", "10.0.0.5:7946", "dead", time.Hour)
 	add("old", "10.0.0.6:7946", "dead", reapAfter+time.Minute)
+	add("oldleft", "10.0.0.7:7946", "left", reapAfter+time.Minute)
+	add("renamed", "10.0.0.2:7946", "dead", time.Minute) // its address is a's now
 	first := func(n int) int { return 0 }
 	bootstrap := []string{"10.0.0.1:7946", "10.0.0.9:7946"}
 
 	got := m.rejoinTargets(now, "10.0.0.1:7946", bootstrap, first)
 	slices.Sort(got)
 	if want := []string{"10.0.0.4:7946", "10.0.0.5:7946"}; !slices.Equal(got, want) {
-		t.Fatalf("with a member alive: %v, want the dead members %v (not the one that left, the one reaped, or bootstrap)", got, want)
+		t.Fatalf("with a member alive: %v, want the dead members %v (not the one that left, the ones reaped, one whose address a live member holds, or bootstrap)", got, want)
 	}
-	if _, ok := m.view["old"]; ok {
-		t.Fatal("a member dead for longer than reapAfter is still in the view")
+	for _, name := range []string{"old", "oldleft"} {
+		if _, ok := m.view[name]; ok {
+			t.Fatalf("%s, gone for longer than reapAfter, is still in the view", name)
+		}
+	}
+	if _, ok := m.view["gone"]; !ok {
+		t.Fatal("a member that left a minute ago was reaped")
 	}
 
 	// Alone: the bootstrap members too, but never this member's own address.
+	delete(m.view, "renamed")
 	add("a", "10.0.0.2:7946", "dead", time.Second)
 	for i := 0; i < 3; i++ {
 		add(fmt.Sprint("more", i), fmt.Sprintf("10.0.1.%d:7946", i), "dead", time.Second)

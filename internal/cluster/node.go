@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/patina-db/patina/internal/crdt"
@@ -43,6 +44,7 @@ type Stats struct {
 	Invalid           atomic.Uint64 // received ones that failed validation
 	Applied           atomic.Uint64 // remote versions newly applied here (broadcast, sync or retry)
 	ApplyFailures     atomic.Uint64 // versions that could not be applied (retried locally)
+	Refused           atomic.Uint64 // of those, versions the store refuses for good (not retried)
 	QueueDropped      atomic.Uint64
 	SyncRounds        atomic.Uint64
 	SyncPulled        atomic.Uint64 // versions received by sync
@@ -56,7 +58,7 @@ func (s *Stats) Snapshot() map[string]uint64 {
 	return map[string]uint64{
 		"broadcasts_sent": s.BroadcastsSent.Load(), "broadcast_failures": s.BroadcastFailures.Load(),
 		"changesets_sent": s.ChangesetsSent.Load(), "received": s.Received.Load(), "duplicates": s.Duplicates.Load(),
-		"invalid": s.Invalid.Load(), "applied": s.Applied.Load(), "apply_failures": s.ApplyFailures.Load(), "queue_dropped": s.QueueDropped.Load(),
+		"invalid": s.Invalid.Load(), "applied": s.Applied.Load(), "apply_failures": s.ApplyFailures.Load(), "refused": s.Refused.Load(), "queue_dropped": s.QueueDropped.Load(),
 		"sync_rounds": s.SyncRounds.Load(), "sync_pulled": s.SyncPulled.Load(), "sync_served": s.SyncServed.Load(),
 		"sync_refused": s.SyncRefused.Load(), "bytes_sent": s.BytesSent.Load(),
 	}
@@ -102,6 +104,9 @@ type Node struct {
 	inFlight  map[string]int // broadcast messages on their way, per member
 	sends     sync.WaitGroup
 
+	// refusedLog lets through one warning a minute about refused versions.
+	refusedLog *rate.Limiter
+
 	wake   chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -119,13 +124,14 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 	n := &Node{
 		cfg: cfg, st: st, log: log, faults: faults,
 		queue: newSendQueue(cfg.QueueLimit), seen: newSeenSet(), failed: map[versionKey]*crdt.Changeset{},
-		rnd:       rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(st.Actor()[0]))),
-		serving:   make(chan struct{}, cfg.SyncServeLimit),
-		wake:      make(chan struct{}, 1),
-		applyWake: make(chan struct{}, 1),
-		inFlight:  map[string]int{},
-		pending:   map[versionKey]struct{}{},
-		recent:    newRecentVersions(recentWindow),
+		rnd:        rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(st.Actor()[0]))),
+		serving:    make(chan struct{}, cfg.SyncServeLimit),
+		wake:       make(chan struct{}, 1),
+		applyWake:  make(chan struct{}, 1),
+		inFlight:   map[string]int{},
+		pending:    map[versionKey]struct{}{},
+		recent:     newRecentVersions(recentWindow),
+		refusedLog: rate.NewLimiter(rate.Every(time.Minute), 1),
 	}
 	actor := st.Actor()
 	var err error
@@ -517,9 +523,16 @@ func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]
 			k := versionKey{ae.Actor, ae.Version}
 			failed[k] = true
 			if errors.Is(e, store.ErrRefused) {
-				// Never retried, and never relayed (it failed).
+				// Never retried here, and never relayed (it failed).
+				// Sync brings it again every round, so the warning is
+				// given once a minute.
 				refused[k] = true
-				n.log.Warn("version refused", "err", e)
+				n.Stats.Refused.Add(1)
+				lvl := slog.LevelDebug
+				if n.refusedLog == nil || n.refusedLog.Allow() {
+					lvl = slog.LevelWarn
+				}
+				n.log.Log(ctx, lvl, "version refused", "err", e, "refused_so_far", n.Stats.Refused.Load())
 				continue
 			}
 			n.log.Debug("version not applied, will retry", "err", e)

@@ -106,4 +106,7 @@ func TestRefusedVersionsAreNotRetried(t *testing.T) {
 	if _, ok := n.failed[versionKey{a, 1}]; ok || len(n.failed) != 1 || n.failed[versionKey{a, 2}] == nil {
 		t.Fatalf("kept for retry: %v, want version 2 alone", n.failed)
 	}
+	if n.Stats.Refused.Load() != 1 || n.Stats.ApplyFailures.Load() != 2 {
+		t.Fatalf("refused %d, apply failures %d: want 1 and 2", n.Stats.Refused.Load(), n.Stats.ApplyFailures.Load())
+	}
 }

@@ -48,6 +48,7 @@ var clusterCounters = []struct {
 	{"patina_changesets_invalid_total", "Changesets received that failed validation.", func(s *cluster.Stats) uint64 { return s.Invalid.Load() }},
 	{"patina_changesets_applied_total", "Remote versions newly applied here, by broadcast, sync or retry.", func(s *cluster.Stats) uint64 { return s.Applied.Load() }},
 	{"patina_changesets_apply_failures_total", "Remote versions that failed to apply (retried locally, then by sync).", func(s *cluster.Stats) uint64 { return s.ApplyFailures.Load() }},
+	{"patina_changesets_refused_total", "Of those, versions refused for good (this node's own actor, above the maximum): not retried here.", func(s *cluster.Stats) uint64 { return s.Refused.Load() }},
 	{"patina_changesets_dropped_total", "Changesets dropped because the broadcast queue or the apply inbox was full (sync repairs them).", func(s *cluster.Stats) uint64 { return s.QueueDropped.Load() }},
 	{"patina_broadcasts_sent_total", "Broadcast messages sent.", func(s *cluster.Stats) uint64 { return s.BroadcastsSent.Load() }},
 	{"patina_broadcast_failures_total", "Broadcast messages that could not be sent.", func(s *cluster.Stats) uint64 { return s.BroadcastFailures.Load() }},
