@@ -516,7 +516,7 @@ func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]
 			failed[versionKey{cs.Actor, cs.Version}] = true
 		}
 	}
-	refused := map[versionKey]bool{}
+	var refused map[versionKey]bool // nil while none is
 	for _, e := range res.Failed {
 		var ae *store.ApplyError
 		if errors.As(e, &ae) {
@@ -526,6 +526,9 @@ func (n *Node) apply(ctx context.Context, css []*crdt.Changeset) map[versionKey]
 				// Never retried here, and never relayed (it failed).
 				// Sync brings it again every round, so the warning is
 				// given once a minute.
+				if refused == nil {
+					refused = map[versionKey]bool{}
+				}
 				refused[k] = true
 				n.Stats.Refused.Add(1)
 				lvl := slog.LevelDebug
