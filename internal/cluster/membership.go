@@ -35,6 +35,7 @@ type membership struct {
 	rtt  map[string]time.Duration // by member name, from SWIM probes
 	view map[string]Member        // by name, kept from memberlist's events
 	down map[string]time.Time     // members the view holds dead or left, since when
+	up   map[string]time.Time     // members the view holds alive, since when
 }
 
 // metaLimit is memberlist's bound on node metadata.
@@ -50,7 +51,7 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta, faults *Faults) (*members
 	if len(data) > metaLimit {
 		return nil, fmt.Errorf("member metadata is %d bytes, above memberlist's %d", len(data), metaLimit)
 	}
-	m := &membership{cluster: cfg.Cluster, meta: data, changed: make(chan struct{}, 1), rtt: map[string]time.Duration{}, view: map[string]Member{}, down: map[string]time.Time{}}
+	m := &membership{cluster: cfg.Cluster, meta: data, changed: make(chan struct{}, 1), rtt: map[string]time.Duration{}, view: map[string]Member{}, down: map[string]time.Time{}, up: map[string]time.Time{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
 		mc = memberlist.DefaultLocalConfig()
@@ -242,14 +243,27 @@ func (m *membership) record(n *memberlist.Node, gone bool) {
 		if _, ok := m.down[n.Name]; !ok {
 			m.down[n.Name] = time.Now()
 		}
+		delete(m.up, n.Name)
 	} else {
 		delete(m.down, n.Name)
+		if _, ok := m.up[n.Name]; !ok {
+			m.up[n.Name] = time.Now()
+		}
 	}
 	m.mu.Unlock()
 	select {
 	case m.changed <- struct{}{}:
 	default:
 	}
+}
+
+// aliveSince is when this member last saw the named member come alive;
+// false if it does not hold it alive.
+func (m *membership) aliveSince(name string) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.up[name]
+	return t, ok
 }
 
 // nameAt is the name of the member whose gossip address is addr, "" if

@@ -3,9 +3,12 @@ package cluster
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
 )
@@ -109,5 +112,33 @@ func TestQUICAddrFollowsGossipAdvertise(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("own member entry has data-plane address %q after 10 s, want 127.0.0.2:7947", self)
 		}
+	}
+}
+
+// TestAliveSince: a member's time alive starts when it shows up alive and
+// ends when it goes; sync sends recent versions to one alive only lately.
+func TestAliveSince(t *testing.T) {
+	m := &membership{view: map[string]Member{}, down: map[string]time.Time{}, up: map[string]time.Time{}, rtt: map[string]time.Duration{}, changed: make(chan struct{}, 1)}
+	node := &memberlist.Node{Name: "a", Addr: net.ParseIP("10.0.0.2"), Port: 7946}
+	if _, ok := m.aliveSince("a"); ok {
+		t.Fatal("alive before it showed up")
+	}
+	before := time.Now()
+	m.record(node, false)
+	first, ok := m.aliveSince("a")
+	if !ok || first.Before(before) {
+		t.Fatalf("after joining: %v %v", first, ok)
+	}
+	m.record(node, false) // an update: still the same stretch alive
+	if again, _ := m.aliveSince("a"); !again.Equal(first) {
+		t.Fatal("an update restarted the time alive")
+	}
+	m.record(node, true)
+	if _, ok := m.aliveSince("a"); ok {
+		t.Fatal("alive after it went")
+	}
+	m.record(node, false)
+	if back, ok := m.aliveSince("a"); !ok || back.Before(first) {
+		t.Fatalf("back: %v %v", back, ok)
 	}
 }

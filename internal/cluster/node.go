@@ -761,6 +761,12 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 		}
 		peer[a] = crdt.HeadAndGaps(av.GetHead(), gaps)
 	}
+	// Recent versions are left out for a requester that most likely has
+	// them on their way (see recentVersions), not for one that was no
+	// member here when they went out: one just started, joined or back
+	// from a partition, which nobody sent them to.
+	since, known := n.ms.aliveSince(from)
+	fresh := !known || time.Since(since) < 2*recentWindow
 	book := n.st.Bookkeeping()
 	chunk := &wirev1.SyncChunk{}
 	sent, chunkBytes := 0, 0
@@ -777,7 +783,7 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 			theirs = &crdt.RangeSet{}
 		}
 		missing := have.Subtract(theirs)
-		if skip := n.recent.of(a, time.Now()); skip != nil && len(missing) > 0 {
+		if skip := n.recent.of(a, time.Now()); skip != nil && len(missing) > 0 && !fresh {
 			missing = crdt.RangeSetOf(missing...).Subtract(skip)
 		}
 		for i := len(missing) - 1; i >= 0; i-- {
