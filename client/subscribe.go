@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,9 @@ type Subscription struct {
 	sc      *bufio.Scanner
 	ev      SubEvent
 	err     error
+	// endedBy is the last error event the agent sent: why it ended the
+	// stream. Reported if resuming is then refused.
+	endedBy string
 
 	mu     sync.Mutex // guards body and closed: Close may race Next
 	body   io.Closer
@@ -186,6 +190,9 @@ func (s *Subscription) Next() bool {
 			s.err = err
 			return false
 		}
+		if apiErr != nil {
+			s.endedBy = apiErr.Message
+		}
 		if s.isClosed() {
 			return false
 		}
@@ -275,6 +282,7 @@ func (s *Subscription) reconnect() error {
 		err := s.resume()
 		if err == nil {
 			s.reconnects++
+			s.endedBy = ""
 			return nil
 		}
 		if errors.Is(err, errClosed) {
@@ -282,6 +290,11 @@ func (s *Subscription) reconnect() error {
 		}
 		var apiErr *Error
 		if errors.As(err, &apiErr) && apiErr.Status < 500 {
+			if s.endedBy != "" && !strings.Contains(apiErr.Message, s.endedBy) {
+				// The agent ended it and said why; the refusal to resume
+				// ("no such subscription") follows from that.
+				return fmt.Errorf("client: %s (resuming after change %d: %w)", s.endedBy, s.last, err)
+			}
 			return fmt.Errorf("client: resuming subscription %s after change %d: %w", s.id, s.last, err)
 		}
 	}

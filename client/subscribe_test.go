@@ -78,3 +78,36 @@ func TestSubscriptionStreamBreaks(t *testing.T) {
 		t.Fatalf("a stream cut inside its rows ended with %v", sub.Err())
 	}
 }
+
+// TestSubscriptionEndReason: when the agent ends a subscription (here,
+// its columns changed under SELECT *) it says why in an error event and
+// forgets it, so the resume that follows is refused. The error the
+// caller gets carries the agent's reason, not only the refusal.
+func TestSubscriptionEndReason(t *testing.T) {
+	const reason = "subscription s1 ended: the query's columns changed from [id] to [id extra]"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("patina-query-id", "s1")
+		if r.Method == http.MethodPost {
+			fmt.Fprintln(w, `{"columns":["id"]}`)
+			fmt.Fprintln(w, `{"eoq":{"time":0,"change_id":0}}`)
+			fmt.Fprintf(w, "{\"error\":%q}\n", reason)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprintln(w, `{"error":"no such subscription: s1"}`)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _ := client.New(srv.URL, "")
+	sub, err := c.Subscribe(ctx, client.Statement{Query: "SELECT * FROM machines"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for sub.Next() {
+	}
+	if sub.Err() == nil || !strings.Contains(sub.Err().Error(), "columns changed") || !strings.Contains(sub.Err().Error(), "no such subscription") {
+		t.Fatalf("subscription ended with %v, want the agent's reason and the refusal", sub.Err())
+	}
+}
