@@ -936,6 +936,13 @@ func (e *Engine) runScope(ctx context.Context, s *Sub, occ int, set int64, fresh
 	if err != nil {
 		return err
 	}
+	// The statement is prepared again after a schema change, and a
+	// SELECT * then returns the columns added since. (Only the count is
+	// compared: this scoped form of the query can name a result column
+	// differently, and the schema only grows.)
+	if n := len(cols) - s.plan.KeyColumns; s.columns != nil && n != len(s.columns) {
+		return fmt.Errorf("the query's columns changed from %v to %v (a schema change under SELECT *?): subscribe again", s.columns, cols[s.plan.KeyColumns:])
+	}
 	raw := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range raw {

@@ -462,3 +462,40 @@ func TestConcurrentSubscribe(t *testing.T) {
 		}
 	}
 }
+
+// TestColumnsChangeUnderSelectStar: a column added to a table a
+// SELECT * subscription reads changes its result's columns. Whether the
+// next batch evaluates the subscription in full or only the changed
+// rows, the subscription ends and says why, instead of sending rows
+// with more cells than the columns it announced.
+func TestColumnsChangeUnderSelectStar(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	defer st.Close()
+	e := openEngine(t, dir, st, 100)
+	defer e.Close()
+	write(t, st, `INSERT INTO machines (id, app, state) VALUES ('m1', 'a', 'started')`)
+	s := subscribe(t, e, `SELECT * FROM machines WHERE app = ?`, "a")
+	if s.plan.Full {
+		t.Fatal("the query is evaluated in full; this test wants the changed rows only")
+	}
+	grown := strings.Replace(schemas.Regional(), "updated_at INTEGER NOT NULL DEFAULT 0  -- unix milliseconds, set by the host agent",
+		"updated_at INTEGER NOT NULL DEFAULT 0,\n    zone TEXT NOT NULL DEFAULT ''", 1)
+	if grown == schemas.Regional() {
+		t.Fatal("the schema text changed; update the test")
+	}
+	if err := st.ApplySchemaSQL(context.Background(), grown); err != nil {
+		t.Fatal(err)
+	}
+	write(t, st, `UPDATE machines SET state = 'stopped' WHERE id = 'm1'`)
+	e.evaluatePending(context.Background())
+	changes, _, err := s.ChangesAfter(s.Last()-min(s.Last(), 1), 100)
+	for _, c := range changes {
+		if len(c.Cells) != len(s.Columns()) {
+			t.Fatalf("change %d has %d cells under %d columns %v", c.ID, len(c.Cells), len(s.Columns()), s.Columns())
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "columns changed") {
+		t.Fatalf("after a column was added under SELECT *: changes %d, err %v; want the subscription ended", len(changes), err)
+	}
+}
