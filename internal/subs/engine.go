@@ -85,6 +85,11 @@ type Engine struct {
 	// subscriptions' parameters, in a column declared like the routed
 	// one, so that comparing the two uses its index.
 	routeTables map[string]string
+	// inBatch is set while a batch's read transaction is open on conn:
+	// what is written then is rolled back with it, so routes to remove
+	// wait in staleRoutes until it ends. Both under evalMu.
+	inBatch     bool
+	staleRoutes []staleRoute
 
 	// evalMu serializes evaluations: the batch loop and first evaluations.
 	evalMu sync.Mutex
@@ -401,10 +406,11 @@ func (e *Engine) unregister(s *Sub) {
 	for _, r := range s.routes {
 		o := s.plan.Occurrences[r.Occ]
 		if tbl := e.routeTables[routeKey(o.Table, r.Column)]; tbl != "" {
-			if _, err := e.conn.ExecContext(context.Background(), "DELETE FROM "+tbl+" WHERE sub = ?", s.ID); err != nil {
-				e.log.Warn("subscriptions: removing routes", "id", s.ID, "err", err)
-			}
+			e.staleRoutes = append(e.staleRoutes, staleRoute{table: tbl, sub: s.ID})
 		}
+	}
+	if !e.inBatch {
+		e.removeStaleRoutes()
 	}
 	delete(e.subs, s.ID)
 	delete(e.byKey, subKey(s.plan, s.Query))
@@ -413,6 +419,20 @@ func (e *Engine) unregister(s *Sub) {
 			delete(e.tables, t)
 		}
 	}
+}
+
+// staleRoute is the routes of a subscription that has ended, to remove.
+type staleRoute struct{ table, sub string }
+
+// removeStaleRoutes deletes the routes of subscriptions that have ended.
+// Callers hold evalMu, outside a batch.
+func (e *Engine) removeStaleRoutes() {
+	for _, r := range e.staleRoutes {
+		if _, err := e.conn.ExecContext(context.Background(), "DELETE FROM "+r.table+" WHERE sub = ?", r.sub); err != nil {
+			e.log.Warn("subscriptions: removing routes", "id", r.sub, "err", err)
+		}
+	}
+	e.staleRoutes = e.staleRoutes[:0]
 }
 
 // Publish records the rows a commit changed. It is the store's hook:
@@ -626,7 +646,12 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 		e.requeue(changed)
 		return
 	}
-	defer func() { _ = e.execPrepared(context.WithoutCancel(ctx), "ROLLBACK") }()
+	e.inBatch = true
+	defer func() {
+		_ = e.execPrepared(context.WithoutCancel(ctx), "ROLLBACK")
+		e.inBatch = false
+		e.removeStaleRoutes()
+	}()
 	// The batch's transaction is rolled back at its end, and the keys
 	// with it: the table is empty now.
 	e.nextSet = 0

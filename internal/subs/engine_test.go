@@ -498,4 +498,17 @@ func TestColumnsChangeUnderSelectStar(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "columns changed") {
 		t.Fatalf("after a column was added under SELECT *: changes %d, err %v; want the subscription ended", len(changes), err)
 	}
+	// It ended inside the batch's transaction, which is rolled back:
+	// its routes must not come back with it.
+	tbl := e.routeTables[routeKey("machines", "app")]
+	if tbl == "" {
+		t.Fatal("the subscription had no route on machines.app")
+	}
+	var routes int
+	if err := e.conn.QueryRowContext(context.Background(), "SELECT count(*) FROM "+tbl+" WHERE sub = ?", s.ID).Scan(&routes); err != nil {
+		t.Fatal(err)
+	}
+	if routes != 0 {
+		t.Fatalf("%d routes of the ended subscription left", routes)
+	}
 }
