@@ -87,6 +87,19 @@ func TestFetchWritesACheckedFileOrNothing(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("left %v", entries)
 	}
+
+	// Another fetch's file in progress (or one left by a fetch that
+	// died) is neither overwritten nor removed.
+	other := filepath.Join(dir, "c.db")
+	if err := os.WriteFile(other+".tmp", []byte("another fetch"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Fetch(ctx, c, other); err == nil || !strings.Contains(err.Error(), "under way") {
+		t.Fatalf("beside another fetch's file: %v", err)
+	}
+	if b, err := os.ReadFile(other + ".tmp"); err != nil || string(b) != "another fetch" {
+		t.Fatalf("the other fetch's file: %q, %v", b, err)
+	}
 }
 
 func TestRestore(t *testing.T) {

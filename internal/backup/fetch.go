@@ -32,7 +32,11 @@ func Fetch(ctx context.Context, src *client.Client, out string) (*Fetched, error
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	// Exclusive: two backups to the same name would write one file.
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("backup: %s exists: another backup to %s is under way, or one died midway (then remove it)", tmp, out)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}

@@ -275,3 +275,38 @@ func TestReidentifyKeepsTheOldVersionsAsARemoteActors(t *testing.T) {
 		t.Fatalf("a and the reidentified node differ:\n%s\n%s", dumpTable(t, a, "machines"), dumpTable(t, r, "machines"))
 	}
 }
+
+// TestBackupLeftoversRemovedAtOpen: a process that died during a
+// backup left its copy beside the database; the next open removes it,
+// and only it.
+func TestBackupLeftoversRemovedAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "node.db")
+	st, err := Open(context.Background(), Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	left := []string{path + ".backup-1234", path + ".backup-x"}
+	kept := []string{path + ".backupnotes", filepath.Join(dir, "other.db.backup-1")}
+	for _, n := range append(append([]string{}, left...), kept...) {
+		if err := os.WriteFile(n, []byte("partial copy"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err = Open(context.Background(), Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, n := range left {
+		if _, err := os.Stat(n); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: %v, want it removed", n, err)
+		}
+	}
+	for _, n := range kept {
+		if _, err := os.Stat(n); err != nil {
+			t.Errorf("%s: %v, want it kept", n, err)
+		}
+	}
+}

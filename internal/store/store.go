@@ -103,6 +103,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		lock.Release()
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	removeBackupLeftovers(cfg.Path)
 	s := &Store{cfg: cfg, lock: lock}
 	if s.unclean, s.wasUnclean, err = recoverUnclean(ctx, cfg.Path); err != nil {
 		lock.Release()
