@@ -30,6 +30,8 @@ type membership struct {
 	// changed is signalled (without blocking) when a member joins,
 	// changes or leaves.
 	changed chan struct{}
+	// join is memberlist's Join (a field so tests can watch it).
+	join func(addrs []string) (int, error)
 
 	mu   sync.Mutex
 	rtt  map[string]time.Duration // by member name, from SWIM probes
@@ -129,6 +131,7 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta, faults *Faults) (*members
 		}
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
+	m.join = m.ml.Join
 	// Read once, now: memberlist hands out its own node, whose fields it
 	// rewrites (UpdateNode) without a lock the reader could take.
 	self := m.ml.LocalNode()
@@ -326,8 +329,8 @@ func (m *membership) joinLoop(ctx context.Context, bootstrap []string, logf func
 		return
 	}
 	for attempt := 0; ; attempt++ {
-		n, err := m.ml.Join(bootstrap)
-		if n > 0 {
+		n, err := m.joinAnswering(ctx, bootstrap)
+		if n > 0 || ctx.Err() != nil {
 			return
 		}
 		if attempt%10 == 0 {
@@ -367,27 +370,39 @@ func (m *membership) rejoinLoop(ctx context.Context, interval time.Duration, boo
 			return
 		case <-time.After(d):
 		}
-		// memberlist's Join cannot be interrupted, and on a host that
-		// drops packets it waits out its TCP timeout (10 s) per address.
-		// So each address is first dialed under ctx, and Join gets only
-		// those that answered: stopping never waits on a dead host.
-		var addrs []string
-		for _, a := range m.rejoinTargets(time.Now(), m.addr(), bootstrap, rnd) {
-			if answers(ctx, a) {
-				addrs = append(addrs, a)
-			}
-		}
-		if len(addrs) == 0 || ctx.Err() != nil {
+		addrs := m.rejoinTargets(time.Now(), m.addr(), bootstrap, rnd)
+		if len(addrs) == 0 {
 			continue
 		}
 		// A member whose host answers but which stays gone fails this
 		// every round: not worth more than a debug line.
-		if n, err := m.ml.Join(addrs); n > 0 {
+		if n, err := m.joinAnswering(ctx, addrs); n > 0 {
 			log.Info("gossip rejoined", "contacted", n, "tried", addrs)
-		} else if err != nil {
+		} else if err != nil && ctx.Err() == nil {
 			log.Debug("gossip rejoin failed", "tried", addrs, "err", err)
 		}
 	}
+}
+
+// joinAnswering joins through those of addrs that answer. memberlist's
+// Join cannot be interrupted, and on a host that drops packets it waits
+// out its TCP timeout (10 s) per address. So each address is first
+// dialed under ctx, and Join gets only those that answered: stopping
+// never waits on a dead host.
+func (m *membership) joinAnswering(ctx context.Context, addrs []string) (int, error) {
+	var live []string
+	for _, a := range addrs {
+		if answers(ctx, a) {
+			live = append(live, a)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(live) == 0 {
+		return 0, fmt.Errorf("none of %v answers", addrs)
+	}
+	return m.join(live)
 }
 
 // answers reports whether a TCP connection to addr opens within 2 s,

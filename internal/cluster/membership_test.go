@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -140,5 +141,40 @@ func TestAliveSince(t *testing.T) {
 	m.record(node, false)
 	if back, ok := m.aliveSince("a"); !ok || back.Before(first) {
 		t.Fatalf("back: %v %v", back, ok)
+	}
+}
+
+// TestJoinOnlyWhatAnswers: memberlist's Join cannot be interrupted, so
+// both join loops hand it only addresses that accepted a connection
+// first, and stop trying once their context ends.
+func TestJoinOnlyWhatAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close() // nothing listens there now: connections are refused
+
+	var joined [][]string
+	m := &membership{join: func(addrs []string) (int, error) {
+		joined = append(joined, addrs)
+		return len(addrs), nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.joinLoop(ctx, []string{closedAddr, ln.Addr().String()}, t.Logf)
+	if len(joined) != 1 || !slices.Equal(joined[0], []string{ln.Addr().String()}) {
+		t.Fatalf("joined %v, want only the address that answers", joined)
+	}
+
+	joined = nil
+	cancel()
+	m.joinLoop(ctx, []string{ln.Addr().String()}, t.Logf)
+	if len(joined) != 0 {
+		t.Fatalf("joined %v after the context ended", joined)
 	}
 }
