@@ -32,9 +32,12 @@ type Changeset struct {
 	Changes []Change
 }
 
-// maxCounter bounds causal lengths and col_versions: SQLite integers are
-// signed 64-bit.
-const maxCounter = 1<<63 - 1
+// MaxCounter bounds the causal lengths and col_versions a changeset may
+// carry. SQLite integers are signed 64-bit, and a local write adds one
+// to the counter it finds: accepting up to 2⁶³−1 from a peer would let
+// the next write here overflow into a REAL, which no peer accepts back.
+// Half the range leaves 2⁶² writes of headroom, which no cell reaches.
+const MaxCounter = 1 << 62
 
 // ErrBadChangeset is wrapped by every Validate failure.
 var ErrBadChangeset = errors.New("crdt: invalid changeset")
@@ -49,8 +52,8 @@ func (cs *Changeset) Validate() error {
 		return fmt.Errorf("%w: version 0", ErrBadChangeset)
 	}
 	for i, c := range cs.Changes {
-		if c.CL > maxCounter || c.ColVersion > maxCounter {
-			return fmt.Errorf("%w: change %d: causal length or col_version above %d", ErrBadChangeset, i, uint64(maxCounter))
+		if c.CL > MaxCounter || c.ColVersion > MaxCounter {
+			return fmt.Errorf("%w: change %d: causal length or col_version above %d", ErrBadChangeset, i, uint64(MaxCounter))
 		}
 		if c.Value.Kind > Blob {
 			return fmt.Errorf("%w: change %d: unknown value kind %d", ErrBadChangeset, i, c.Value.Kind)

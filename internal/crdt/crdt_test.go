@@ -220,17 +220,18 @@ func TestChangesetValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := map[string]Changeset{
-		"zero actor":       {Version: 1},
-		"version 0":        {Actor: ActorID{1}},
-		"no table":         {Actor: ActorID{1}, Version: 1, Changes: []Change{{PK: pk, CL: 1}}},
-		"cl 0":             {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk}}},
-		"cell of deleted":  {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 2, ColVersion: 1}}},
-		"col_version 0":    {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1}}},
-		"bad pk":           {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: []byte{7}, CL: 1}}},
-		"huge cl":          {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, CL: 1 << 63}}},
-		"huge col_version": {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1, ColVersion: 1 << 63}}},
-		"NaN":              {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1, ColVersion: 1, Value: RealValue(math.NaN())}}},
-		"unknown kind":     {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1, ColVersion: 1, Value: Value{Kind: 9}}}},
+		"zero actor":        {Version: 1},
+		"version 0":         {Actor: ActorID{1}},
+		"no table":          {Actor: ActorID{1}, Version: 1, Changes: []Change{{PK: pk, CL: 1}}},
+		"cl 0":              {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk}}},
+		"cell of deleted":   {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 2, ColVersion: 1}}},
+		"col_version 0":     {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1}}},
+		"bad pk":            {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: []byte{7}, CL: 1}}},
+		"huge cl":           {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, CL: MaxCounter + 1}}},
+		"huge col_version":  {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1, ColVersion: MaxCounter + 1}}},
+		"col_version 2⁶³−1": {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1, ColVersion: 1<<63 - 1}}},
+		"NaN":               {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1, ColVersion: 1, Value: RealValue(math.NaN())}}},
+		"unknown kind":      {Actor: ActorID{1}, Version: 1, Changes: []Change{{Table: "t", PK: pk, Column: "a", CL: 1, ColVersion: 1, Value: Value{Kind: 9}}}},
 	}
 	for name, cs := range bad {
 		if err := cs.Validate(); err == nil {

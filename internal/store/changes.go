@@ -114,6 +114,9 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 		clk := dest[nPK:]
 		want := packSD(ord, v)
 		cl, clSD := asInt(clk[0]), asInt(clk[1])
+		if cl < 0 || uint64(cl) > crdt.MaxCounter {
+			return errCounterBound(t.Name, "causal length", cl)
+		}
 		if clSD == want {
 			cs.Changes = append(cs.Changes, crdt.Change{Table: t.Name, PK: pk, CL: uint64(cl)})
 		}
@@ -126,6 +129,9 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 			if ver == 0 || sd != want {
 				continue
 			}
+			if ver < 0 || uint64(ver) > crdt.MaxCounter {
+				return errCounterBound(t.Name, "col_version of "+c.Name, ver)
+			}
 			val, err := crdt.FromGo(data[i])
 			if err != nil {
 				return err
@@ -134,6 +140,14 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 		}
 	}
 	return rows.Err()
+}
+
+// errCounterBound is a clock counter past crdt.MaxCounter, which no
+// peer accepts. Peers send counters up to the bound and local writes add
+// one, so only a cell a peer set to the bound gets here, after it: the
+// write is refused rather than committed where it cannot replicate.
+func errCounterBound(table, counter string, v int64) error {
+	return fmt.Errorf("table %s: the %s is %d, past the %d that peers accept (a peer sent a counter at the limit): the write cannot replicate", table, counter, v, uint64(crdt.MaxCounter))
 }
 
 // VersionChanges is one version read by ChangesRange.

@@ -187,3 +187,41 @@ func TestOwnActorVersionsRefused(t *testing.T) {
 		t.Fatalf("next local version %d, want 2", v)
 	}
 }
+
+// TestCountersAtTheBound: a peer may send counters up to
+// crdt.MaxCounter and no further. A local write over a cell a peer set
+// to the bound would make a version no peer accepts (at 2⁶³−1 it
+// overflowed into a REAL and lost the write's changes), so it is
+// refused, and the replicas stay equal.
+func TestCountersAtTheBound(t *testing.T) {
+	a, b := regionalPair(t)
+	exec(t, a, stmt(`INSERT INTO machines (id, app) VALUES ('m1', 'web')`))
+	cs := changesetOf(t, a, 1)
+	over := *cs
+	over.Changes = append([]crdt.Change(nil), cs.Changes...)
+	for i := range cs.Changes {
+		if cs.Changes[i].Column == "state" {
+			cs.Changes[i].ColVersion = crdt.MaxCounter
+			over.Changes[i].ColVersion = crdt.MaxCounter + 1
+		}
+	}
+	if res, err := b.Apply(context.Background(), []*crdt.Changeset{&over}); err != nil || len(res.Failed) != 1 || !errors.Is(res.Failed[0], ErrRefused) {
+		t.Fatalf("a col_version above the bound: %+v, %v; want it refused", res, err)
+	}
+	if res := apply(t, b, cs); res.Applied != 1 {
+		t.Fatalf("a col_version at the bound: %+v", res)
+	}
+	// As in an agent, every commit is read back for broadcast.
+	b.SetHooks(Hooks{Committed: func(*crdt.Changeset) {}})
+	before := dumpTable(t, b, "machines")
+	_, err := b.Transact(context.Background(), []Statement{stmt(`UPDATE machines SET state = 'started' WHERE id = 'm1'`)})
+	if err == nil || !strings.Contains(err.Error(), "cannot replicate") {
+		t.Fatalf("a write past the bound: %v, want it refused", err)
+	}
+	// Other cells of the row, and other rows, still take writes.
+	exec(t, b, stmt(`UPDATE machines SET image = 'v2' WHERE id = 'm1'`))
+	apply(t, a, changesetOf(t, b, 1))
+	if da, db := dumpTable(t, a, "machines"), dumpTable(t, b, "machines"); da != db || db == before {
+		t.Fatalf("a:\n%s\nb:\n%s", da, db)
+	}
+}
