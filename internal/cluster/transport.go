@@ -266,7 +266,7 @@ func (t *transport) serveBroadcast(ctx context.Context, st *quic.ReceiveStream, 
 			st.SetReadDeadline(time.Now().Add(ioTimeout))
 		}
 		var b wirev1.Broadcast
-		if err := readFrame(r, &b); err != nil {
+		if err := readFrameLimit(r, &b, maxPartFrame); err != nil {
 			t.log.Debug("bad broadcast", "from", from, "err", err)
 			st.CancelRead(streamRefused)
 			return
@@ -528,7 +528,7 @@ func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncSta
 		}
 		st.SetReadDeadline(time.Now().Add(ioTimeout))
 		var chunk wirev1.SyncChunk
-		if err := readFrame(r, &chunk); err != nil {
+		if err := readFrameLimit(r, &chunk, maxPartFrame); err != nil {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("sync with %s: stream ended before done", addr)
 			}

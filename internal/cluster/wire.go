@@ -15,10 +15,15 @@ import (
 )
 
 // maxFrame bounds one message on the wire; a peer announcing more is cut
-// off. Senders split what they send into parts of at most maxPart bytes.
+// off. Senders split what they send into parts of at most maxPart bytes,
+// so broadcasts and sync chunks are read under maxPartFrame (a part and
+// its envelope): decoding a message allocates several times its size,
+// and a peer gets no more room than a sender needs. Only a sync
+// request, the requester's whole bookkeeping, may take maxFrame.
 const (
-	maxFrame = 16 << 20
-	maxPart  = 4 << 20
+	maxFrame     = 16 << 20
+	maxPart      = 4 << 20
+	maxPartFrame = maxPart + 64<<10
 	// maxHello bounds the hello, read before the peer proved anything.
 	maxHello = 4 << 10
 )

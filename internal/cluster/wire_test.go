@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -139,5 +140,49 @@ func TestReadFrameCutShort(t *testing.T) {
 				t.Fatalf("%d-byte key, frame cut at %d of %d: %v, want an unexpected EOF", size, cut, len(frame), err)
 			}
 		}
+	}
+}
+
+// TestLargestPartsFitTheirFrame: the largest broadcast and sync chunk a
+// sender makes (parts of maxPart, and a chunk of syncChunkSize
+// changesets) read under maxPartFrame; a frame announcing more is
+// refused before it is read.
+func TestLargestPartsFitTheirFrame(t *testing.T) {
+	big := func(payload int) *wirev1.Changeset {
+		return &wirev1.Changeset{Actor: make([]byte, 16), Version: math.MaxInt64, Rows: []*wirev1.Row{{Table: "machines", Pk: make([]byte, payload)}}}
+	}
+	// One changeset as large as a sender sends: just under maxPart.
+	cs := big(maxPart - 64)
+	for proto.Size(cs) > maxPart {
+		cs = big(len(cs.Rows[0].Pk) - 1)
+	}
+	parts := splitBroadcast(&wirev1.Broadcast{Changesets: []*wirev1.Changeset{cs, big(maxPart / 2), big(maxPart / 2)}}, maxPart)
+	// A sync chunk as handleSync fills it: changesets up to maxPart in all,
+	// at most syncChunkSize of them.
+	chunk := &wirev1.SyncChunk{Done: true}
+	for size := 0; len(chunk.Changesets) < syncChunkSize; {
+		c := big(maxPart/syncChunkSize - 40)
+		if size+proto.Size(c) > maxPart {
+			break
+		}
+		chunk.Changesets = append(chunk.Changesets, c)
+		size += proto.Size(c)
+	}
+	msgs := []proto.Message{chunk}
+	for _, p := range parts {
+		msgs = append(msgs, p)
+	}
+	for _, m := range msgs {
+		frame, err := encodeFrame(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := readFrameLimit(bufio.NewReader(bytes.NewReader(frame)), m.ProtoReflect().New().Interface(), maxPartFrame); err != nil {
+			t.Fatalf("a %d-byte %T: %v", len(frame), m, err)
+		}
+	}
+	over := binary.AppendUvarint(nil, maxPartFrame+1)
+	if err := readFrameLimit(bufio.NewReader(bytes.NewReader(over)), &wirev1.Broadcast{}, maxPartFrame); !errors.Is(err, errFrameTooLarge) {
+		t.Fatalf("a frame announcing %d bytes: %v", maxPartFrame+1, err)
 	}
 }
