@@ -152,7 +152,7 @@ func TestClientAdminCalls(t *testing.T) {
 	ctx := context.Background()
 	c, _ := client.New(base, "tok")
 	res, err := c.Reload(ctx)
-	if err != nil || res.Changed || strings.Join(res.Tables, ",") != "machine_checks,machines" {
+	if err != nil || res.Changed || strings.Join(res.Tables, ",") != "hosts,machine_checks,machines" {
 		t.Fatalf("reload: %+v %v", res, err)
 	}
 	var buf bytes.Buffer

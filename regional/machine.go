@@ -223,6 +223,17 @@ func Unpublish(id string) []api.Statement {
 	}
 }
 
+// Heartbeat returns the statement that records a host's full re-publish
+// at the given time in the hosts table: the sign, to the region's
+// agents, that the host still publishes (see Forget).
+func Heartbeat(host, region string, at time.Time, interval time.Duration) api.Statement {
+	return api.Statement{
+		Query: `INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET region = excluded.region, seen_at = excluded.seen_at, republish_ms = excluded.republish_ms`,
+		Params: []any{host, region, at.UnixMilli(), interval.Milliseconds()},
+	}
+}
+
 // Prune returns the statements that remove every machine of host that is
 // not in ids, with its checks: a host's full re-publish ends with them so
 // that rows of machines it no longer has (destroyed while its agent was

@@ -19,7 +19,7 @@ func TestReloadBackupRestore(t *testing.T) {
 	api, _, _, cfg := startAgentWith(t, schema, "admin_token = \"adm\"\n")
 
 	out, errOut, code := patina(t, api, "reload", "--token", "adm")
-	if code != 0 || out != "schema unchanged: tables machine_checks, machines\n" {
+	if code != 0 || out != "schema unchanged: tables hosts, machine_checks, machines\n" {
 		t.Fatalf("reload: %d %q %q", code, out, errOut)
 	}
 	os.WriteFile(filepath.Join(schema, "zz_apps.sql"), []byte(`CREATE TABLE apps (name TEXT NOT NULL PRIMARY KEY, owner TEXT);`), 0o644)
@@ -27,7 +27,7 @@ func TestReloadBackupRestore(t *testing.T) {
 		t.Fatalf("reload without the admin token: %d %q", code, errOut)
 	}
 	out, errOut, code = patina(t, api, "reload", "--token", "adm")
-	if code != 0 || out != "schema changed: tables apps, machine_checks, machines\n" {
+	if code != 0 || out != "schema changed: tables apps, hosts, machine_checks, machines\n" {
 		t.Fatalf("reload: %d %q %q", code, out, errOut)
 	}
 	if _, errOut, code := patina(t, api, "exec", "INSERT INTO apps (name, owner) VALUES ('web', 'ops')"); code != 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/patina-db/patina/internal/store"
 	"github.com/patina-db/patina/internal/subs"
 	"github.com/patina-db/patina/internal/watchdog"
+	"github.com/patina-db/patina/regional/reaper"
 )
 
 // Agent is a running node.
@@ -33,7 +34,26 @@ type Agent struct {
 	server *http.Server
 	subs   *subs.Engine
 	obs    *observability
-	grpc   *grpcServer // nil without [grpc] addr
+	grpc   *grpcServer    // nil without [grpc] addr
+	reaper *reaper.Reaper // nil with [hosts] forget_after = "off"
+}
+
+// acts says whether this agent is the one of its region that forgets
+// hosts: the alive member whose name sorts first. Members whose views
+// differ for a moment may both act, which only repeats a delete.
+func acts(node *cluster.Node) func() bool {
+	if node == nil {
+		return nil
+	}
+	return func() bool {
+		self := node.Name()
+		for _, m := range node.Members() {
+			if m.Alive && m.Name < self {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // Options are what a process embedding agents (tests, patina dev) may
@@ -194,6 +214,12 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	if grpcLn != nil {
 		a.grpc = newGRPCServer(grpcLn, grpcOpts, st, engine, cfg.region(), logger)
 	}
+	if forget, _ := cfg.Hosts.forgetAfter(); forget > 0 {
+		a.reaper = reaper.New(st, reaper.Config{
+			ForgetAfter: forget, Interval: min(max(forget/6, 100*time.Millisecond), 10*time.Second),
+			Acts: acts(node), Beat: obs.wd.Register("hosts.reaper"), Logger: logger,
+		})
+	}
 	a.server.RegisterOnShutdown(handler.CloseStreams)
 	logger.Info("agent ready", "actor", st.Actor().String(), "db", cfg.DB.Path, "api", a.APIAddr(), "tables", strings.Join(st.Schema().TableNames(), ","))
 	return a, nil
@@ -253,6 +279,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(ckptDone)
 		checkpointLoop(subsCtx, a.store, a.obs.wd.Register("store.checkpoint"), a.log)
 	}()
+	reaperDone := make(chan struct{})
+	go func() {
+		defer close(reaperDone)
+		if a.reaper != nil {
+			a.reaper.Run(subsCtx)
+		}
+	}()
 	a.obs.start(ctx, a.log)
 	defer a.obs.stop()
 	var serveErr error
@@ -281,6 +314,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopSubs()
 	<-ckptDone
+	<-reaperDone
 	subsErr := errors.Join(<-subsDone, a.subs.Close())
 	closeErr := errors.Join(leaveErr, subsErr, a.store.Close())
 	a.log.Info("agent stopped")

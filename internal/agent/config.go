@@ -24,6 +24,25 @@ type Config struct {
 	Watchdog  WatchdogConfig  `toml:"watchdog"`
 	Log       LogConfig       `toml:"log"`
 	Runtime   RuntimeConfig   `toml:"runtime"`
+	Hosts     HostsConfig     `toml:"hosts"`
+}
+
+// HostsConfig configures forgetting hosts that stopped publishing (see
+// regional/reaper). It applies where the regional tables exist.
+type HostsConfig struct {
+	// ForgetAfter is how long a host's row in the hosts table may stand
+	// still before its machines are removed, as a Go duration (default
+	// "5m"; never less than three of the host's own re-publish
+	// intervals); "off" never removes them.
+	ForgetAfter string `toml:"forget_after"`
+}
+
+// forgetAfter is the parsed ForgetAfter, 0 when off.
+func (c HostsConfig) forgetAfter() (time.Duration, error) {
+	if c.ForgetAfter == "off" {
+		return 0, nil
+	}
+	return parseDuration(c.ForgetAfter)
 }
 
 // SubsConfig configures query subscriptions.
@@ -158,6 +177,7 @@ func DefaultConfig() Config {
 		Watchdog: WatchdogConfig{Timeout: "30s"},
 		Log:      LogConfig{Format: "text", Level: "info"},
 		Runtime:  RuntimeConfig{GCPercent: defaultGCPercent, SysmonBatch: true},
+		Hosts:    HostsConfig{ForgetAfter: "5m"},
 	}
 }
 
@@ -228,6 +248,9 @@ func (c Config) Validate() error {
 	}
 	if d, err := parseDuration(c.Subs.IdleTimeout); err != nil || d <= 0 {
 		errs = append(errs, fmt.Errorf("subscriptions.idle_timeout %q: want a positive duration", c.Subs.IdleTimeout))
+	}
+	if _, err := c.Hosts.forgetAfter(); err != nil {
+		errs = append(errs, fmt.Errorf("hosts.forget_after: %w (or \"off\")", err))
 	}
 	if _, err := c.Watchdog.timeout(); err != nil {
 		errs = append(errs, fmt.Errorf("watchdog.timeout: %w", err))

@@ -114,10 +114,10 @@ func TestReloadAppliesTheSchemaFilesAdditively(t *testing.T) {
 	reload := func() (int, string) { return f.do("POST", "/v1/admin/reload", "") }
 
 	// The fixture starts from the regional schema, which the file lacks.
-	if code, raw := reload(); code != 400 || !strings.Contains(raw, `table \"machine_checks\": dropping a table is refused`) {
+	if code, raw := reload(); code != 400 || !strings.Contains(raw, `table \"hosts\": dropping a table is refused`) {
 		t.Fatalf("reload dropping tables: %d %s", code, raw)
 	}
-	if len(f.st.Schema().Tables) != 2 {
+	if len(f.st.Schema().Tables) != 3 {
 		t.Fatal("a refused reload changed the schema")
 	}
 	regional := f.st.Schema()
@@ -128,7 +128,7 @@ func TestReloadAppliesTheSchemaFilesAdditively(t *testing.T) {
 	write(text.String() + `CREATE TABLE apps (name TEXT NOT NULL PRIMARY KEY, owner TEXT);`)
 	code, raw := reload()
 	var out api.ReloadResponse
-	if code != 200 || json.Unmarshal([]byte(raw), &out) != nil || !out.Changed || strings.Join(out.Tables, ",") != "apps,machine_checks,machines" {
+	if code != 200 || json.Unmarshal([]byte(raw), &out) != nil || !out.Changed || strings.Join(out.Tables, ",") != "apps,hosts,machine_checks,machines" {
 		t.Fatalf("reload adding a table: %d %s", code, raw)
 	}
 	write(text.String() + `CREATE TABLE apps (name TEXT NOT NULL PRIMARY KEY, owner TEXT, tier INTEGER NOT NULL DEFAULT 1);`)

@@ -75,7 +75,7 @@ func TestFetchWritesACheckedFileOrNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Actor != a.Store().Actor() || got.Bytes == 0 || strings.Join(got.Tables, ",") != "machine_checks,machines" {
+	if got.Actor != a.Store().Actor() || got.Bytes == 0 || strings.Join(got.Tables, ",") != "hosts,machine_checks,machines" {
 		t.Fatalf("%+v", got)
 	}
 	if _, err := store.CheckFile(ctx, out); err != nil {

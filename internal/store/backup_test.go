@@ -82,7 +82,7 @@ func TestBackupUnderWritesIsConsistent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Actor != s.Actor() || strings.Join(info.Tables, ",") != "machine_checks,machines" {
+		if info.Actor != s.Actor() || strings.Join(info.Tables, ",") != "hosts,machine_checks,machines" {
 			t.Fatalf("%s: %+v", p, info)
 		}
 		b, err := Open(context.Background(), Config{Path: p})

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/patina-db/patina/internal/devcluster"
 	"github.com/patina-db/patina/regional"
 )
 
@@ -216,8 +218,13 @@ func TestIdenticalRepublishConsumesNoVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats != (RepublishStats{Machines: 5, Transactions: 4, Versions: 0}) {
+	if stats != (RepublishStats{Machines: 5, Transactions: 4, Versions: 0, Heartbeat: true}) {
 		t.Fatalf("identical republish: %+v", stats)
+	}
+	// The heartbeat is in the hosts table, stamped by the host.
+	got, err := rows(ctx, agent, "SELECT name, region, republish_ms, ? - seen_at BETWEEN 0 AND 60000 FROM hosts", time.Now().UnixMilli())
+	if want := fmt.Sprintf("h1|ams|%d|1", cfg.republishInterval().Milliseconds()); err != nil || len(got) != 1 || got[0] != want {
+		t.Fatalf("hosts: %v, %v; want %s (seen within the last minute)", got, err, want)
 	}
 	// Through the API too, after a change only one batch changes.
 	if _, err := h.Start(ctx, "m3"); err != nil {
@@ -233,5 +240,52 @@ func TestIdenticalRepublishConsumesNoVersion(t *testing.T) {
 	stats, err = h.Republish(ctx)
 	if err != nil || stats.Versions != 0 {
 		t.Fatalf("second republish: %+v %v", stats, err)
+	}
+}
+
+// TestAgentsForgetAHostThatStops: three hosts publish to a region whose
+// agents forget a host after a second of silence. When one host stops,
+// its machine leaves every agent, and its hosts row with it; the others
+// keep theirs. When it starts again, its re-publish puts it back.
+func TestAgentsForgetAHostThatStops(t *testing.T) {
+	ctx := context.Background()
+	r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{Nodes: 3, Dir: t.TempDir(), SchemaPaths: []string{schemaDir()},
+		ExtraTOML: "[hosts]\nforget_after = \"1s\"\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := r.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var apis []string
+	for _, n := range r.Nodes {
+		apis = append(apis, n.API)
+	}
+	hosts := map[string]*testHost{}
+	cfgs := map[string]Config{}
+	for i, name := range []string{"h1", "h2", "h3"} {
+		cfg := hostConfig(t, filepath.Join(t.TempDir(), name+".db"), apis[i:i+1])
+		cfg.Host.Name = name
+		cfg.Agent.RepublishInterval = "200ms"
+		cfgs[name] = cfg
+		hosts[name] = startHost(t, cfg)
+		if _, err := hosts[name].Create(ctx, MachineSpec{ID: name + "-m", App: "web", Start: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const q = "SELECT id FROM machines ORDER BY id"
+	for _, n := range r.Nodes {
+		agentHas(t, n.Client(), []string{"h1-m", "h2-m", "h3-m"}, q)
+	}
+	hosts["h3"].stop()
+	for _, n := range r.Nodes {
+		agentHas(t, n.Client(), []string{"h1-m", "h2-m"}, q)
+		agentHas(t, n.Client(), []string{"h1", "h2"}, "SELECT name FROM hosts ORDER BY name")
+	}
+	hosts["h3"] = startHost(t, cfgs["h3"])
+	for _, n := range r.Nodes {
+		agentHas(t, n.Client(), []string{"h1-m", "h2-m", "h3-m"}, q)
 	}
 }

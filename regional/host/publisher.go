@@ -30,6 +30,10 @@ type RepublishStats struct {
 	// Versions is how many of them changed anything in the regional
 	// tables; 0 when they already held exactly these records.
 	Versions int `json:"versions"`
+	// Heartbeat tells whether the re-publish was recorded in the hosts
+	// table (a transaction and a version of its own, not counted above;
+	// false when the region's schema has no hosts table).
+	Heartbeat bool `json:"heartbeat"`
 }
 
 // publisher sends records to the local regional agent(s). Changes queue
@@ -41,6 +45,7 @@ type publisher struct {
 	agents   []*client.Client
 	urls     []string
 	host     string
+	region   string
 	batch    int
 	interval time.Duration
 	timeout  time.Duration
@@ -55,6 +60,8 @@ type publisher struct {
 	// newer one of the same machine.
 	sendMu    sync.Mutex
 	preferred int // the agent that last answered; guarded by sendMu
+	// noHostsTable: the agent said so once (logged once); by sendMu.
+	noHostsTable bool
 
 	mu      sync.Mutex
 	pending map[string]regional.Machine
@@ -63,7 +70,7 @@ type publisher struct {
 
 func newPublisher(cfg Config, log *slog.Logger) (*publisher, error) {
 	p := &publisher{
-		urls: cfg.Agent.API, host: cfg.Host.Name, batch: cfg.Agent.BatchSize, interval: cfg.republishInterval(),
+		urls: cfg.Agent.API, host: cfg.Host.Name, region: cfg.Host.Region, batch: cfg.Agent.BatchSize, interval: cfg.republishInterval(),
 		timeout: cfg.agentTimeout(), log: log, pending: map[string]regional.Machine{}, wake: make(chan struct{}, 1),
 	}
 	for _, u := range cfg.Agent.API {
@@ -209,6 +216,19 @@ func (p *publisher) republish(ctx context.Context) (RepublishStats, error) {
 	stats.Transactions++
 	if res.Version != nil {
 		stats.Versions++
+	}
+	// Only now, with every record and the prune taken: the heartbeat
+	// says the rows are this host's whole and current state.
+	if _, err := p.transact(ctx, []api.Statement{regional.Heartbeat(p.host, p.region, time.Now(), p.interval)}); err != nil {
+		if !strings.Contains(err.Error(), "no such table: hosts") {
+			return stats, fmt.Errorf("republish: heartbeat: %w", err)
+		}
+		if !p.noHostsTable {
+			p.noHostsTable = true
+			p.log.Warn("host: the region's schema has no hosts table: re-publishes are not recorded, and agents cannot tell when this host is gone")
+		}
+	} else {
+		stats.Heartbeat = true
 	}
 	p.log.Debug("host: republished", "machines", stats.Machines, "transactions", stats.Transactions, "versions", stats.Versions)
 	return stats, nil
