@@ -128,6 +128,19 @@ func printHealth(w io.Writer, reports []regionhealth.Report) {
 				fmt.Fprintf(w, "  %s: row counts differ by %d\n", t.Table, t.Deviation)
 			}
 		}
+		if r.Hosts != nil {
+			var silent []string
+			for _, h := range r.Hosts {
+				if h.Silent() {
+					silent = append(silent, fmt.Sprintf("%s (%.0fs)", h.Name, h.Age))
+				}
+			}
+			line := fmt.Sprintf("  hosts: %d, publishing %d", len(r.Hosts), len(r.Hosts)-len(silent))
+			if len(silent) > 0 {
+				line += ", silent " + strings.Join(silent, ", ")
+			}
+			fmt.Fprintln(w, line)
+		}
 		verdict := r.Verdict
 		if len(r.Reasons) > 0 {
 			verdict += ": " + strings.Join(r.Reasons, "; ")

@@ -131,6 +131,7 @@ func Region(ctx context.Context, name string, apis []string, heartbeatMS int64, 
 		if n, err := regionApps(ctx, answering[0].API, o); err == nil {
 			r.AppsRegion = n
 		}
+		r.Hosts = regionHosts(ctx, answering[0].API, o)
 	}
 	Judge(&r, o.Limits)
 	return r
@@ -203,6 +204,38 @@ func regionApps(ctx context.Context, apiURL string, o Options) (int, error) {
 		return 0, err
 	}
 	return int(n[0]), nil
+}
+
+// regionHosts reads the hosts table; nil when it cannot (a schema
+// without one, or an agent that stopped answering meanwhile).
+func regionHosts(ctx context.Context, apiURL string, o Options) []Host {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	c, err := client.New(apiURL, o.Token)
+	if err != nil {
+		return nil
+	}
+	rows, err := c.Query(ctx, client.Statement{Query: "SELECT name, seen_at, republish_ms FROM hosts ORDER BY name"})
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	now := o.Now()
+	out := []Host{}
+	for rows.Next() {
+		row := rows.Row()
+		name, _ := row[0].(string)
+		seen, ok1 := row[1].(int64)
+		ms, ok2 := row[2].(int64)
+		if !ok1 || !ok2 {
+			return nil
+		}
+		out = append(out, Host{Name: name, Age: max(0, now.Sub(time.UnixMilli(seen)).Seconds()), Interval: float64(ms) / 1000})
+	}
+	if rows.Err() != nil {
+		return nil
+	}
+	return out
 }
 
 // queryInts runs a one-row query of integers.

@@ -94,6 +94,26 @@ func TestRegionHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitVerdict("ams-3 restarted", regionhealth.Healthy, func(rep regionhealth.Report) bool { return rep.Alive == 3 })
+
+	// A host that stops re-publishing: degraded, naming it.
+	heartbeat := func(at time.Time) {
+		if _, err := r.Nodes[0].Client().Transact(ctx, client.Statement{
+			Query:  "INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES ('h1', 'ams', ?, 30000) ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at",
+			Params: []any{at.UnixMilli()},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heartbeat(time.Now())
+	rep = waitVerdict("a host publishing", regionhealth.Healthy, func(rep regionhealth.Report) bool { return len(rep.Hosts) == 1 })
+	if h := rep.Hosts[0]; h.Name != "h1" || h.Interval != 30 || h.Silent() {
+		t.Fatalf("host: %+v", h)
+	}
+	heartbeat(time.Now().Add(-10 * time.Minute))
+	rep = waitVerdict("a host silent", regionhealth.Degraded, nil)
+	if !strings.Contains(strings.Join(rep.Reasons, ";"), "host h1 has not re-published for 10m") {
+		t.Fatalf("reasons: %v", rep.Reasons)
+	}
 }
 
 // TestJudge covers the verdict rules.
@@ -108,15 +128,17 @@ func TestJudge(t *testing.T) {
 		verdict string
 		reason  string
 	}{
-		"healthy":        {func(r *regionhealth.Report) {}, regionhealth.Healthy, ""},
-		"nobody answers": {func(r *regionhealth.Report) { r.Agents[0].Error, r.Agents[1].Error = "x", "y" }, regionhealth.Down, "no agent"},
-		"suspect":        {func(r *regionhealth.Report) { r.Suspect = 1 }, regionhealth.Degraded, "1 suspect"},
-		"gaps":           {func(r *regionhealth.Report) { r.Agents[1].Gaps = 4 }, regionhealth.Degraded, "misses 4 versions"},
-		"lag":            {func(r *regionhealth.Report) { r.Agents[1].P99Lag = 9 }, regionhealth.Degraded, "lag"},
-		"old heartbeat":  {func(r *regionhealth.Report) { r.BridgeHeartbeatAge = 100 }, regionhealth.Degraded, "heartbeat 100s old"},
-		"no heartbeat":   {func(r *regionhealth.Report) { r.BridgeHeartbeatAge = -1 }, regionhealth.Degraded, "no bridge heartbeat"},
-		"apps differ":    {func(r *regionhealth.Report) { r.AppsGlobal = 2 }, regionhealth.Degraded, "lists 2 apps"},
-		"alive, silent":  {func(r *regionhealth.Report) { r.Agents[1].Error = "refused" }, regionhealth.Degraded, "does not answer"},
+		"healthy":         {func(r *regionhealth.Report) {}, regionhealth.Healthy, ""},
+		"nobody answers":  {func(r *regionhealth.Report) { r.Agents[0].Error, r.Agents[1].Error = "x", "y" }, regionhealth.Down, "no agent"},
+		"suspect":         {func(r *regionhealth.Report) { r.Suspect = 1 }, regionhealth.Degraded, "1 suspect"},
+		"gaps":            {func(r *regionhealth.Report) { r.Agents[1].Gaps = 4 }, regionhealth.Degraded, "misses 4 versions"},
+		"lag":             {func(r *regionhealth.Report) { r.Agents[1].P99Lag = 9 }, regionhealth.Degraded, "lag"},
+		"old heartbeat":   {func(r *regionhealth.Report) { r.BridgeHeartbeatAge = 100 }, regionhealth.Degraded, "heartbeat 100s old"},
+		"no heartbeat":    {func(r *regionhealth.Report) { r.BridgeHeartbeatAge = -1 }, regionhealth.Degraded, "no bridge heartbeat"},
+		"apps differ":     {func(r *regionhealth.Report) { r.AppsGlobal = 2 }, regionhealth.Degraded, "lists 2 apps"},
+		"alive, silent":   {func(r *regionhealth.Report) { r.Agents[1].Error = "refused" }, regionhealth.Degraded, "does not answer"},
+		"host publishing": {func(r *regionhealth.Report) { r.Hosts = []regionhealth.Host{{Name: "h1", Age: 80, Interval: 30}} }, regionhealth.Healthy, ""},
+		"host silent":     {func(r *regionhealth.Report) { r.Hosts = []regionhealth.Host{{Name: "h1", Age: 100, Interval: 30}} }, regionhealth.Degraded, "host h1 has not re-published for 1m40s (every 30s)"},
 	} {
 		r := base()
 		tc.change(&r)

@@ -40,7 +40,26 @@ type Report struct {
 	// AppsRegion how many the region's own tables hold; -1 when unknown.
 	AppsGlobal int `json:"apps_global"`
 	AppsRegion int `json:"apps_region"`
+	// Hosts are the region's host agents as its hosts table records
+	// them, by name; nil when the region's schema has none.
+	Hosts []Host `json:"hosts,omitempty"`
 }
+
+// Host is one host agent and how long ago it last re-published all its
+// machines.
+type Host struct {
+	Name string `json:"name"`
+	// Age of its last full re-publish in seconds, by this command's
+	// clock against the host's (clocks that disagree shift it).
+	Age float64 `json:"age"`
+	// Interval is its re-publish interval in seconds.
+	Interval float64 `json:"interval"`
+}
+
+// Silent reports whether the host has missed three re-publishes: its
+// machines' rows may no longer be what runs, and the region's agents
+// forget them after [hosts] forget_after.
+func (h Host) Silent() bool { return h.Age > 3*max(h.Interval, 1) }
 
 // Agent is one member of the region.
 type Agent struct {
@@ -123,6 +142,11 @@ func Judge(r *Report, l Limits) {
 	case r.BridgeHeartbeatAge > l.HeartbeatMaxAge.Seconds():
 		reasons = append(reasons, fmt.Sprintf("bridge heartbeat %.0fs old", r.BridgeHeartbeatAge))
 	}
+	for _, h := range r.Hosts {
+		if h.Silent() {
+			reasons = append(reasons, fmt.Sprintf("host %s has not re-published for %s (every %s)", h.Name, roundSeconds(h.Age), roundSeconds(h.Interval)))
+		}
+	}
 	if r.AppsGlobal >= 0 && r.AppsRegion >= 0 && r.AppsGlobal != r.AppsRegion {
 		reasons = append(reasons, fmt.Sprintf("the global map lists %d apps here, the region has %d", r.AppsGlobal, r.AppsRegion))
 	}
@@ -131,6 +155,11 @@ func Judge(r *Report, l Limits) {
 	if len(reasons) > 0 {
 		r.Verdict = Degraded
 	}
+}
+
+// roundSeconds renders seconds as a duration to the second.
+func roundSeconds(s float64) string {
+	return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
 }
 
 // tableRows computes the spread of each table's row counts.
