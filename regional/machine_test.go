@@ -2,6 +2,7 @@ package regional
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/store"
 	"github.com/patina-db/patina/schemas"
+
+	_ "github.com/mattn/go-sqlite3"
 )
 
 func openStore(t *testing.T) *store.Store {
@@ -154,5 +157,40 @@ func TestHealthy(t *testing.T) {
 	m.State = StateStopped
 	if m.Healthy() {
 		t.Fatal("stopped is not healthy")
+	}
+}
+
+// TestPruneUsesTheHostIndex: every host prunes its rows at every full
+// re-publish, so the prune must find them by index, never by scanning
+// every machine of the region.
+func TestPruneUsesTheHostIndex(t *testing.T) {
+	db, err := sql.Open("sqlite3", filepath.Join(t.TempDir(), "plan.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(schemas.Regional()); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range append(Prune("h1", []string{"m1"}), Unpublish("m1")...) {
+		rows, err := db.Query("EXPLAIN QUERY PLAN "+st.Query, st.Params...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		for _, step := range plan {
+			if strings.HasPrefix(step, "SCAN machines") || strings.HasPrefix(step, "SCAN machine_checks") {
+				t.Errorf("%s\nscans: %v", st.Query, plan)
+			}
+		}
 	}
 }
