@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +33,7 @@ type membership struct {
 	changed chan struct{}
 	// join is memberlist's Join (a field so tests can watch it).
 	join func(addrs []string) (int, error)
+	port int // the gossip port, for bootstrap entries that name none
 
 	mu   sync.Mutex
 	rtt  map[string]time.Duration // by member name, from SWIM probes
@@ -132,6 +134,12 @@ func newMembership(cfg *Config, meta *wirev1.NodeMeta, faults *Faults) (*members
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	m.join = m.ml.Join
+	// memberlist has filled in the port it bound when asked for 0 (on
+	// its own transport; on ours, ask it).
+	m.port = mc.BindPort
+	if gt, ok := mc.Transport.(*gossipTransport); ok && m.port == 0 {
+		m.port = gt.GetAutoBindPort()
+	}
 	// Read once, now: memberlist hands out its own node, whose fields it
 	// rewrites (UpdateNode) without a lock the reader could take.
 	self := m.ml.LocalNode()
@@ -392,7 +400,7 @@ func (m *membership) rejoinLoop(ctx context.Context, interval time.Duration, boo
 func (m *membership) joinAnswering(ctx context.Context, addrs []string) (int, error) {
 	var live []string
 	for _, a := range addrs {
-		if answers(ctx, a) {
+		if answers(ctx, dialTarget(a, m.port)) {
 			live = append(live, a)
 		}
 	}
@@ -403,6 +411,28 @@ func (m *membership) joinAnswering(ctx context.Context, addrs []string) (int, er
 		return 0, fmt.Errorf("none of %v answers", addrs)
 	}
 	return m.join(live)
+}
+
+// dialTarget is the TCP address memberlist's Join would contact for a
+// bootstrap entry: it takes "host", "host:port" and "name/host:port",
+// and a host without a port means this member's own gossip port.
+func dialTarget(entry string, port int) string {
+	if i := strings.Index(entry, "/"); i >= 0 {
+		entry = entry[i+1:]
+	}
+	if hasPort(entry) {
+		return entry
+	}
+	return net.JoinHostPort(strings.Trim(entry, "[]"), strconv.Itoa(port))
+}
+
+// hasPort reports whether s names a port, as memberlist reads it: after
+// a bracketed IPv6 address, or after the single colon of anything else.
+func hasPort(s string) bool {
+	if strings.LastIndex(s, "[") >= 0 {
+		return strings.LastIndex(s, "]:") >= 0
+	}
+	return strings.Count(s, ":") == 1
 }
 
 // answers reports whether a TCP connection to addr opens within 2 s,

@@ -161,14 +161,23 @@ func TestJoinOnlyWhatAnswers(t *testing.T) {
 	closed.Close() // nothing listens there now: connections are refused
 
 	var joined [][]string
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	m := &membership{join: func(addrs []string) (int, error) {
 		joined = append(joined, addrs)
 		return len(addrs), nil
 	}}
+	fmt.Sscan(port, &m.port)
 	ctx, cancel := context.WithCancel(context.Background())
 	m.joinLoop(ctx, []string{closedAddr, ln.Addr().String()}, t.Logf)
 	if len(joined) != 1 || !slices.Equal(joined[0], []string{ln.Addr().String()}) {
 		t.Fatalf("joined %v, want only the address that answers", joined)
+	}
+	// Entries without a port (this member's gossip port) or with a
+	// node name are dialed as memberlist would, and handed over as given.
+	joined = nil
+	m.joinLoop(ctx, []string{"127.0.0.1", "n1/" + ln.Addr().String()}, t.Logf)
+	if len(joined) != 1 || !slices.Equal(joined[0], []string{"127.0.0.1", "n1/" + ln.Addr().String()}) {
+		t.Fatalf("joined %v, want both entries", joined)
 	}
 
 	joined = nil
@@ -176,5 +185,26 @@ func TestJoinOnlyWhatAnswers(t *testing.T) {
 	m.joinLoop(ctx, []string{ln.Addr().String()}, t.Logf)
 	if len(joined) != 0 {
 		t.Fatalf("joined %v after the context ended", joined)
+	}
+}
+
+// TestDialTarget: every form of bootstrap entry memberlist's Join takes
+// is dialed where Join would go.
+func TestDialTarget(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.5:7946":         "10.0.0.5:7946",
+		"10.0.0.5":              "10.0.0.5:7000",
+		"node-a/10.0.0.5:7946":  "10.0.0.5:7946",
+		"node-a/10.0.0.5":       "10.0.0.5:7000",
+		"gossip.example:7946":   "gossip.example:7946",
+		"gossip.example":        "gossip.example:7000",
+		"[::1]:7946":            "[::1]:7946",
+		"[::1]":                 "[::1]:7000",
+		"::1":                   "[::1]:7000",
+		"node-b/[fd00::5]:7946": "[fd00::5]:7946",
+	} {
+		if got := dialTarget(in, 7000); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
 	}
 }
