@@ -223,9 +223,9 @@ func Unpublish(id string) []api.Statement {
 	}
 }
 
-// Heartbeat returns the statement that records a host's full re-publish
-// at the given time in the hosts table: the sign, to the region's
-// agents, that the host still publishes (see Forget).
+// Heartbeat returns the statement that records, in the hosts table, a
+// host's full re-publish starting at the given time: the sign, to the
+// region's agents, that the host still publishes (see regional/reaper).
 func Heartbeat(host, region string, at time.Time, interval time.Duration) api.Statement {
 	return api.Statement{
 		Query: `INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES (?, ?, ?, ?)

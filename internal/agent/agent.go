@@ -38,21 +38,20 @@ type Agent struct {
 	reaper *reaper.Reaper // nil with [hosts] forget_after = "off"
 }
 
-// acts says whether this agent is the one of its region that forgets
-// hosts: the alive member whose name sorts first. Members whose views
-// differ for a moment may both act, which only repeats a delete.
-func acts(node *cluster.Node) func() bool {
+// rank is this agent's place among its region's alive members by name
+// (see reaper.Config.Rank); nil when it runs alone.
+func rank(node *cluster.Node) func() int {
 	if node == nil {
 		return nil
 	}
-	return func() bool {
-		self := node.Name()
+	return func() int {
+		self, n := node.Name(), 0
 		for _, m := range node.Members() {
 			if m.Alive && m.Name < self {
-				return false
+				n++
 			}
 		}
-		return true
+		return n
 	}
 }
 
@@ -217,7 +216,7 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	if forget, _ := cfg.Hosts.forgetAfter(); forget > 0 {
 		a.reaper = reaper.New(st, reaper.Config{
 			ForgetAfter: forget, Interval: min(max(forget/6, 100*time.Millisecond), 10*time.Second),
-			Acts: acts(node), Beat: obs.wd.Register("hosts.reaper"), Logger: logger,
+			Rank: rank(node), Beat: obs.wd.Register("hosts.reaper"), Logger: logger,
 		})
 	}
 	a.server.RegisterOnShutdown(handler.CloseStreams)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -287,5 +288,39 @@ func TestAgentsForgetAHostThatStops(t *testing.T) {
 	hosts["h3"] = startHost(t, cfgs["h3"])
 	for _, n := range r.Nodes {
 		agentHas(t, n.Client(), []string{"h1-m", "h2-m", "h3-m"}, q)
+	}
+}
+
+// TestRepublishWithoutHostsTable: a region whose schema predates the
+// hosts table refuses the heartbeat; the host says so once and goes on
+// publishing.
+func TestRepublishWithoutHostsTable(t *testing.T) {
+	ctx := context.Background()
+	old := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(schemaDir(), "machines.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old, "machines.sql"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := devcluster.StartRegion(ctx, devcluster.RegionOptions{Nodes: 1, Dir: t.TempDir(), SchemaPaths: []string{old}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	h := startHost(t, hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{r.Nodes[0].API}))
+	if _, err := h.Create(ctx, MachineSpec{ID: "m1", App: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		stats, err := h.Republish(ctx)
+		if err != nil || stats.Heartbeat || stats.Machines != 1 {
+			t.Fatalf("republish: %+v, %v", stats, err)
+		}
+	}
+	agentHas(t, r.Nodes[0].Client(), []string{"m1"}, "SELECT id FROM machines")
+	if n := strings.Count(h.log.String(), "no hosts table"); n != 1 {
+		t.Fatalf("said %d times that the schema has no hosts table:\n%s", n, h.log.String())
 	}
 }

@@ -196,6 +196,21 @@ func (p *publisher) republish(ctx context.Context) (RepublishStats, error) {
 	records, keep := p.snapshot()
 	slices.SortFunc(records, func(a, b regional.Machine) int { return strings.Compare(a.ID, b.ID) })
 	var stats RepublishStats
+	// The heartbeat goes first: an agent about to forget this host (its
+	// row stood still too long) checks the row in the transaction that
+	// deletes, so the heartbeat must reach it before the records do, or
+	// it could delete records it had just received.
+	if _, err := p.transact(ctx, []api.Statement{regional.Heartbeat(p.host, p.region, time.Now(), p.interval)}); err != nil {
+		if !strings.Contains(err.Error(), "no such table: hosts") {
+			return stats, fmt.Errorf("republish: heartbeat: %w", err)
+		}
+		if !p.noHostsTable {
+			p.noHostsTable = true
+			p.log.Warn("host: the region's schema has no hosts table: re-publishes are not recorded, and agents cannot tell when this host is gone")
+		}
+	} else {
+		stats.Heartbeat = true
+	}
 	for start := 0; start < len(records); start += p.batch {
 		chunk := records[start:min(start+p.batch, len(records))]
 		res, err := p.transact(ctx, publishStatements(chunk))
@@ -216,19 +231,6 @@ func (p *publisher) republish(ctx context.Context) (RepublishStats, error) {
 	stats.Transactions++
 	if res.Version != nil {
 		stats.Versions++
-	}
-	// Only now, with every record and the prune taken: the heartbeat
-	// says the rows are this host's whole and current state.
-	if _, err := p.transact(ctx, []api.Statement{regional.Heartbeat(p.host, p.region, time.Now(), p.interval)}); err != nil {
-		if !strings.Contains(err.Error(), "no such table: hosts") {
-			return stats, fmt.Errorf("republish: heartbeat: %w", err)
-		}
-		if !p.noHostsTable {
-			p.noHostsTable = true
-			p.log.Warn("host: the region's schema has no hosts table: re-publishes are not recorded, and agents cannot tell when this host is gone")
-		}
-	} else {
-		stats.Heartbeat = true
 	}
 	p.log.Debug("host: republished", "machines", stats.Machines, "transactions", stats.Transactions, "versions", stats.Versions)
 	return stats, nil

@@ -11,6 +11,7 @@
 // host's own stamp, and nothing is forgotten unless most hosts are seen
 // publishing, so that an agent cut off from the region does not take
 // its own isolation for everyone else's death. The loop (reaper.go)
-// polls the table, keeps the observations and, on one agent of the
-// region, deletes.
+// polls the table, keeps the observations and deletes: the region's
+// first alive agent by name as soon as a host is stale, each later one
+// a little after, in case the ones before it do not.
 package reaper

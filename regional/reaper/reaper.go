@@ -30,9 +30,13 @@ type Config struct {
 	ForgetAfter time.Duration
 	// Interval is how often the hosts table is read (±25%).
 	Interval time.Duration
-	// Acts reports whether this agent is the one of the region that
-	// deletes (all of them watch). Nil: always.
-	Acts func() bool
+	// Rank is this agent's place among the region's alive agents (0
+	// first; nil: 0). All of them watch; the first deletes a host once
+	// it is stale, and each later one waits two more intervals, so
+	// that normally one agent deletes, and another does if the first
+	// does not (it has forgetting off, runs an older version, or is cut
+	// off).
+	Rank func() int
 	// Beat is the loop's watchdog beat; may be nil.
 	Beat   *watchdog.Beat
 	Logger *slog.Logger
@@ -50,6 +54,9 @@ type Reaper struct {
 func New(db DB, cfg Config) *Reaper {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
 	}
 	return &Reaper{db: db, cfg: cfg}
 }
@@ -99,8 +106,12 @@ func (r *Reaper) Round(ctx context.Context, now time.Time) ([]string, error) {
 		return nil, fmt.Errorf("read hosts: %w", err)
 	}
 	r.watch.Observe(seen, now)
-	stale, _ := r.watch.Stale(now, r.cfg.ForgetAfter)
-	if len(stale) == 0 || (r.cfg.Acts != nil && !r.cfg.Acts()) {
+	var extra time.Duration
+	if r.cfg.Rank != nil {
+		extra = time.Duration(r.cfg.Rank()) * 2 * r.cfg.Interval
+	}
+	stale, _ := r.watch.Stale(now, r.cfg.ForgetAfter, extra)
+	if len(stale) == 0 {
 		return nil, nil
 	}
 	var forgotten []string

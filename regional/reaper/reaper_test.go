@@ -110,8 +110,8 @@ func TestForgetsAHostThatStopped(t *testing.T) {
 }
 
 // TestForgetsNothingOnADoubtfulView: when most hosts seem to have
-// stopped (this agent is the one cut off, say), and on an agent that
-// does not act, nothing is deleted.
+// stopped (this agent is the one cut off, say), nothing is deleted; an
+// agent later in line waits its turn, then deletes.
 func TestForgetsNothingOnADoubtfulView(t *testing.T) {
 	st := openRegional(t)
 	ctx := context.Background()
@@ -120,7 +120,8 @@ func TestForgetsNothingOnADoubtfulView(t *testing.T) {
 		publish(t, st, h, 1)
 	}
 	cut := New(st, Config{ForgetAfter: time.Minute})
-	idle := New(st, Config{ForgetAfter: time.Minute, Acts: func() bool { return false }})
+	// Third in line: it waits four more intervals (40 s) than the first.
+	third := New(st, Config{ForgetAfter: time.Minute, Interval: 10 * time.Second, Rank: func() int { return 2 }})
 	stamp := int64(2)
 	for s := 0; s <= 120; s += 10 {
 		publish(t, st, "h1", stamp) // only h1 is seen publishing
@@ -130,20 +131,24 @@ func TestForgetsNothingOnADoubtfulView(t *testing.T) {
 			t.Fatalf("at %ds, with one host of four moving: forgot %v, %v", s, got, err)
 		}
 	}
-	for s := 0; s <= 120; s += 10 {
+	for s := 0; s < 100; s += 10 {
 		for _, h := range []string{"h1", "h2", "h3"} {
 			publish(t, st, h, stamp)
 		}
 		stamp++
-		if got, err := idle.Round(ctx, t0.Add(time.Duration(s)*time.Second)); err != nil || len(got) > 0 {
-			t.Fatalf("an agent that does not act forgot %v, %v", got, err)
+		if got, err := third.Round(ctx, t0.Add(time.Duration(s)*time.Second)); err != nil || len(got) > 0 {
+			t.Fatalf("at %ds the third agent in line forgot %v, %v", s, got, err)
 		}
 	}
-	if stale, current := idle.watch.Stale(t0.Add(120*time.Second), time.Minute); !current || fmt.Sprint(stale) != "[h4]" {
-		t.Fatalf("the idle agent's view: stale %v, current %v; want h4 stale, in a current view", stale, current)
+	if stale, current := third.watch.Stale(t0.Add(90*time.Second), time.Minute, 0); !current || fmt.Sprint(stale) != "[h4]" {
+		t.Fatalf("the third agent's view: stale %v, current %v; want h4 stale, in a current view", stale, current)
 	}
 	if got := dump(t, st, "SELECT count(*) FROM machines"); got != "8" {
 		t.Fatalf("%s machines left, want all 8", got)
+	}
+	// Once the ones before it have had their turn, it acts itself.
+	if got, err := third.Round(ctx, t0.Add(100*time.Second)); err != nil || fmt.Sprint(got) != "[h4]" {
+		t.Fatalf("at 100s the third agent in line forgot %v, %v; want [h4]", got, err)
 	}
 }
 

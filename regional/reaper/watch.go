@@ -47,20 +47,22 @@ func (w *Watch) Observe(rows map[string]Seen, now time.Time) {
 
 // Stale returns, sorted, the hosts whose stamp has not moved for
 // forgetAfter by now, or for three of the host's own re-publish
-// intervals if that is longer: a host is never forgotten for missing
-// one or two. current is false, and stale empty, when fewer
-// than a strict majority of the hosts have moved within forgetAfter:
-// then this agent's view of the region is in doubt (it may be the one
-// cut off), and nothing may be forgotten on its word. At least two
-// hosts must be seen publishing too, so a region of one or two hosts
-// never forgets automatically.
-func (w *Watch) Stale(now time.Time, forgetAfter time.Duration) (stale []string, current bool) {
+// intervals if that is longer (a host is never forgotten for missing
+// one or two), plus extra. current is false, and stale empty, when fewer
+// than a strict majority of the hosts have moved within that time
+// (without extra): then this agent's view of the region is in doubt (it
+// may be the one cut off), and nothing may be forgotten on its word. At
+// least two hosts must be seen publishing too, so a region of one or
+// two hosts never forgets automatically.
+func (w *Watch) Stale(now time.Time, forgetAfter, extra time.Duration) (stale []string, current bool) {
 	fresh := 0
 	for name, o := range w.hosts {
-		if now.Sub(o.changed) >= max(forgetAfter, 3*o.Interval) {
-			stale = append(stale, name)
-		} else {
+		still, limit := now.Sub(o.changed), max(forgetAfter, 3*o.Interval)
+		switch {
+		case still < limit:
 			fresh++
+		case still >= limit+extra:
+			stale = append(stale, name)
 		}
 	}
 	if fresh*2 <= len(w.hosts) || fresh < 2 {

@@ -41,7 +41,7 @@ func TestStaleRules(t *testing.T) {
 			w.Observe(stamps, t0.Add(s))
 		}
 		now := t0.Add(elapsed)
-		stale, current := w.Stale(now, forget)
+		stale, current := w.Stale(now, forget, 0)
 		var still []string
 		fresh := 0
 		for h, m := range moving {
@@ -81,11 +81,11 @@ func TestWatchForgetsRowsThatLeft(t *testing.T) {
 	}
 	w.Observe(at(1, 1, 1), t0)
 	w.Observe(at(2, 2), t0.Add(2*time.Minute))
-	if stale, current := w.Stale(t0.Add(2*time.Minute), time.Minute); !current || len(stale) != 0 {
+	if stale, current := w.Stale(t0.Add(2*time.Minute), time.Minute, 0); !current || len(stale) != 0 {
 		t.Fatalf("stale %v current %v after c's row left", stale, current)
 	}
 	w.Observe(at(3, 3, 1), t0.Add(3*time.Minute))
-	if stale, _ := w.Stale(t0.Add(3*time.Minute+30*time.Second), time.Minute); len(stale) != 0 {
+	if stale, _ := w.Stale(t0.Add(3*time.Minute+30*time.Second), time.Minute, 0); len(stale) != 0 {
 		t.Fatalf("c came back with its old stamp and is stale at once: %v", stale)
 	}
 }
@@ -97,7 +97,7 @@ func TestSlowHostsGetThreeIntervals(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	for s := 0; s <= 200; s += 10 {
 		w.Observe(map[string]Seen{"a": {At: int64(s)}, "b": {At: int64(s)}, "slow": {At: 1, Interval: time.Minute}}, t0.Add(time.Duration(s)*time.Second))
-		stale, _ := w.Stale(t0.Add(time.Duration(s)*time.Second), 30*time.Second)
+		stale, _ := w.Stale(t0.Add(time.Duration(s)*time.Second), 30*time.Second, 0)
 		if want := s >= 180; (len(stale) == 1) != want {
 			t.Fatalf("at %ds: stale %v", s, stale)
 		}
