@@ -28,31 +28,28 @@ func (b *Snapshot) Size() int64 { return b.size }
 // Read reads the snapshot from its beginning on.
 func (b *Snapshot) Read(p []byte) (int, error) { return b.f.Read(p) }
 
-// backupPattern names the copies Backup makes beside the database.
-func backupPattern(dbPath string) string { return filepath.Base(dbPath) + ".backup-*" }
+// vacuumPrefix begins the name of the copy Backup makes beside the
+// database: hidden, and named for what made it, so that no file of the
+// operator's (a node.db.backup-before-upgrade, say) is ever taken for
+// one.
+func vacuumPrefix(dbPath string) string { return "." + filepath.Base(dbPath) + ".patina-vacuum-" }
 
 // removeBackupLeftovers removes copies that a backup left beside the
 // database when its process died midway (each is up to the database's
 // size). Only the store's holder makes them, and it holds the lock, so
 // at open none is in use.
 func removeBackupLeftovers(dbPath string) {
-	names, _ := filepath.Glob(filepath.Join(filepath.Dir(dbPath), globEscape(backupPattern(dbPath))))
-	for _, n := range names {
-		_ = os.Remove(n)
+	dir := filepath.Dir(dbPath)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
 	}
-}
-
-// globEscape escapes the glob metacharacters of a file name, keeping the
-// pattern's own trailing *.
-func globEscape(pattern string) string {
-	var b strings.Builder
-	for i, r := range pattern {
-		if strings.ContainsRune(`*?[\`, r) && i != len(pattern)-1 {
-			b.WriteByte('\\')
+	prefix := vacuumPrefix(dbPath)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
 		}
-		b.WriteRune(r)
 	}
-	return b.String()
 }
 
 // Close releases the snapshot.
@@ -71,7 +68,7 @@ func (s *Store) Backup(ctx context.Context) (*Snapshot, error) {
 	if closed {
 		return nil, ErrClosed
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.cfg.Path), backupPattern(s.cfg.Path))
+	tmp, err := os.CreateTemp(filepath.Dir(s.cfg.Path), vacuumPrefix(s.cfg.Path)+"*")
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}

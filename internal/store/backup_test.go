@@ -287,8 +287,8 @@ func TestBackupLeftoversRemovedAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	left := []string{path + ".backup-1234", path + ".backup-x"}
-	kept := []string{path + ".backupnotes", filepath.Join(dir, "other.db.backup-1")}
+	left := []string{filepath.Join(dir, ".node.db.patina-vacuum-1234"), filepath.Join(dir, ".node.db.patina-vacuum-x")}
+	kept := []string{path + ".backup-before-upgrade", filepath.Join(dir, ".other.db.patina-vacuum-1"), filepath.Join(dir, ".node.db.patina-vacuum")}
 	for _, n := range append(append([]string{}, left...), kept...) {
 		if err := os.WriteFile(n, []byte("partial copy"), 0o600); err != nil {
 			t.Fatal(err)
