@@ -114,9 +114,6 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 		clk := dest[nPK:]
 		want := packSD(ord, v)
 		cl, clSD := asInt(clk[0]), asInt(clk[1])
-		if cl < 0 || uint64(cl) > crdt.MaxCounter {
-			return errCounterBound(t.Name, "causal length", cl)
-		}
 		if clSD == want {
 			cs.Changes = append(cs.Changes, crdt.Change{Table: t.Name, PK: pk, CL: uint64(cl)})
 		}
@@ -129,9 +126,6 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 			if ver == 0 || sd != want {
 				continue
 			}
-			if ver < 0 || uint64(ver) > crdt.MaxCounter {
-				return errCounterBound(t.Name, "col_version of "+c.Name, ver)
-			}
 			val, err := crdt.FromGo(data[i])
 			if err != nil {
 				return err
@@ -142,12 +136,27 @@ func readVersionRange(ctx context.Context, tx querier, ts *tableSQL, ord int64, 
 	return rows.Err()
 }
 
-// errCounterBound is a clock counter past crdt.MaxCounter, which no
-// peer accepts. Peers send counters up to the bound and local writes add
-// one, so only a cell a peer set to the bound gets here, after it: the
-// write is refused rather than committed where it cannot replicate.
-func errCounterBound(table, counter string, v int64) error {
-	return fmt.Errorf("table %s: the %s is %d, past the %d that peers accept (a peer sent a counter at the limit): the write cannot replicate", table, counter, v, uint64(crdt.MaxCounter))
+// checkCounters refuses a version whose counters passed crdt.MaxCounter,
+// which no peer accepts. Peers send counters up to the bound and local
+// writes add one, so only a write over a cell a peer set to the bound
+// gets here: it is refused rather than committed where it cannot
+// replicate. (Sync serves what the store holds as it is: a version
+// past the bound written before this check existed is refused by
+// peers, one version, not the whole exchange.)
+func checkCounters(cs *crdt.Changeset) error {
+	for _, c := range cs.Changes {
+		what, n := "", uint64(0)
+		switch {
+		case c.CL > crdt.MaxCounter:
+			what, n = "causal length", c.CL
+		case c.ColVersion > crdt.MaxCounter:
+			what, n = "col_version of "+c.Column, c.ColVersion
+		default:
+			continue
+		}
+		return fmt.Errorf("table %s: the %s would be %d, past the %d that peers accept (a peer sent a counter at the limit): the write cannot replicate", c.Table, what, n, uint64(crdt.MaxCounter))
+	}
+	return nil
 }
 
 // VersionChanges is one version read by ChangesRange.

@@ -196,6 +196,14 @@ func (s *Store) commitGroup(batch []*writeReq) (Hooks, *crdt.Changeset) {
 			for i := range cs.Changes {
 				cs.Changes[i].Seq = uint32(i)
 			}
+			// The group fails together: which of its transactions wrote
+			// the cell is not known here. Only a peer's counter at the
+			// bound leads to this.
+			if err := checkCounters(cs); err != nil {
+				s.endTx(ictx)
+				fail(err)
+				return Hooks{}, nil
+			}
 		}
 		if apply, err = s.persistVersion(ictx, s.wint, s.actor, 0, next, false); err != nil {
 			s.endTx(ictx)
