@@ -218,6 +218,8 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 			ForgetAfter: forget, Interval: min(max(forget/6, 100*time.Millisecond), 10*time.Second),
 			Rank: rank(node), Beat: obs.wd.Register("hosts.reaper"), Logger: logger,
 		})
+		// Each kind of source is given once: this cannot fail.
+		_ = obs.metrics.AddSources(metrics.Sources{Hosts: a.reaper.Stats})
 	}
 	a.server.RegisterOnShutdown(handler.CloseStreams)
 	logger.Info("agent ready", "actor", st.Actor().String(), "db", cfg.DB.Path, "api", a.APIAddr(), "tables", strings.Join(st.Schema().TableNames(), ","))

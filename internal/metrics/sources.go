@@ -20,6 +20,9 @@ type Sources struct {
 	// the oldest changed row not yet evaluated for them has waited, in
 	// seconds.
 	Subscriptions func() (count int, maxLag float64)
+	// Hosts reports the region's hosts that have missed three
+	// re-publishes, and how many hosts this agent has forgotten.
+	Hosts func() (silent int, forgotten uint64)
 }
 
 // Store is what the metrics read of the database.
@@ -67,6 +70,8 @@ var (
 	stallsDesc       = prometheus.NewDesc("patina_watchdog_stalls_total", "Stalls of a long-running loop found by the watchdog.", nil, nil)
 	subsDesc         = prometheus.NewDesc("patina_subscriptions", "Live subscriptions.", nil, nil)
 	subsLagDesc      = prometheus.NewDesc("patina_subscription_lag_seconds", "How long the oldest changed row not yet evaluated for the subscriptions has waited.", nil, nil)
+	hostsSilentDesc  = prometheus.NewDesc("patina_hosts_silent", "Hosts of the region whose row in the hosts table has not moved for three of their re-publish intervals.", nil, nil)
+	hostsForgotDesc  = prometheus.NewDesc("patina_hosts_forgotten_total", "Hosts whose machines this agent removed after they stopped re-publishing.", nil, nil)
 	clusterCounterDs = func() []*prometheus.Desc {
 		out := make([]*prometheus.Desc, len(clusterCounters))
 		for i, c := range clusterCounters {
@@ -101,6 +106,10 @@ func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- subsDesc
 		ch <- subsLagDesc
 	}
+	if c.src.Hosts != nil {
+		ch <- hostsSilentDesc
+		ch <- hostsForgotDesc
+	}
 }
 
 func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -126,5 +135,10 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		n, lag := c.src.Subscriptions()
 		ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(n))
 		ch <- prometheus.MustNewConstMetric(subsLagDesc, prometheus.GaugeValue, lag)
+	}
+	if c.src.Hosts != nil {
+		silent, forgotten := c.src.Hosts()
+		ch <- prometheus.MustNewConstMetric(hostsSilentDesc, prometheus.GaugeValue, float64(silent))
+		ch <- prometheus.MustNewConstMetric(hostsForgotDesc, prometheus.CounterValue, float64(forgotten))
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -285,6 +287,14 @@ func TestAgentsForgetAHostThatStops(t *testing.T) {
 		agentHas(t, n.Client(), []string{"h1-m", "h2-m"}, q)
 		agentHas(t, n.Client(), []string{"h1", "h2"}, "SELECT name FROM hosts ORDER BY name")
 	}
+	// One agent did it, and says so in its metrics.
+	forgot := 0.0
+	for _, n := range r.Nodes {
+		forgot += metricValue(t, n.Agent.MetricsAddr(), "patina_hosts_forgotten_total")
+	}
+	if forgot < 1 {
+		t.Fatalf("patina_hosts_forgotten_total sums to %v over the agents", forgot)
+	}
 	hosts["h3"] = startHost(t, cfgs["h3"])
 	for _, n := range r.Nodes {
 		agentHas(t, n.Client(), []string{"h1-m", "h2-m", "h3-m"}, q)
@@ -323,4 +333,26 @@ func TestRepublishWithoutHostsTable(t *testing.T) {
 	if n := strings.Count(h.log.String(), "no hosts table"); n != 1 {
 		t.Fatalf("said %d times that the schema has no hosts table:\n%s", n, h.log.String())
 	}
+}
+
+// metricValue reads one unlabelled metric from an agent's /metrics.
+func metricValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s: no %s", addr, name)
+	return 0
 }

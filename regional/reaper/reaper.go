@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/patina-db/patina/internal/store"
@@ -48,6 +49,16 @@ type Reaper struct {
 	db    DB
 	cfg   Config
 	watch Watch
+
+	silent    atomic.Int64  // hosts silent at the last round
+	forgotten atomic.Uint64 // hosts this agent forgot
+}
+
+// Stats are the reaper's figures for metrics: the hosts that were
+// silent (three re-publishes missed) at the last round, and how many
+// hosts this agent has forgotten since it started.
+func (r *Reaper) Stats() (silent int, forgotten uint64) {
+	return int(r.silent.Load()), r.forgotten.Load()
 }
 
 // New returns a reaper over db.
@@ -106,6 +117,7 @@ func (r *Reaper) Round(ctx context.Context, now time.Time) ([]string, error) {
 		return nil, fmt.Errorf("read hosts: %w", err)
 	}
 	r.watch.Observe(seen, now)
+	r.silent.Store(int64(r.watch.Silent(now)))
 	var extra time.Duration
 	if r.cfg.Rank != nil {
 		extra = time.Duration(r.cfg.Rank()) * 2 * r.cfg.Interval
@@ -127,6 +139,7 @@ func (r *Reaper) Round(ctx context.Context, now time.Time) ([]string, error) {
 			"host", host, "machines", res.Results[1].RowsAffected, "after", r.cfg.ForgetAfter.String(),
 			"last_seen_at", time.UnixMilli(seen[host].At).UTC().Format(time.RFC3339))
 		forgotten = append(forgotten, host)
+		r.forgotten.Add(1)
 	}
 	return forgotten, nil
 }

@@ -71,3 +71,16 @@ func (w *Watch) Stale(now time.Time, forgetAfter, extra time.Duration) (stale []
 	sort.Strings(stale)
 	return stale, true
 }
+
+// Silent counts the hosts whose stamp has not moved for three of their
+// re-publish intervals (at least a second) by now: hosts that missed
+// some, whether or not they are stale enough to forget yet.
+func (w *Watch) Silent(now time.Time) int {
+	n := 0
+	for _, o := range w.hosts {
+		if now.Sub(o.changed) >= 3*max(o.Interval, time.Second) {
+			n++
+		}
+	}
+	return n
+}

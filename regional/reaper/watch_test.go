@@ -103,3 +103,18 @@ func TestSlowHostsGetThreeIntervals(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentCountsMissedRepublishes: a host is silent once three of its
+// intervals pass without its stamp moving, well before it is stale.
+func TestSilentCountsMissedRepublishes(t *testing.T) {
+	var w Watch
+	t0 := time.Unix(1_700_000_000, 0)
+	w.Observe(map[string]Seen{"a": {At: 1, Interval: 10 * time.Second}, "b": {At: 1, Interval: 10 * time.Second}}, t0)
+	w.Observe(map[string]Seen{"a": {At: 2, Interval: 10 * time.Second}, "b": {At: 1, Interval: 10 * time.Second}}, t0.Add(25*time.Second))
+	if n := w.Silent(t0.Add(29 * time.Second)); n != 0 {
+		t.Fatalf("%d silent after 29 s", n)
+	}
+	if n := w.Silent(t0.Add(30 * time.Second)); n != 1 {
+		t.Fatalf("%d silent after 30 s, want b", n)
+	}
+}
