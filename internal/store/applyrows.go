@@ -144,6 +144,9 @@ func (s *Store) applyVersions(ctx context.Context, b *applyBatch, tables map[str
 		}
 		if err := s.applyTableRows(ctx, b, ts, items); err != nil {
 			if e, ok := err.(badChangeError); ok {
+				if e.refused {
+					return newSites, &ApplyError{Actor: first.Actor, Version: first.Version, Err: fmt.Errorf("%w: %w", ErrRefused, e)}
+				}
 				return newSites, &ApplyError{Actor: first.Actor, Version: first.Version, Err: e}
 			}
 			if len(run) == 1 {
@@ -161,11 +164,21 @@ func (s *Store) applyVersions(ctx context.Context, b *applyBatch, tables map[str
 type rowKey struct{ table, pk string }
 
 // badChangeError is a changeset's own fault (as opposed to the node's).
-type badChangeError struct{ msg string }
+// refused: it will never apply here, whatever the schema becomes.
+type badChangeError struct {
+	msg     string
+	refused bool
+}
 
 func (e badChangeError) Error() string { return e.msg }
 
-func badChange(format string, args ...any) error { return badChangeError{fmt.Sprintf(format, args...)} }
+func badChange(format string, args ...any) error {
+	return badChangeError{msg: fmt.Sprintf(format, args...)}
+}
+
+func refusedChange(format string, args ...any) error {
+	return badChangeError{msg: fmt.Sprintf(format, args...), refused: true}
+}
 
 func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL, rows []rowItem) error {
 	t := ts.t
@@ -209,7 +222,7 @@ func (s *Store) applyTableRows(ctx context.Context, b *applyBatch, ts *tableSQL,
 	}
 	plans := make([]rowPlan, 0, len(rows))
 	for i, r := range rows {
-		p, err := s.planRow(b, ts, r.ord, r.cs, keys[i], locals[string(r.rc.pk)], r.rc.changes)
+		p, err := s.planRow(ctx, b, ts, r.ord, r.cs, keys[i], locals[string(r.rc.pk)], r.rc.changes)
 		if err != nil {
 			return err
 		}
@@ -336,7 +349,7 @@ func needsValues(ts *tableSQL, local rowClock, changes []crdt.Change) bool {
 }
 
 // planRow decides what one row's changes do against its local clock.
-func (s *Store) planRow(b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changeset, pk []any, local rowClock, changes []crdt.Change) (rowPlan, error) {
+func (s *Store) planRow(ctx context.Context, b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changeset, pk []any, local rowClock, changes []crdt.Change) (rowPlan, error) {
 	t := ts.t
 	p := rowPlan{pk: pk, ord: ord, version: cs.Version}
 	// One causal length per row per version; the last cell per column.
@@ -356,6 +369,11 @@ func (s *Store) planRow(b *applyBatch, ts *tableSQL, ord int64, cs *crdt.Changes
 		i, ok := ts.valueIndex[c.Column]
 		if !ok {
 			return p, badChange("table %q has no column %q", t.Name, c.Column)
+		}
+		if fits, err := s.valueFits(ctx, ts, i, c.Value); err != nil {
+			return p, err
+		} else if !fits {
+			return p, refusedChange("table %q column %q (%s affinity): %s value %s would be stored as another type, which a store never sends", t.Name, c.Column, ts.affinity[i], c.Value.Kind, c.Value)
 		}
 		if _, seen := cells[i]; !seen {
 			cellOrder = append(cellOrder, i)

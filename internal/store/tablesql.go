@@ -13,6 +13,7 @@ import (
 type tableSQL struct {
 	t          *Table
 	valueIndex map[string]int // value column name → index in t.Values
+	affinity   []string       // per value column, as affinityOf
 	pkCols     []string       // quoted key columns
 	changesSel string         // rows of a range of versions of a site, with clock and data
 	versionSel string         // the same columns for one version
@@ -108,6 +109,7 @@ func newTableSQL(t *Table) *tableSQL {
 	ts := &tableSQL{t: t, valueIndex: map[string]int{}}
 	for i, c := range t.Values {
 		ts.valueIndex[c.Name] = i
+		ts.affinity = append(ts.affinity, affinityOf(c.Type))
 	}
 	var joinC, joinT, joinDC []string
 	for _, c := range t.PK {
