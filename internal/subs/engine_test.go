@@ -45,6 +45,18 @@ func openEngine(t tb, dir string, st *store.Store, window int) *Engine {
 	return e
 }
 
+// storeAndEngine opens a regional store and an engine over it in a
+// fresh directory, both closed when the test ends.
+func storeAndEngine(t *testing.T, window int) (*store.Store, *Engine) {
+	t.Helper()
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	t.Cleanup(func() { st.Close() })
+	e := openEngine(t, dir, st, window)
+	t.Cleanup(func() { e.Close() })
+	return st, e
+}
+
 func write(t tb, st *store.Store, q string, args ...any) {
 	t.Helper()
 	if _, err := st.Transact(context.Background(), []store.Statement{{SQL: q, Args: args}}); err != nil {
@@ -239,11 +251,7 @@ func TestSubscriptionMatchesQuery(t *testing.T) {
 
 // TestSubscriptionEvents names the events of simple writes.
 func TestSubscriptionEvents(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, dir)
-	defer st.Close()
-	e := openEngine(t, dir, st, 100)
-	defer e.Close()
+	st, e := storeAndEngine(t, 100)
 	write(t, st, `INSERT INTO machines (id, app, state) VALUES ('m1', 'a', 'started')`)
 	s := subscribe(t, e, joinQuery, "a")
 	rows, last, err := s.Snapshot()
@@ -289,11 +297,7 @@ func TestSubscriptionEvents(t *testing.T) {
 }
 
 func TestSharedAndRetained(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, dir)
-	defer st.Close()
-	e := openEngine(t, dir, st, 3)
-	defer e.Close()
+	st, e := storeAndEngine(t, 3)
 	a := subscribe(t, e, "SELECT id, state FROM machines WHERE app = ?", "a")
 	b := subscribe(t, e, "select   id, state\n from machines where app = ?;", "a")
 	c := subscribe(t, e, "SELECT id, state FROM machines WHERE app = ?", "b")
@@ -423,11 +427,7 @@ func TestPlanRoutes(t *testing.T) {
 // TestConcurrentSubscribe: identical queries subscribed at once share one
 // subscription, and none of them sees it before its first rows are in.
 func TestConcurrentSubscribe(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, dir)
-	defer st.Close()
-	e := openEngine(t, dir, st, 100)
-	defer e.Close()
+	st, e := storeAndEngine(t, 100)
 	for i := 0; i < 200; i++ {
 		write(t, st, `INSERT INTO machines (id, app) VALUES (?, 'a')`, fmt.Sprintf("m%d", i))
 	}
@@ -469,11 +469,7 @@ func TestConcurrentSubscribe(t *testing.T) {
 // rows, the subscription ends and says why, instead of sending rows
 // with more cells than the columns it announced.
 func TestColumnsChangeUnderSelectStar(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, dir)
-	defer st.Close()
-	e := openEngine(t, dir, st, 100)
-	defer e.Close()
+	st, e := storeAndEngine(t, 100)
 	write(t, st, `INSERT INTO machines (id, app, state) VALUES ('m1', 'a', 'started')`)
 	s := subscribe(t, e, `SELECT * FROM machines WHERE app = ?`, "a")
 	if s.plan.Full {
