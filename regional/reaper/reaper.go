@@ -88,9 +88,9 @@ func (r *Reaper) Run(ctx context.Context) {
 	}
 }
 
-// Round reads the hosts table at now and, if this agent acts, forgets
-// the machines of every stale host and its row. It returns the hosts
-// forgotten.
+// Round reads the hosts table at now and forgets every host stale for
+// this agent's turn (see Config.Rank): its machines, their checks and
+// its row. It returns the hosts forgotten.
 func (r *Reaper) Round(ctx context.Context, now time.Time) ([]string, error) {
 	sc := r.db.Schema()
 	for _, t := range tables {
