@@ -793,7 +793,7 @@ func (e *Engine) evaluateAll(ctx context.Context, s *Sub) ([]Change, error) {
 	if s.columns == nil {
 		s.columns = cols
 	} else if !equalStrings(s.columns, cols) {
-		return nil, fmt.Errorf("the query's columns changed from %v to %v (a schema change under SELECT *?): subscribe again", s.columns, cols)
+		return nil, columnsChanged(s.columns, cols)
 	}
 	s.mu.Lock()
 	scope := make(map[string]struct{}, len(s.rows))
@@ -936,6 +936,12 @@ func (e *Engine) run(ctx context.Context, s *Sub, fresh map[string]freshRow) ([]
 	return append([]string(nil), cols[s.plan.KeyColumns:]...), nil
 }
 
+// columnsChanged ends a subscription whose result's columns are no
+// longer those it announced.
+func columnsChanged(was, now []string) error {
+	return fmt.Errorf("the query's columns changed from %v to %v (a schema change under SELECT *?): subscribe again", was, now)
+}
+
 // runScope runs the query for the rows whose occurrence occ has a key of
 // the given set, on the scratch connection, inside the batch's
 // transaction.
@@ -966,7 +972,7 @@ func (e *Engine) runScope(ctx context.Context, s *Sub, occ int, set int64, fresh
 	// compared: this scoped form of the query can name a result column
 	// differently, and the schema only grows.)
 	if n := len(cols) - s.plan.KeyColumns; s.columns != nil && n != len(s.columns) {
-		return fmt.Errorf("the query's columns changed from %v to %v (a schema change under SELECT *?): subscribe again", s.columns, cols[s.plan.KeyColumns:])
+		return columnsChanged(s.columns, cols[s.plan.KeyColumns:])
 	}
 	raw := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
