@@ -1,9 +1,11 @@
 package reseed
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/regional"
 )
 
 func TestSplitPointsAreEven(t *testing.T) {
@@ -144,5 +147,79 @@ func TestUpsertSplitsAtTheVariableBound(t *testing.T) {
 	}
 	if q := newUpsert("k", []string{"a"}, []string{"a"}).probe().Query; q != `INSERT INTO "k" ("a") SELECT NULL WHERE 0 ON CONFLICT ("a") DO NOTHING` {
 		t.Fatalf("probe: %s", q)
+	}
+}
+
+func TestHostStatementsNameEachLiveHostOnce(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_000)
+	ms := []regional.Machine{
+		{ID: "a", Host: "h1", Region: "ams", State: regional.StateStarted},
+		{ID: "b", Host: "h1", Region: "ams", State: regional.StateStopped},
+		{ID: "c", Host: "h2", Region: "ams", State: regional.StateDestroyed}, // a destroyed machine says nothing of its host
+		{ID: "d", Host: "", Region: "ams", State: regional.StateStarted},
+		{ID: "e", Host: "h3", Region: "iad", State: regional.StateCreated},
+	}
+	stmts := hostStatements(ms, at)
+	if len(stmts) != 1 {
+		t.Fatalf("%d statements, want 1", len(stmts))
+	}
+	want := []any{"h1", "ams", at.UnixMilli(), "h3", "iad", at.UnixMilli()}
+	if !reflect.DeepEqual(stmts[0].Params, want) {
+		t.Fatalf("params %v, want %v", stmts[0].Params, want)
+	}
+	if !strings.HasSuffix(stmts[0].Query, "ON CONFLICT (name) DO NOTHING") {
+		t.Fatalf("a host's own row must win: %s", stmts[0].Query)
+	}
+	if got := hostStatements(ms[2:4], at); len(got) != 0 {
+		t.Fatalf("statements for no live named host: %v", got)
+	}
+	// More hosts than one statement takes.
+	many := make([]regional.Machine, maxVariables/3+7)
+	for i := range many {
+		many[i] = regional.Machine{ID: fmt.Sprint(i), Host: fmt.Sprintf("h%d", i), State: regional.StateStarted}
+	}
+	stmts = hostStatements(many, at)
+	if len(stmts) != 2 {
+		t.Fatalf("%d statements for %d hosts, want 2", len(stmts), len(many))
+	}
+	total := 0
+	for _, st := range stmts {
+		if n := strings.Count(st.Query, "?"); n != len(st.Params) || n > maxVariables {
+			t.Fatalf("statement with %d placeholders and %d parameters", n, len(st.Params))
+		}
+		total += len(st.Params)
+	}
+	if total != 3*len(many) {
+		t.Fatalf("%d parameters, want %d", total, 3*len(many))
+	}
+}
+
+// tablesOnly is a cluster whose tables have the columns given, and which
+// takes every probe.
+type tablesOnly map[string][]string
+
+func (c tablesOnly) Columns(_ context.Context, table string) ([]string, error) { return c[table], nil }
+func (c tablesOnly) Try(context.Context, client.Statement) error               { return nil }
+
+func TestBBoltWritesHostsOnlyWhereTheTableIs(t *testing.T) {
+	machines := tablesOnly{
+		"machines":       {"id", "app", "region", "host", "address", "port", "state", "image", "updated_at"},
+		"machine_checks": {"machine_id", "name", "status", "output", "updated_at"},
+	}
+	withHosts := tablesOnly{"hosts": {"name", "region", "seen_at", "republish_ms"}}
+	for k, v := range machines {
+		withHosts[k] = v
+	}
+	for _, tc := range []struct {
+		cl   tablesOnly
+		want bool
+	}{{machines, false}, {withHosts, true}} {
+		s := &bboltSource{log: slog.New(slog.DiscardHandler)}
+		if err := s.CheckTarget(context.Background(), tc.cl); err != nil {
+			t.Fatal(err)
+		}
+		if s.hosts != tc.want {
+			t.Fatalf("tables %v: hosts %v, want %v", len(tc.cl), s.hosts, tc.want)
+		}
 	}
 }

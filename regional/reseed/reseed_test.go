@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -47,12 +48,15 @@ func TestReseedBBoltConverges(t *testing.T) {
 	// a check it no longer has.
 	_, err = r.Nodes[1].Client().Transact(context.Background(),
 		client.Statement{Query: "INSERT INTO machines (id, app, host) VALUES (?, 'stale', 'old-host')", Params: []any{ms[0].ID}},
-		client.Statement{Query: "INSERT INTO machine_checks (machine_id, name, status) VALUES (?, 'gone', 'critical')", Params: []any{ms[0].ID}})
+		client.Statement{Query: "INSERT INTO machine_checks (machine_id, name, status) VALUES (?, 'gone', 'critical')", Params: []any{ms[0].ID}},
+		// A host that publishes has its row, which the reseed leaves be.
+		client.Statement{Query: "INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES ('host-0', 'ams', 12345, 30000)"})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	var rec recorder
+	before := time.Now().UnixMilli()
 	sum, err := reseed.Run(context.Background(), reseed.Options{
 		BBolt: files, APIs: apis(r), Ranges: 16, Parallel: 4, OnEvent: rec.record,
 	})
@@ -79,8 +83,17 @@ func TestReseedBBoltConverges(t *testing.T) {
 	if len(used) != 3 {
 		t.Fatalf("batches went to %d agents, want 3: %v", len(used), used)
 	}
+	after := time.Now().UnixMilli()
 	wantM, wantC := expectedTables(ms)
 	waitTables(t, r, machinesTable(int64(machines), wantM), checksTable(int64(machines), wantC))
+	// Every other host got a row stamped during the run, without an
+	// interval: one that never publishes is forgotten like any other.
+	var want [][]any
+	for h := range o.Hosts {
+		want = append(want, []any{fmt.Sprintf("host-%d", h), int64(1)})
+	}
+	hosts := fmt.Sprintf("SELECT name, CASE WHEN name = 'host-0' THEN seen_at = 12345 AND republish_ms = 30000 ELSE seen_at BETWEEN %d AND %d AND republish_ms = 0 END FROM hosts ORDER BY name", before, after)
+	waitTables(t, r, table{"SELECT count(*) FROM hosts", hosts, int64(o.Hosts), digest(want)})
 }
 
 // failingProxy forwards to an agent, but answers 500 to the first

@@ -28,6 +28,9 @@ import (
 type bboltSource struct {
 	files []*bboltFile
 	log   *slog.Logger
+	// hosts: the cluster has the hosts table, so each batch also records
+	// the hosts whose machines it writes (see hostStatement).
+	hosts bool
 }
 
 type bboltFile struct {
@@ -99,7 +102,19 @@ func (s *bboltSource) CheckTarget(ctx context.Context, cl cluster) error {
 	if err := requireTable(ctx, cl, machineUpsert); err != nil {
 		return err
 	}
-	return requireTable(ctx, cl, checkUpsert)
+	if err := requireTable(ctx, cl, checkUpsert); err != nil {
+		return err
+	}
+	// A schema from before the hosts table still takes the machines.
+	have, err := cl.Columns(ctx, "hosts")
+	if err != nil {
+		return err
+	}
+	s.hosts = len(have) > 0
+	if !s.hosts {
+		s.log.Warn("reseed: the cluster has no hosts table: the machines of hosts that no longer publish will not be forgotten")
+	}
+	return nil
 }
 
 // Plan splits the sorted union of every file's keys into n ranges of
@@ -226,7 +241,10 @@ func (r *bboltRange) Next(ctx context.Context, maxRows, maxBytes int) (*batch, e
 		size += machineSize(best)
 	}
 	b.Rows = len(machines)
-	b.Stmts = machineStatements(machines)
+	if r.src.hosts {
+		b.Stmts = hostStatements(machines, time.Now())
+	}
+	b.Stmts = append(b.Stmts, machineStatements(machines)...)
 	return b, nil
 }
 
@@ -305,6 +323,37 @@ func machineStatements(ms []regional.Machine) []client.Statement {
 	stmts = append(stmts, machineUpsert.statements(machineVals)...)
 	stmts = append(stmts, checkUpsert.statements(checkVals)...)
 	return stmts
+}
+
+// hostStatements give every host whose machines the batch writes a row
+// in the hosts table, if it has none, stamped at: a host that no longer
+// publishes is then forgotten, its machines with it, forget_after later,
+// as if it had stopped then, instead of its machines staying for good
+// (the region's agents forget only hosts that have a row). A host that
+// publishes has a row already, which this leaves alone. The interval is
+// 0: not known here.
+func hostStatements(ms []regional.Machine, at time.Time) []client.Statement {
+	seen := map[string]bool{}
+	var vals []any
+	for i := range ms {
+		m := &ms[i]
+		if m.Host == "" || m.State == regional.StateDestroyed || seen[m.Host] {
+			continue
+		}
+		seen[m.Host] = true
+		vals = append(vals, m.Host, m.Region, at.UnixMilli())
+	}
+	var out []client.Statement
+	const width, perStmt = 3, maxVariables / 3
+	for start := 0; start < len(vals); start += perStmt * width {
+		end := min(start+perStmt*width, len(vals))
+		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, 0), ", (end-start)/width), ", ")
+		out = append(out, client.Statement{
+			Query:  "INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES " + rows + " ON CONFLICT (name) DO NOTHING",
+			Params: vals[start:end:end],
+		})
+	}
+	return out
 }
 
 func nonNilStrings(s []string) []string {
