@@ -139,6 +139,7 @@ func TestJudge(t *testing.T) {
 		"alive, silent":   {func(r *regionhealth.Report) { r.Agents[1].Error = "refused" }, regionhealth.Degraded, "does not answer"},
 		"host publishing": {func(r *regionhealth.Report) { r.Hosts = []regionhealth.Host{{Name: "h1", Age: 80, Interval: 30}} }, regionhealth.Healthy, ""},
 		"host silent":     {func(r *regionhealth.Report) { r.Hosts = []regionhealth.Host{{Name: "h1", Age: 100, Interval: 30}} }, regionhealth.Degraded, "host h1 has not re-published for 1m40s (every 30s)"},
+		"host reseeded":   {func(r *regionhealth.Report) { r.Hosts = []regionhealth.Host{{Name: "h1", Age: 100}} }, regionhealth.Degraded, "host h1 has not published since a reseed wrote its machines 1m40s ago"},
 	} {
 		r := base()
 		tc.change(&r)

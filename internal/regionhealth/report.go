@@ -143,7 +143,11 @@ func Judge(r *Report, l Limits) {
 		reasons = append(reasons, fmt.Sprintf("bridge heartbeat %.0fs old", r.BridgeHeartbeatAge))
 	}
 	for _, h := range r.Hosts {
-		if h.Silent() {
+		switch {
+		case !h.Silent():
+		case h.Interval == 0: // a row a reseed wrote, never replaced by the host's own
+			reasons = append(reasons, fmt.Sprintf("host %s has not published since a reseed wrote its machines %s ago", h.Name, roundSeconds(h.Age)))
+		default:
 			reasons = append(reasons, fmt.Sprintf("host %s has not re-published for %s (every %s)", h.Name, roundSeconds(h.Age), roundSeconds(h.Interval)))
 		}
 	}
