@@ -118,6 +118,7 @@ func (h *Host) stopMachine(m *machine) {
 		m.server.close()
 		m.server = nil
 	}
+	m.listenErr = nil
 }
 
 // checkLoop runs check c at once, then every interval, until ctx ends.
@@ -149,6 +150,9 @@ func (h *Host) checkResult(id string, gen uint64, name string, res checkResult) 
 	m, ok := h.machines[id]
 	if !ok || m.gen != gen || m.rec.State != regional.StateStarted || h.closed {
 		return
+	}
+	if m.listenErr != nil {
+		return // not this machine: resume recorded why its checks fail
 	}
 	i := checkIndex(m.rec.Checks, name)
 	if i < 0 || m.rec.Checks[i].Status == res.status {

@@ -3,8 +3,12 @@ package host
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -176,4 +180,41 @@ func readKeys(t *testing.T, path string) []string {
 		})
 	})
 	return keys
+}
+
+// TestResumedMachineThatCannotListenFailsItsChecks: a started machine
+// whose port another process took while the host was down stays started,
+// and its checks fail saying why, however that process answers them.
+func TestResumedMachineThatCannotListenFailsItsChecks(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	agent := r.Nodes[0].Client()
+	cfg := hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{r.Nodes[0].API})
+	h := startHost(t, cfg)
+	m, err := h.Create(ctx, MachineSpec{ID: "web-1", App: "web", Start: true, Checks: []CheckSpec{{Kind: "http", IntervalMS: 50}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, agent, []string{"web-1|http|passing"}, checkRow)
+	h.stop()
+
+	// Another process takes the port, and answers every check 200.
+	ln, err := net.Listen("tcp", net.JoinHostPort(m.Address, strconv.Itoa(m.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var probed atomic.Int64
+	foreign := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { probed.Add(1) })}
+	go foreign.Serve(ln)
+	defer foreign.Close()
+
+	h = startHost(t, cfg)
+	agentHas(t, agent, []string{"web-1|http|critical|1"}, "SELECT machine_id, name, status, output LIKE 'machine cannot listen: %' FROM machine_checks")
+	// Checks kept running against the other process meanwhile, and never
+	// took its answers for this machine's.
+	at := probed.Load()
+	waitFor(t, "two more checks", func() bool { return probed.Load() >= at+2 })
+	if rec, err := h.Get("web-1"); err != nil || rec.Healthy() || rec.State != regional.StateStarted || rec.Checks[0].Status != regional.CheckCritical {
+		t.Fatalf("web-1 after checks against another process: %+v, %v", rec, err)
+	}
 }

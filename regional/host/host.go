@@ -136,6 +136,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Host, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var started []*machine
 	for _, rec := range records {
 		h.lastStamp = max(h.lastStamp, rec.UpdatedAt)
 		if rec.State == regional.StateDestroyed {
@@ -148,8 +149,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Host, error) {
 		m := &machine{rec: rec}
 		h.machines[rec.ID] = m
 		if rec.State == regional.StateStarted {
-			h.resume(m)
+			started = append(started, m)
 		}
+	}
+	// After every record is loaded, so that a stamp resume makes follows
+	// them all.
+	for _, m := range started {
+		h.resume(m)
 	}
 	logger.Info("host ready", "host", cfg.Host.Name, "region", cfg.Host.Region, "db", cfg.Host.DB, "api", ln.Addr().String(),
 		"machines", len(h.machines), "tombstones", len(h.tombstones), "unreadable", len(bad))
@@ -157,15 +163,43 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Host, error) {
 }
 
 // resume serves a started machine again on its port. A machine that
-// cannot listen stays started: its checks fail and say why.
+// cannot listen stays started: its checks fail and say why, at once and
+// on every run, whatever answers on its port meanwhile (another process
+// may hold it).
 func (h *Host) resume(m *machine) {
 	ln, err := listenMachine(m.rec.Address, m.rec.Port)
 	if err != nil {
 		h.log.Error("host: started machine cannot listen", "machine", m.rec.ID, "err", err)
+		m.listenErr = err
+		h.failChecks(m, checkResult{regional.CheckCritical, shorten("machine cannot listen: " + err.Error())})
 	} else {
 		m.server = serveMachine(ln, &m.rec, h.log)
 	}
 	h.startChecks(m)
+}
+
+// failChecks records res as every check's outcome. Called with h.mu held.
+func (h *Host) failChecks(m *machine, res checkResult) {
+	next := cloneMachine(m.rec)
+	now := h.stamp()
+	changed := false
+	for i := range next.Checks {
+		c := &next.Checks[i]
+		if c.Status != res.status || c.Output != res.output {
+			c.Status, c.Output, c.UpdatedAt = res.status, res.output, now
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	next.UpdatedAt = now
+	if err := h.db.put(&next); err != nil {
+		h.log.Error("host: check results not stored", "machine", m.rec.ID, "err", err)
+		return
+	}
+	m.rec = next
+	h.pub.enqueue(next)
 }
 
 // APIAddr is the address the host's API listens on.

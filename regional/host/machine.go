@@ -22,6 +22,10 @@ const ServedByHeader = "Patina-Served-By"
 type machine struct {
 	rec    regional.Machine
 	server *devServer // nil unless started and listening
+	// listenErr is why a started machine resumed at the host's start is
+	// not listening: its checks then fail with it, whatever answers on
+	// its port (another process may hold it).
+	listenErr error
 	// stopChecks ends the check loops of the current start.
 	stopChecks context.CancelFunc
 	// gen counts starts and stops: a check result of an earlier
