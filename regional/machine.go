@@ -187,7 +187,7 @@ var BucketMachines = []byte("machines")
 // consumes no version.
 func Publish(m *Machine) []api.Statement {
 	if m.State == StateDestroyed {
-		return Unpublish(m.ID)
+		return Unpublish(m.ID, m.Host)
 	}
 	stmts := []api.Statement{{
 		Query: `INSERT INTO machines (id, app, region, host, address, port, state, image, updated_at)
@@ -214,12 +214,32 @@ ON CONFLICT (machine_id, name) DO UPDATE SET status = excluded.status, output = 
 	return stmts
 }
 
-// Unpublish returns the statements that remove a machine and its checks
-// from the regional tables.
-func Unpublish(id string) []api.Statement {
+// Unpublish returns the statements that remove a machine that host no
+// longer has, with its checks, from the regional tables. The row goes
+// only if host owns it (or no host does): a machine that moved to
+// another host under the same id keeps that host's row and checks.
+func Unpublish(id, host string) []api.Statement {
+	return UnpublishAll([]Owned{{ID: id, Host: host}})
+}
+
+// Owned names a machine and the host it is removed from.
+type Owned struct{ ID, Host string }
+
+// UnpublishAll is Unpublish for many machines in two statements.
+func UnpublishAll(ms []Owned) []api.Statement {
+	pairs := make([][2]string, len(ms))
+	for i, m := range ms {
+		pairs[i] = [2]string{m.ID, m.Host}
+	}
+	list, _ := json.Marshal(pairs) // strings always marshal
 	return []api.Statement{
-		{Query: `DELETE FROM machine_checks WHERE machine_id = ?`, Params: []any{id}},
-		{Query: `DELETE FROM machines WHERE id = ?`, Params: []any{id}},
+		{Query: `DELETE FROM machine_checks WHERE machine_id IN (
+ SELECT j.value->>0 FROM json_each(?1) AS j
+ WHERE NOT EXISTS (SELECT 1 FROM machines AS m WHERE m.id = j.value->>0 AND m.host NOT IN (j.value->>1, '')))`,
+			Params: []any{string(list)}},
+		{Query: `DELETE FROM machines WHERE id IN (
+ SELECT m.id FROM json_each(?1) AS j JOIN machines AS m ON m.id = j.value->>0 AND m.host IN (j.value->>1, ''))`,
+			Params: []any{string(list)}},
 	}
 }
 

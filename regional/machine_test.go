@@ -172,7 +172,7 @@ func TestPruneUsesTheHostIndex(t *testing.T) {
 	if _, err := db.Exec(schemas.Regional()); err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range append(Prune("h1", []string{"m1"}), Unpublish("m1")...) {
+	for _, st := range append(Prune("h1", []string{"m1"}), Unpublish("m1", "h1")...) {
 		rows, err := db.Query("EXPLAIN QUERY PLAN "+st.Query, st.Params...)
 		if err != nil {
 			t.Fatal(err)

@@ -88,9 +88,41 @@ func TestPeriodicRepublishPrunes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := agent.Transact(ctx, regional.Unpublish("mine")...); err != nil {
+	if _, err := agent.Transact(ctx, regional.Unpublish("mine", "h1")...); err != nil {
 		t.Fatal(err)
 	}
 	agentHas(t, agent, []string{"mine|h1", "other|h2"}, "SELECT id, host FROM machines ORDER BY id")
 	agentHas(t, agent, []string{"mine|tcp"}, "SELECT machine_id, name FROM machine_checks ORDER BY machine_id")
+}
+
+// TestDestroyKeepsAnotherHostsRow: a machine that moved from h1 to h2
+// under its id keeps h2's row when h1 destroys its own copy.
+func TestDestroyKeepsAnotherHostsRow(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	agent := r.Nodes[0].Client()
+	cfg1 := hostConfig(t, filepath.Join(t.TempDir(), "h1.db"), []string{r.Nodes[0].API})
+	cfg2 := hostConfig(t, filepath.Join(t.TempDir(), "h2.db"), []string{r.Nodes[0].API})
+	cfg2.Host.Name = "h2"
+	h1, h2 := startHost(t, cfg1), startHost(t, cfg2)
+	spec := MachineSpec{ID: "mover", App: "web", Checks: []CheckSpec{{Kind: "tcp"}}}
+	if _, err := h1.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, agent, []string{"mover|h1"}, "SELECT id, host FROM machines")
+	if _, err := h2.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, agent, []string{"mover|h2"}, "SELECT id, host FROM machines")
+	if _, err := h1.Destroy(ctx, "mover"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "h1's tombstone published", func() bool { return h1.Queued() == 0 && h1.tombstoneCount() == 0 })
+	agentHas(t, agent, []string{"mover|h2|1"}, "SELECT id, host, (SELECT count(*) FROM machine_checks WHERE machine_id = id) FROM machines")
+}
+
+func (h *Host) tombstoneCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.tombstones)
 }

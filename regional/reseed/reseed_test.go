@@ -317,8 +317,9 @@ func mustAbs(t *testing.T, p string) string {
 }
 
 // TestReseedSkipsCorruptRecords: records that do not decode are skipped,
-// logged and counted; an id in two files keeps its newest record; a
-// destroyed machine's rows are deleted.
+// logged and counted; an id in two files keeps its newest record, unless
+// that is another host's tombstone; a destroyed machine's rows are
+// deleted, but not another host's.
 func TestReseedSkipsCorruptRecords(t *testing.T) {
 	inDir(t)
 	r := startRegion(t)
@@ -340,12 +341,27 @@ func TestReseedSkipsCorruptRecords(t *testing.T) {
 	}
 	wrongID := ms[3]
 	wrongID.ID = "other-id"
+	// Machine 5 moved from host 0 to host 1: host 0's tombstone is newer
+	// than host 1's live record, and says only that host 0 has it no
+	// more. Machine "elsewhere" moved from host 0 to a host whose file is
+	// not reseeded: host 0's tombstone leaves that host's row be.
+	movedOut := ms[5]
+	movedOut.Host, movedOut.State, movedOut.UpdatedAt = "host-0", regional.StateDestroyed, movedOut.UpdatedAt+1
+	elsewhere := regional.Machine{V: regional.RecordVersion, ID: "elsewhere", App: "web", Region: ms[0].Region, Host: "host-9",
+		Address: "127.0.0.1", Port: 9000, State: regional.StateStarted, UpdatedAt: 1}
+	if _, err := r.Nodes[0].Client().Transact(context.Background(), regional.Publish(&elsewhere)...); err != nil {
+		t.Fatal(err)
+	}
+	elsewhereGone := elsewhere
+	elsewhereGone.Host, elsewhereGone.State, elsewhereGone.UpdatedAt = "host-0", regional.StateDestroyed, 2
 	put := map[string][]byte{
 		"zz-not-json": []byte("{not json"),
 		"aa-wrong-id": mustJSON(t, wrongID),
 		"mm-future":   []byte(`{"v":2,"id":"mm-future"}`),
 		newer.ID:      mustEncode(t, &newer),
 		destroyed.ID:  mustEncode(t, &destroyed),
+		movedOut.ID:   mustEncode(t, &movedOut),
+		"elsewhere":   mustEncode(t, &elsewhereGone),
 	}
 	db, err := bolt.Open(files[0], 0o644, nil)
 	if err != nil {
@@ -368,12 +384,12 @@ func TestReseedSkipsCorruptRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Corrupt != 3 || sum.Duplicates != 1 || sum.Rows != 300 {
-		t.Fatalf("summary %+v: want 3 corrupt, 1 duplicate, 300 rows", sum)
+	if sum.Corrupt != 3 || sum.Duplicates != 2 || sum.Rows != 301 {
+		t.Fatalf("summary %+v: want 3 corrupt, 2 duplicates, 301 rows", sum)
 	}
 	ms[1], ms[2] = newer, destroyed
-	wantM, wantC := expectedTables(ms)
-	waitTables(t, r, machinesTable(299, wantM), checksTable(299, wantC))
+	wantM, wantC := expectedTables(append(ms, elsewhere))
+	waitTables(t, r, machinesTable(300, wantM), checksTable(299, wantC))
 }
 
 func mustJSON(t *testing.T, v any) []byte {

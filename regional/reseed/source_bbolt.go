@@ -212,7 +212,7 @@ func (r *bboltRange) Next(ctx context.Context, maxRows, maxBytes int) (*batch, e
 			return nil, err
 		}
 		key := r.heap[0].k
-		var best *regional.Machine
+		var recs []regional.Machine
 		found := 0
 		for len(r.heap) > 0 && bytes.Equal(r.heap[0].k, key) {
 			h := heap.Pop(&r.heap).(*cursorHead)
@@ -221,8 +221,8 @@ func (r *bboltRange) Next(ctx context.Context, maxRows, maxBytes int) (*batch, e
 			if err != nil {
 				b.Corrupt++
 				r.src.log.Warn("reseed: skipping a corrupt record", "file", r.src.files[h.file].path, "key", string(h.k), "err", err)
-			} else if best == nil || m.UpdatedAt > best.UpdatedAt {
-				best = &m
+			} else {
+				recs = append(recs, m)
 			}
 			h.k, h.v = h.c.Next()
 			r.push(h)
@@ -230,6 +230,7 @@ func (r *bboltRange) Next(ctx context.Context, maxRows, maxBytes int) (*batch, e
 		if found > 1 {
 			b.Duplicates += found - 1
 		}
+		best := newestRecord(recs)
 		if best == nil {
 			continue
 		}
@@ -274,6 +275,40 @@ func (h *cursorHeap) Pop() any {
 	return x
 }
 
+// newestRecord picks, among the records of one machine id in several
+// files, the one to write: the newest live record that no newer
+// tombstone of its own host supersedes, or else the newest tombstone. A
+// host's tombstone says only that this host no longer has the machine: a
+// machine that moved keeps running on the host it moved to, whatever the
+// order of the stamps. nil when there is no record.
+func newestRecord(recs []regional.Machine) *regional.Machine {
+	var live, dead *regional.Machine
+	for i := range recs {
+		m := &recs[i]
+		if m.State == regional.StateDestroyed {
+			if dead == nil || m.UpdatedAt > dead.UpdatedAt {
+				dead = m
+			}
+			continue
+		}
+		superseded := false
+		for j := range recs {
+			t := &recs[j]
+			if t.State == regional.StateDestroyed && t.Host == m.Host && t.UpdatedAt > m.UpdatedAt {
+				superseded = true
+				break
+			}
+		}
+		if !superseded && (live == nil || m.UpdatedAt > live.UpdatedAt) {
+			live = m
+		}
+	}
+	if live != nil {
+		return live
+	}
+	return dead
+}
+
 // machineSize estimates a record's parameters' weight in a request body.
 func machineSize(m *regional.Machine) int {
 	n := valueSize(m.ID)*2 + valueSize(m.App) + valueSize(m.Region) + valueSize(m.Host) + valueSize(m.Address) +
@@ -294,14 +329,15 @@ func machineStatements(ms []regional.Machine) []client.Statement {
 	}
 	var machineVals, checkVals []any
 	ids := make([]string, 0, len(ms))
-	var keep, destroyed []string
+	var keep []string
+	var destroyed []regional.Owned
 	for i := range ms {
 		m := &ms[i]
-		ids = append(ids, m.ID)
 		if m.State == regional.StateDestroyed {
-			destroyed = append(destroyed, m.ID)
+			destroyed = append(destroyed, regional.Owned{ID: m.ID, Host: m.Host})
 			continue
 		}
+		ids = append(ids, m.ID)
 		machineVals = append(machineVals, m.ID, m.App, m.Region, m.Host, m.Address, int64(m.Port), m.State, m.Image, m.UpdatedAt)
 		for _, c := range m.Checks {
 			checkVals = append(checkVals, m.ID, c.Name, c.Status, c.Output, c.UpdatedAt)
@@ -317,8 +353,7 @@ func machineStatements(ms []regional.Machine) []client.Statement {
 		Params: []any{string(idList), string(keepList)},
 	}}
 	if len(destroyed) > 0 {
-		list, _ := json.Marshal(destroyed)
-		stmts = append(stmts, client.Statement{Query: `DELETE FROM machines WHERE id IN (SELECT value FROM json_each(?))`, Params: []any{string(list)}})
+		stmts = append(stmts, regional.UnpublishAll(destroyed)...)
 	}
 	stmts = append(stmts, machineUpsert.statements(machineVals)...)
 	stmts = append(stmts, checkUpsert.statements(checkVals)...)
