@@ -129,10 +129,15 @@ func (m *Machine) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Interval is how often check c runs (default 10s).
+// Interval is how often check c runs (default 10s, at most a day: a
+// longer one, which hosts refuse, would overflow).
 func (c Check) Interval() time.Duration {
-	if c.IntervalMS <= 0 {
+	const most = 24 * time.Hour
+	switch {
+	case c.IntervalMS <= 0:
 		return 10 * time.Second
+	case c.IntervalMS > most.Milliseconds():
+		return most
 	}
 	return time.Duration(c.IntervalMS) * time.Millisecond
 }
@@ -217,7 +222,8 @@ ON CONFLICT (machine_id, name) DO UPDATE SET status = excluded.status, output = 
 // Unpublish returns the statements that remove a machine that host no
 // longer has, with its checks, from the regional tables. The row goes
 // only if host owns it (or no host does): a machine that moved to
-// another host under the same id keeps that host's row and checks.
+// another host under the same id keeps that host's row and checks. With
+// host "", only a row no host owns goes.
 func Unpublish(id, host string) []api.Statement {
 	return UnpublishAll([]Owned{{ID: id, Host: host}})
 }

@@ -3,9 +3,11 @@ package regional
 import (
 	"context"
 	"database/sql"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/store"
@@ -191,6 +193,14 @@ func TestPruneUsesTheHostIndex(t *testing.T) {
 			if strings.HasPrefix(step, "SCAN machines") || strings.HasPrefix(step, "SCAN machine_checks") {
 				t.Errorf("%s\nscans: %v", st.Query, plan)
 			}
+		}
+	}
+}
+
+func TestCheckIntervalIsBounded(t *testing.T) {
+	for ms, want := range map[int64]time.Duration{0: 10 * time.Second, -5: 10 * time.Second, 1500: 1500 * time.Millisecond, 1e13: 24 * time.Hour, math.MaxInt64: 24 * time.Hour} {
+		if got := (Check{IntervalMS: ms}).Interval(); got != want {
+			t.Errorf("interval_ms %d: %v, want %v", ms, got, want)
 		}
 	}
 }

@@ -22,6 +22,16 @@ const (
 // minCheckInterval is the shortest interval a check may ask for.
 const minCheckInterval = 50 * time.Millisecond
 
+// Bounds on what a machine's spec may ask for, so that one record always
+// fits a publish transaction with room to spare (see publishBatches).
+const (
+	maxCheckInterval = 24 * time.Hour
+	maxChecks        = 16
+	maxCheckName     = 63
+	maxCheckPath     = 1024
+	maxImage         = 1024
+)
+
 // maxOutput bounds a check's published output.
 const maxOutput = 200
 

@@ -135,8 +135,8 @@ func ParseCheckSpec(s string) (CheckSpec, error) {
 	rest, interval, hasInterval := strings.Cut(s, "@")
 	if hasInterval {
 		d, err := time.ParseDuration(interval)
-		if err != nil || d <= 0 {
-			return CheckSpec{}, fmt.Errorf("check %q: interval %q: want a positive duration like 5s", s, interval)
+		if err != nil || d < time.Millisecond {
+			return CheckSpec{}, fmt.Errorf("check %q: interval %q: want a duration of at least 1ms, like 5s", s, interval)
 		}
 		spec.IntervalMS = d.Milliseconds()
 	}

@@ -53,7 +53,7 @@ func TestParseCheckSpec(t *testing.T) {
 			t.Errorf("%s: %+v %v, want %+v", in, got, err, want)
 		}
 	}
-	for in, msg := range map[string]string{"udp": `kind "udp"`, "tcp@soon": `interval "soon"`, "http@-1s": `interval "-1s"`} {
+	for in, msg := range map[string]string{"udp": `kind "udp"`, "tcp@soon": `interval "soon"`, "http@-1s": `interval "-1s"`, "http@500us": `interval "500us"`} {
 		if _, err := ParseCheckSpec(in); err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("%s: %v, want %q", in, err, msg)
 		}

@@ -280,6 +280,9 @@ func (h *Host) Create(ctx context.Context, spec MachineSpec) (regional.Machine, 
 		V: regional.RecordVersion, ID: id, App: spec.App, Region: h.cfg.Host.Region, Host: h.cfg.Host.Name,
 		Address: h.cfg.Host.Address, Port: spec.Port, State: regional.StateCreated, Image: spec.Image, UpdatedAt: now,
 	}
+	if len(spec.Image) > maxImage {
+		return regional.Machine{}, fmt.Errorf("machine %q: %w: image longer than %d bytes", id, ErrInvalid, maxImage)
+	}
 	checks, err := h.buildChecks(spec.Checks, now)
 	if err != nil {
 		return regional.Machine{}, fmt.Errorf("machine %q: %w: %v", id, ErrInvalid, err)
@@ -360,6 +363,9 @@ func (h *Host) portUser(port int) string {
 func (h *Host) buildChecks(specs []CheckSpec, now int64) ([]regional.Check, error) {
 	var out []regional.Check
 	var errs []error
+	if len(specs) > maxChecks {
+		return nil, fmt.Errorf("%d checks: at most %d", len(specs), maxChecks)
+	}
 	names := map[string]bool{}
 	for _, s := range specs {
 		c := regional.Check{Name: s.Name, Kind: s.Kind, Path: s.Path, IntervalMS: s.IntervalMS,
@@ -382,8 +388,14 @@ func (h *Host) buildChecks(specs []CheckSpec, now int64) ([]regional.Check, erro
 		if c.IntervalMS == 0 {
 			c.IntervalMS = h.cfg.checkInterval().Milliseconds()
 		}
-		if c.IntervalMS < minCheckInterval.Milliseconds() {
-			errs = append(errs, fmt.Errorf("check %q: interval_ms %d: want at least %d", c.Name, c.IntervalMS, minCheckInterval.Milliseconds()))
+		if c.IntervalMS < minCheckInterval.Milliseconds() || c.IntervalMS > maxCheckInterval.Milliseconds() {
+			errs = append(errs, fmt.Errorf("check %q: interval_ms %d: want %d to %d", c.Name, c.IntervalMS, minCheckInterval.Milliseconds(), maxCheckInterval.Milliseconds()))
+		}
+		if len(c.Name) > maxCheckName {
+			errs = append(errs, fmt.Errorf("check name %.20q...: longer than %d bytes", c.Name, maxCheckName))
+		}
+		if len(c.Path) > maxCheckPath {
+			errs = append(errs, fmt.Errorf("check %q: path longer than %d bytes", c.Name, maxCheckPath))
 		}
 		if c.Name == "" {
 			c.Name = c.Kind
@@ -474,7 +486,7 @@ func (h *Host) Destroy(ctx context.Context, id string) (regional.Machine, error)
 		delete(h.unreadable, id)
 		// Not stored: if the host stops before this goes out, the next
 		// full re-publish prunes the row, as the id is no longer kept.
-		gone := regional.Machine{V: regional.RecordVersion, ID: id, State: regional.StateDestroyed, UpdatedAt: h.stamp()}
+		gone := regional.Machine{V: regional.RecordVersion, ID: id, Host: h.cfg.Host.Name, Region: h.cfg.Host.Region, State: regional.StateDestroyed, UpdatedAt: h.stamp()}
 		h.log.Info("unreadable record destroyed", "machine", id)
 		h.pub.enqueue(gone)
 		return gone, nil

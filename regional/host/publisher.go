@@ -117,8 +117,10 @@ func (p *publisher) run(ctx context.Context) {
 				needFull = false
 			}
 		}
-		if err == nil {
-			err = p.flush(ctx)
+		// Queued changes go out even while full re-publishes fail: one
+		// that an agent refuses must not hold back every later change.
+		if ferr := p.flush(ctx); err == nil {
+			err = ferr
 		}
 		if ctx.Err() != nil {
 			return
@@ -165,12 +167,13 @@ func (p *publisher) flush(ctx context.Context) error {
 	clear(p.pending)
 	p.mu.Unlock()
 	slices.SortFunc(queued, func(a, b regional.Machine) int { return strings.Compare(a.ID, b.ID) })
-	for start := 0; start < len(queued); start += p.batch {
-		chunk := queued[start:min(start+p.batch, len(queued))]
+	start := 0
+	for _, chunk := range batches(queued, p.batch) {
 		if _, err := p.transact(ctx, publishStatements(chunk)); err != nil {
 			p.requeue(queued[start:])
 			return err
 		}
+		start += len(chunk)
 		p.published(chunk)
 	}
 	return nil
@@ -211,8 +214,7 @@ func (p *publisher) republish(ctx context.Context) (RepublishStats, error) {
 	} else {
 		stats.Heartbeat = true
 	}
-	for start := 0; start < len(records); start += p.batch {
-		chunk := records[start:min(start+p.batch, len(records))]
+	for _, chunk := range batches(records, p.batch) {
 		res, err := p.transact(ctx, publishStatements(chunk))
 		if err != nil {
 			return stats, fmt.Errorf("republish: %w", err)
@@ -234,6 +236,40 @@ func (p *publisher) republish(ctx context.Context) (RepublishStats, error) {
 	}
 	p.log.Debug("host: republished", "machines", stats.Machines, "transactions", stats.Transactions, "versions", stats.Versions)
 	return stats, nil
+}
+
+// maxBatchBytes bounds the parameters of one publish transaction, well
+// under an agent's request limit (8 MiB by default), whatever records
+// hold: a record alone is far smaller (see the bounds in checks.go).
+const maxBatchBytes = 1 << 20
+
+// batches cuts records into transactions of at most n records and about
+// maxBatchBytes of parameters (at least one record each).
+func batches(records []regional.Machine, n int) [][]regional.Machine {
+	var out [][]regional.Machine
+	start, size := 0, 0
+	for i := range records {
+		w := recordBytes(&records[i])
+		if i > start && (i-start >= n || size+w > maxBatchBytes) {
+			out = append(out, records[start:i])
+			start, size = i, 0
+		}
+		size += w
+	}
+	if start < len(records) {
+		out = append(out, records[start:])
+	}
+	return out
+}
+
+// recordBytes estimates what a record's publish statements weigh in a
+// request: their texts and parameters.
+func recordBytes(m *regional.Machine) int {
+	n := 800 + len(m.ID) + len(m.App) + len(m.Region) + len(m.Host) + len(m.Address) + len(m.State) + len(m.Image)
+	for _, c := range m.Checks {
+		n += 300 + len(m.ID) + 2*len(c.Name) + len(c.Status) + len(c.Output)
+	}
+	return n
 }
 
 func publishStatements(records []regional.Machine) []api.Statement {

@@ -2,7 +2,9 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/patina-db/patina/regional"
@@ -125,4 +127,62 @@ func (h *Host) tombstoneCount() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.tombstones)
+}
+
+// TestRefusedRepublishHoldsNoChangesBack: a record an agent refuses (one
+// stored by an older version with an image larger than a request may
+// be) fails every full re-publish; changes to other machines still go
+// out meanwhile.
+func TestRefusedRepublishHoldsNoChangesBack(t *testing.T) {
+	ctx := context.Background()
+	r := startRegion(t, 1)
+	agent := r.Nodes[0].Client()
+	cfg := hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{r.Nodes[0].API})
+	d, err := openDB(cfg.Host.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := regional.Machine{V: regional.RecordVersion, ID: "huge", App: "web", Region: "ams", Host: "h1",
+		State: regional.StateCreated, Image: strings.Repeat("i", 9<<20), UpdatedAt: 1}
+	if err := d.put(&huge); err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	h := startHost(t, cfg)
+	waitFor(t, "a full re-publish refused", func() bool { return strings.Contains(h.log.String(), "publish failed") })
+	if _, err := h.Create(ctx, MachineSpec{ID: "small", App: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, agent, []string{"small"}, "SELECT id FROM machines ORDER BY id")
+	if _, err := h.Destroy(ctx, "small"); err != nil {
+		t.Fatal(err)
+	}
+	agentHas(t, agent, nil, "SELECT id FROM machines ORDER BY id")
+}
+
+// TestBatchesBoundTheirBytes: publish transactions are cut by size as
+// well as count, in order, with at least one record each.
+func TestBatchesBoundTheirBytes(t *testing.T) {
+	var recs []regional.Machine
+	for i := range 50 {
+		recs = append(recs, regional.Machine{ID: fmt.Sprintf("m%02d", i), Image: strings.Repeat("i", (i%7)*100<<10)})
+	}
+	recs = append(recs, regional.Machine{ID: "z", Image: strings.Repeat("i", 2*maxBatchBytes)})
+	total := 0
+	for _, b := range batches(recs, 10) {
+		size := 0
+		for i := range b {
+			size += recordBytes(&b[i])
+		}
+		if len(b) == 0 || len(b) > 10 || (len(b) > 1 && size > maxBatchBytes) {
+			t.Fatalf("batch of %d records, %d bytes", len(b), size)
+		}
+		if b[0].ID != recs[total].ID {
+			t.Fatalf("batch starts at %s, want %s", b[0].ID, recs[total].ID)
+		}
+		total += len(b)
+	}
+	if total != len(recs) {
+		t.Fatalf("%d records in batches, want %d", total, len(recs))
+	}
 }
