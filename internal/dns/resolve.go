@@ -232,7 +232,8 @@ func (r *resolver) machineAddresses(q miekg.Question, regions []locate.RegionMac
 func (r *resolver) srv(q miekg.Question, app string, ans locate.Answer, degraded bool) result {
 	var answer, extra []miekg.RR
 	if q.Qtype == miekg.TypeSRV || q.Qtype == miekg.TypeANY {
-		for prio, rm := range ans.Regions {
+		prio := 0 // counts only regions that answer with machines
+		for _, rm := range ans.Regions {
 			healthy := healthyMachines(rm.Machines)
 			if len(healthy) == 0 {
 				continue
@@ -247,6 +248,7 @@ func (r *resolver) srv(q miekg.Question, app string, ans locate.Answer, degraded
 					extra = append(extra, r.addresses(target, []netip.Addr{a.Unmap()})...)
 				}
 			}
+			prio++
 		}
 	}
 	res := r.only(q, answer, extra)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,9 @@ type Locator struct {
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 	cache map[string]entry
+	// answered is, per list of addresses, the one that last answered:
+	// asked first next time.
+	answered map[string]string
 
 	unreachable atomic.Uint64
 }
@@ -90,7 +94,7 @@ func New(cfg Config) (*Locator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Locator{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}, cache: map[string]entry{}}, nil
+	return &Locator{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}, cache: map[string]entry{}, answered: map[string]string{}}, nil
 }
 
 // Close closes every connection.
@@ -170,19 +174,41 @@ func (l *Locator) conn(addr string) (*grpc.ClientConn, error) {
 
 // first calls fn on each address in turn until one answers; an answer
 // that is a verdict (NOT_FOUND, INVALID_ARGUMENT) ends the search too.
-// The whole search is bounded by the timeout.
+// The whole search is bounded by the timeout, and each address gets an
+// equal share of what is left of it, so that one that accepts but never
+// answers (a stopped process, a stalled disk) cannot take it all from
+// the others. The address that answered last is asked first.
 func (l *Locator) first(ctx context.Context, what string, addrs []string, fn func(ctx context.Context, cc *grpc.ClientConn) error) error {
 	// The answer is shared with every concurrent caller and cached: one
 	// caller going away must not spoil it for the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.Timeout)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
+	key := strings.Join(addrs, ",")
+	l.mu.Lock()
+	last := l.answered[key]
+	l.mu.Unlock()
+	if last != "" && addrs[0] != last {
+		ordered := []string{last}
+		for _, a := range addrs {
+			if a != last {
+				ordered = append(ordered, a)
+			}
+		}
+		addrs = ordered
+	}
 	var errs []error
-	for _, addr := range addrs {
+	for i, addr := range addrs {
 		cc, err := l.conn(addr)
 		if err == nil {
-			err = fn(ctx, cc)
+			actx, acancel := context.WithTimeout(ctx, time.Until(deadline)/time.Duration(len(addrs)-i))
+			err = fn(actx, cc)
+			acancel()
 			switch status.Code(err) {
 			case codes.OK, codes.NotFound, codes.InvalidArgument:
+				l.mu.Lock()
+				l.answered[key] = addr
+				l.mu.Unlock()
 				return err
 			}
 		}
@@ -203,6 +229,9 @@ func (l *Locator) first(ctx context.Context, what string, addrs []string, fn fun
 // App returns the regions the global map lists for app. ErrUnknownApp
 // when it lists none.
 func (l *Locator) App(ctx context.Context, app string) (*globalv1.App, error) {
+	if len(l.cfg.Global) == 0 {
+		return nil, ErrUnknownApp // no map: it lists nothing
+	}
 	v, err := l.cached("app|"+app, func() (any, error) {
 		var out *globalv1.App
 		err := l.first(ctx, "global map", l.cfg.Global, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -351,7 +380,8 @@ func (l *Locator) Everywhere(ctx context.Context, app string, healthyOnly bool) 
 	case errors.Is(err, ErrUnknownApp):
 	default:
 		// The global map did not answer: the local region still can.
-		l.log.Warn("global map unreachable: answering from the local region", "app", app, "err", err)
+		// (Its fetch warned already, once per cache period.)
+		l.log.Debug("global map unreachable: answering from the local region", "app", app, "err", err)
 	}
 	if len(l.cfg.Local) > 0 && !slices.Contains(names, l.cfg.Region) {
 		names = append(names, l.cfg.Region)
@@ -384,7 +414,7 @@ func (l *Locator) Everywhere(ctx context.Context, app string, healthyOnly bool) 
 			ans.Unreachable = append(ans.Unreachable, r.Region)
 			continue
 		}
-		if len(r.Machines) == 0 && r.Region == l.cfg.Region && (a == nil || !listed(a, r.Region)) {
+		if len(r.Machines) == 0 && r.Region == l.cfg.Region && (a == nil || !listed(a, r.Region)) && !l.runsHere(ctx, app, healthyOnly) {
 			continue // the local region, asked only in case: it has none
 		}
 		found = true
@@ -394,6 +424,17 @@ func (l *Locator) Everywhere(ctx context.Context, app string, healthyOnly bool) 
 		return Answer{}, ErrUnknownApp
 	}
 	return ans, nil
+}
+
+// runsHere reports whether the local region has machines of app in any
+// state, once its healthy ones came back none: the app is known then,
+// only not served (a 502 from the proxy, not a 404).
+func (l *Locator) runsHere(ctx context.Context, app string, healthyOnly bool) bool {
+	if !healthyOnly {
+		return false // the answer was every machine already
+	}
+	ms, err := l.Machines(ctx, app, l.cfg.Region, false)
+	return err == nil && len(ms) > 0
 }
 
 func listed(a *globalv1.App, region string) bool {

@@ -37,6 +37,9 @@ type Proxy struct {
 	ln     net.Listener
 	stop   context.CancelFunc
 	ran    atomic.Bool
+	// serving counts requests in their handler, upgraded tunnels
+	// included, which http.Server's Shutdown does not wait for.
+	serving sync.WaitGroup
 
 	requests, retries, badRequests, unknown, noCandidate, failed atomic.Uint64
 }
@@ -86,18 +89,50 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport:    &retrier{base: p.tr, bodyLimit: cfg.Proxy.RetryBodyLimit, markDown: p.apps.markDown, retries: &p.retries},
-		ErrorHandler: p.proxyError,
-		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-		BufferPool:   newBufferPool(),
+		Transport:      &retrier{base: p.tr, bodyLimit: cfg.Proxy.RetryBodyLimit, markDown: p.apps.markDown, retries: &p.retries},
+		ModifyResponse: checkUpgrade,
+		ErrorHandler:   p.proxyError,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		BufferPool:     newBufferPool(),
 	}
 	p.srv = &http.Server{
-		Handler:           p,
+		Handler: p,
+		// Requests run under bg, which Run cancels once the server has
+		// shut down: that ends upgraded tunnels (WebSockets), which the
+		// server no longer tracks once it has handed them over.
+		BaseContext:       func(net.Listener) context.Context { return bg },
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 	return p, nil
+}
+
+// checkUpgrade refuses a machine's 101 Switching Protocols to anything
+// but the protocol the request asked for. The reverse proxy would refuse
+// it too, but without closing the machine's connection, which then
+// stayed open and counted in flight for good.
+func checkUpgrade(res *http.Response) error {
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		return nil
+	}
+	asked, got := upgradeTo(res.Request.Header), upgradeTo(res.Header)
+	if asked == "" || !strings.EqualFold(asked, got) {
+		return fmt.Errorf("the machine switched to protocol %q; the request asked for %q", got, asked)
+	}
+	return nil
+}
+
+// upgradeTo is the protocol a message's headers upgrade to, or "".
+func upgradeTo(h http.Header) string {
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
 }
 
 // newTransport is how the proxy reaches machines: bounded dials, a pool
@@ -147,6 +182,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	stopJanitor()
 	p.stop()
+	p.serving.Wait()
 	wg.Wait()
 	p.apps.bg.Wait()
 	p.tr.CloseIdleConnections()
@@ -184,6 +220,8 @@ func (p *Proxy) Stats() Stats {
 // ServeHTTP routes one request: the app from the Host (or the app
 // header), where it runs from the app's view, then the machines to try.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.serving.Add(1)
+	defer p.serving.Done()
 	p.requests.Add(1)
 	app, err := p.router.appOf(r)
 	if err != nil {

@@ -1,0 +1,95 @@
+package locate_test
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/patina-db/patina/internal/locate"
+	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
+)
+
+// fakeLookup is a regional agent's Lookup service with one healthy
+// machine of "web".
+type fakeLookup struct {
+	regionalv1.UnimplementedLookupServer
+}
+
+func (fakeLookup) ListMachines(context.Context, *regionalv1.ListMachinesRequest) (*regionalv1.ListMachinesResponse, error) {
+	return &regionalv1.ListMachinesResponse{Region: "ams", Machines: []*regionalv1.Machine{
+		{Id: "m1", App: "web", Region: "ams", Address: "127.0.0.1", Port: 8080, State: "started", Healthy: true},
+	}}, nil
+}
+
+func startLookup(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	regionalv1.RegisterLookupServer(s, fakeLookup{})
+	go s.Serve(ln)
+	t.Cleanup(s.Stop)
+	return ln.Addr().String()
+}
+
+// wedgedLookup answers until wedged, then never again: an agent whose
+// process is stopped (SIGSTOP), deadlocked or stalled on its disk, or
+// one behind a network partition; its TCP connection stays up.
+type wedgedLookup struct {
+	fakeLookup
+	wedged atomic.Bool
+}
+
+func (w *wedgedLookup) ListMachines(ctx context.Context, req *regionalv1.ListMachinesRequest) (*regionalv1.ListMachinesResponse, error) {
+	if w.wedged.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return w.fakeLookup.ListMachines(ctx, req)
+}
+
+// TestFailoverPastWedgedAgent: region.lookup lists two agents; the
+// first one wedges, the second is healthy. The call to the first must not
+// take the whole timeout: the second answers within it.
+func TestFailoverPastWedgedAgent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wedgedLookup{}
+	s := grpc.NewServer()
+	regionalv1.RegisterLookupServer(s, w)
+	go s.Serve(ln)
+	defer s.Stop()
+
+	l, err := locate.New(locate.Config{
+		Region: "ams", Local: []string{ln.Addr().String(), startLookup(t)},
+		TTL: 20 * time.Millisecond, Timeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	if _, err := l.Machines(ctx, "web", "ams", true); err != nil {
+		t.Fatal(err)
+	}
+	w.wedged.Store(true)
+	deadline := time.Now().Add(5 * time.Second)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		time.Sleep(30 * time.Millisecond) // past the TTL: a fresh lookup
+		ms, err := l.Machines(ctx, "web", "ams", true)
+		if err == nil && len(ms) == 1 {
+			return
+		}
+		lastErr = err
+	}
+	t.Fatalf("the healthy second agent was never asked within 5s: %v", lastErr)
+}
