@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/patina-db/patina/regional"
@@ -51,11 +52,19 @@ func NewAggregates() *Aggregates {
 	return &Aggregates{rows: map[int64]resultRow{}, machines: map[string]*machine{}, apps: map[string]Counts{}}
 }
 
+// ErrBadRow marks a row Put leaves out of the counts: one whose cells
+// are not what a machine row holds (an app stored as a blob, say). It
+// says nothing of the other rows, which go on being counted.
+var ErrBadRow = errors.New("not a machine row")
+
 // Put records result row rowid (an initial row, an insert or an update).
+// A row that does not decode is left out, as if deleted, and reported
+// with ErrBadRow.
 func (a *Aggregates) Put(rowid int64, cells []any) error {
 	r, err := decodeRow(cells)
 	if err != nil {
-		return fmt.Errorf("row %d: %w", rowid, err)
+		a.Delete(rowid)
+		return fmt.Errorf("row %d: %w: %w", rowid, ErrBadRow, err)
 	}
 	a.Delete(rowid)
 	m := a.machines[r.machine]

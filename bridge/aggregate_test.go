@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"maps"
 	"math/rand/v2"
 	"testing"
@@ -50,12 +51,19 @@ func TestAggregatesCounts(t *testing.T) {
 	a.Delete(4)
 	want(map[string]Counts{"api": {1, 0}})
 	a.Delete(99) // unknown: ignored
-	if err := a.Put(6, []any{"m4", "web"}); err == nil {
-		t.Fatal("a short row was accepted")
+	if err := a.Put(6, []any{"m4", "web"}); !errors.Is(err, ErrBadRow) {
+		t.Fatalf("a short row: %v", err)
 	}
-	if err := a.Put(6, []any{"m4", int64(3), "started", nil, nil}); err == nil {
-		t.Fatal("a row with a numeric app was accepted")
+	if err := a.Put(6, []any{"m4", int64(3), "started", nil, nil}); !errors.Is(err, ErrBadRow) {
+		t.Fatalf("a row with a numeric app: %v", err)
 	}
+	// A counted row that turns bad leaves the counts; the others stay.
+	must(a.Put(7, row("m5", "web", "started", nil, nil)))
+	want(map[string]Counts{"web": {1, 1}, "api": {1, 0}})
+	if err := a.Put(7, []any{"m5", []byte("web"), "started", nil, nil}); !errors.Is(err, ErrBadRow) {
+		t.Fatalf("a row with a blob app: %v", err)
+	}
+	want(map[string]Counts{"api": {1, 0}})
 }
 
 // TestAggregatesMatchRecords: after random row operations the counts

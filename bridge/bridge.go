@@ -35,6 +35,7 @@ type Bridge struct {
 	following  bool        // a subscription is delivering changes to agg
 	flushedGen uint64      // gen of the aggregates written last
 	stats      Stats
+	badLogged  time.Time // when a bad row was last logged
 
 	// written is the region's global rows as last read or written, nil
 	// before the first reconcile. Owned by the writer loop.
@@ -68,6 +69,8 @@ type Stats struct {
 	RowsWritten int64
 	// LastFlush is when the last of them committed.
 	LastFlush time.Time
+	// BadRows counts the rows left out of the counts (see ErrBadRow).
+	BadRows int
 	// Heartbeats counts the directory and heartbeat transactions.
 	Heartbeats int
 	// LastHeartbeat is when the last of them committed.
@@ -169,13 +172,24 @@ func (b *Bridge) applyChange(kind string, rowid int64, cells []any) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.stats.Changes++
+	b.gen++
 	if kind == "delete" {
 		b.agg.Delete(rowid)
-	} else if err := b.agg.Put(rowid, cells); err != nil {
-		return err
+		return nil
 	}
-	b.gen++
-	return nil
+	return b.agg.Put(rowid, cells)
+}
+
+// badRow notes a row left out of the counts (see ErrBadRow): counted,
+// and logged at most once a minute, since every agent will send it again.
+func (b *Bridge) badRow(url string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stats.BadRows++
+	if now := time.Now(); now.Sub(b.badLogged) >= time.Minute {
+		b.badLogged = now
+		b.log.Warn("bridge: a row of the region is not a machine row: left out of the counts", "agent", url, "rows_so_far", b.stats.BadRows, "err", err)
+	}
 }
 
 // write is the loop that writes to the global cluster: flushes,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -440,7 +441,11 @@ func TestDirectoryRow(t *testing.T) {
 		return true, ""
 	})
 	v0 := globalVersions(global)
+	// Another bridge of the region, listing the same agents with its
+	// nearest first: the row it writes is the same.
 	cfg.Bridge.Name = "dir-b"
+	cfg.Directory.Lookup = []string{"127.0.0.1:7951", "127.0.0.1:7950"}
+	cfg.Region.Agents = append(slices.Clone(cfg.Region.Agents[1:]), cfg.Region.Agents[0])
 	b := startBridge(t, cfg)
 	if v := globalVersions(global); v != v0 {
 		t.Fatalf("a second bridge's start made %d global versions", v-v0)
@@ -538,5 +543,32 @@ func TestBridgeCutOffFromItsRegionWritesNothing(t *testing.T) {
 	waitGlobal(t, global, "cutoff", "syd", nil)
 	if _, ok := stale.Apps()["cutoff"]; !ok {
 		t.Fatal("the cut-off bridge's counts changed: the test did not cut it off")
+	}
+}
+
+// TestOneBadRowDoesNotStopTheRegion: a machine row whose app is not text
+// (a blob, which a TEXT column keeps as it is) is left out of the counts;
+// the bridge goes on following and counting every other app.
+func TestOneBadRowDoesNotStopTheRegion(t *testing.T) {
+	region, global := clusters(t)
+	n := region.Nodes[1]
+	exec := func(q string) {
+		t.Helper()
+		if _, err := n.Client().Transact(context.Background(), client.Statement{Query: q}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`INSERT INTO machines (id, app, state) VALUES ('blob-1', X'626c6f62', 'started')`)
+	t.Cleanup(func() { exec(`DELETE FROM machines WHERE id = 'blob-1'`) })
+	b := startBridge(t, testConfig(region, global, "blob"))
+	publish(t, n, machine("blob-ok-1", "blobok", regional.StateStarted))
+	waitFor(t, "the bridge to count blobok", func() (bool, string) {
+		s := b.Stats()
+		_, ok := b.Apps()["blobok"]
+		return ok && s.Following && s.BadRows > 0, fmt.Sprintf("%+v", s)
+	})
+	waitGlobal(t, global, "blobok", "syd", counts(1, 1))
+	if s := b.Stats(); s.Failovers != 0 {
+		t.Fatalf("the bridge gave up an agent over one row: %+v", s)
 	}
 }

@@ -81,14 +81,14 @@ func (b *Bridge) followAgent(ctx context.Context, url string) (gotRows bool, err
 		switch {
 		case ev.Row != nil:
 			if err := fresh.Put(ev.Row.RowID, ev.Row.Cells); err != nil {
-				return false, fmt.Errorf("bridge: subscription on %s: %w", url, err)
+				b.badRow(url, err)
 			}
 		case ev.Ready:
 			b.replaceAggregates(fresh, url)
 			gotRows = true
 		case ev.Change != nil:
 			if err := b.applyChange(ev.Change.Kind, ev.Change.RowID, ev.Change.Cells); err != nil {
-				return gotRows, fmt.Errorf("bridge: subscription on %s: %w", url, err)
+				b.badRow(url, err)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 
 	"github.com/patina-db/patina/client"
@@ -81,13 +82,24 @@ func flushStatements(region string, upserts map[string]Counts, gone []string, no
 // directoryStatements refresh the region's directory row and heartbeat.
 // The row lists the region's agents' HTTP APIs too (the bridge's own
 // list), for operators' tools such as region health.
+//
+// Both lists are sorted: two bridges of one region that list the same
+// agents in another order (each its nearest first) then write the same
+// row, and their heartbeats change nothing else.
 func directoryStatements(region string, d DirectoryConfig, agents []string, nowMS int64, interval int64) []client.Statement {
-	list, _ := json.Marshal(nonNil(d.Lookup))
-	apis, _ := json.Marshal(nonNil(agents))
+	list, _ := json.Marshal(sorted(d.Lookup))
+	apis, _ := json.Marshal(sorted(agents))
 	return []client.Statement{
 		{Query: upsertDirectory, Params: []any{region, string(list), d.Latitude, d.Longitude, nowMS, string(apis)}},
 		{Query: beat, Params: []any{nowMS, region, nowMS - interval/2}},
 	}
+}
+
+// sorted is a sorted copy of s, never nil.
+func sorted(s []string) []string {
+	out := slices.Clone(nonNil(s))
+	slices.Sort(out)
+	return out
 }
 
 func nonNil(s []string) []string {
