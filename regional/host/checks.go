@@ -110,6 +110,10 @@ func shorten(s string) string {
 func (h *Host) startChecks(m *machine) {
 	ctx, cancel := context.WithCancel(h.ctx)
 	m.stopChecks = cancel
+	// Host-wide, so that a loop of a destroyed machine cannot pass for
+	// one of a new machine given the same id.
+	h.lastGen++
+	m.gen = h.lastGen
 	for _, c := range m.rec.Checks {
 		h.wg.Add(1)
 		go h.checkLoop(ctx, m.rec.ID, m.gen, m.rec.Address, m.rec.Port, c)
@@ -119,7 +123,7 @@ func (h *Host) startChecks(m *machine) {
 // stopMachine stops m's server and check loops. Called with h.mu held;
 // the loops finish on their own (their results are stale by then).
 func (h *Host) stopMachine(m *machine) {
-	m.gen++
+	m.gen = 0 // no start's
 	if m.stopChecks != nil {
 		m.stopChecks()
 		m.stopChecks = nil

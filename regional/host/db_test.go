@@ -218,3 +218,32 @@ func TestResumedMachineThatCannotListenFailsItsChecks(t *testing.T) {
 		t.Fatalf("web-1 after checks against another process: %+v, %v", rec, err)
 	}
 }
+
+// TestStaleCheckOfAnEarlierMachineIsIgnored: a check loop of a destroyed
+// machine that reports late does not write into a new machine given the
+// same id.
+func TestStaleCheckOfAnEarlierMachineIsIgnored(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{"http://127.0.0.1:1"}))
+	spec := MachineSpec{ID: "x", App: "web", Start: true, Checks: []CheckSpec{{Name: "c", Kind: "tcp", IntervalMS: 3_600_000}}}
+	if _, err := h.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	old := h.machines["x"].gen
+	h.mu.Unlock()
+	if _, err := h.Destroy(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new machine's first check", func() bool {
+		rec, err := h.Get("x")
+		return err == nil && rec.Checks[0].Status == regional.CheckPassing
+	})
+	h.checkResult("x", old, "c", checkResult{regional.CheckCritical, "from the machine destroyed before"})
+	if rec, _ := h.Get("x"); rec.Checks[0].Status != regional.CheckPassing {
+		t.Fatalf("a check of the destroyed machine changed the new one: %+v", rec.Checks[0])
+	}
+}

@@ -89,6 +89,7 @@ type Host struct {
 	unreadable map[string]error
 	closed     bool
 	lastStamp  int64
+	lastGen    uint64 // the last start's generation (see machine.gen)
 }
 
 // New opens the bbolt file, resumes the machines it holds (a started

@@ -28,8 +28,8 @@ type machine struct {
 	listenErr error
 	// stopChecks ends the check loops of the current start.
 	stopChecks context.CancelFunc
-	// gen counts starts and stops: a check result of an earlier
-	// generation is stale and ignored.
+	// gen names the current start (0: stopped), unique on the host: a
+	// check result of another is stale and ignored.
 	gen uint64
 }
 
