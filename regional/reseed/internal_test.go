@@ -223,3 +223,14 @@ func TestBBoltWritesHostsOnlyWhereTheTableIs(t *testing.T) {
 		}
 	}
 }
+
+// TestBBoltRangesFromAStateFileAreChecked: a state file edited by hand
+// may hold any key; a bad one is an error naming the range, not a panic.
+func TestBBoltRangesFromAStateFileAreChecked(t *testing.T) {
+	s := &bboltSource{log: slog.New(slog.DiscardHandler)}
+	for _, r := range []Range{{Lo: Key{}}, {Hi: Key{}}, {Lo: Key{int64(3)}}, {Hi: Key{"a", "b"}}} {
+		if _, err := s.OpenRange(context.Background(), r); err == nil || !strings.Contains(err.Error(), "not a machine id range") {
+			t.Errorf("range %+v: %v", r, err)
+		}
+	}
+}

@@ -144,20 +144,28 @@ func (s *bboltSource) Plan(ctx context.Context, n int) ([]Range, error) {
 
 func (s *bboltSource) OpenRange(ctx context.Context, r Range) (rangeReader, error) {
 	rr := &bboltRange{src: s}
-	if r.Hi != nil {
-		hi, ok := r.Hi[0].(string)
-		if !ok || len(r.Hi) != 1 {
+	// A range from a state file may say anything: a key is one id.
+	id := func(k Key) ([]byte, error) {
+		if len(k) != 1 {
 			return nil, fmt.Errorf("reseed: %s: not a machine id range", r)
 		}
-		rr.hi = []byte(hi)
+		v, ok := k[0].(string)
+		if !ok {
+			return nil, fmt.Errorf("reseed: %s: not a machine id range", r)
+		}
+		return []byte(v), nil
+	}
+	var err error
+	if r.Hi != nil {
+		if rr.hi, err = id(r.Hi); err != nil {
+			return nil, err
+		}
 	}
 	var lo []byte
 	if r.Lo != nil {
-		l, ok := r.Lo[0].(string)
-		if !ok || len(r.Lo) != 1 {
-			return nil, fmt.Errorf("reseed: %s: not a machine id range", r)
+		if lo, err = id(r.Lo); err != nil {
+			return nil, err
 		}
-		lo = []byte(l)
 	}
 	for i, f := range s.files {
 		tx, err := f.db.Begin(false)
