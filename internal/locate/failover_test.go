@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/patina-db/patina/internal/locate"
+	globalv1 "github.com/patina-db/patina/proto/patina/global/v1"
 	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
 )
 
@@ -92,4 +93,54 @@ func TestFailoverPastWedgedAgent(t *testing.T) {
 		lastErr = err
 	}
 	t.Fatalf("the healthy second agent was never asked within 5s: %v", lastErr)
+}
+
+// directoryWithout is a global map whose directory lists iad and syd but
+// not the local region, ams, which GetApp lists with iad.
+type directoryWithout struct {
+	globalv1.UnimplementedAppMapServer
+	iad string // iad's Lookup address
+}
+
+func (d directoryWithout) GetApp(_ context.Context, req *globalv1.GetAppRequest) (*globalv1.App, error) {
+	return &globalv1.App{Name: req.GetApp(), Regions: []*globalv1.AppRegion{{Region: "ams", MachineCount: 1}, {Region: "iad", MachineCount: 1}}}, nil
+}
+
+func (d directoryWithout) ListRegions(context.Context, *globalv1.ListRegionsRequest) (*globalv1.ListRegionsResponse, error) {
+	return &globalv1.ListRegionsResponse{Regions: []*globalv1.Region{
+		{Name: "iad", Lookup: []string{d.iad}, Latitude: 38.9, Longitude: -77.0},
+		{Name: "syd", Latitude: -33.9, Longitude: 151.2},
+	}}, nil
+}
+
+// TestLocalRegionFirstWhenTheDirectoryLacksIt: the local region is the
+// nearest even before its bridge has put it in the directory.
+func TestLocalRegionFirstWhenTheDirectoryLacksIt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	globalv1.RegisterAppMapServer(s, directoryWithout{iad: startLookup(t)})
+	go s.Serve(ln)
+	defer s.Stop()
+	l, err := locate.New(locate.Config{
+		Region: "ams", Local: []string{startLookup(t)}, Global: []string{ln.Addr().String()},
+		TTL: time.Minute, Timeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ans, err := l.Everywhere(context.Background(), "web", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, r := range ans.Regions {
+		order = append(order, r.Region)
+	}
+	if len(order) != 2 || order[0] != "ams" || order[1] != "iad" {
+		t.Fatalf("regions %v, want [ams iad]", order)
+	}
 }

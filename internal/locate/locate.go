@@ -446,14 +446,20 @@ func listed(a *globalv1.App, region string) bool {
 	return false
 }
 
-// order sorts region names nearest first, by the directory; without the
-// directory the local region comes first, then the rest by name.
+// order sorts region names nearest first: the local region, then the
+// others by the directory, then those it does not list by name.
 func (l *Locator) order(ctx context.Context, names []string) ([]string, error) {
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
 	}
 	var out []string
+	// The local region is the nearest, listed in the directory or not
+	// (its bridge may not have written it yet).
+	if want[l.cfg.Region] {
+		out = append(out, l.cfg.Region)
+		delete(want, l.cfg.Region)
+	}
 	if dir, err := l.Regions(ctx); err == nil {
 		for _, r := range dir {
 			if want[r.GetName()] {
@@ -467,8 +473,5 @@ func (l *Locator) order(ctx context.Context, names []string) ([]string, error) {
 		rest = append(rest, n)
 	}
 	slices.Sort(rest)
-	if i := slices.Index(rest, l.cfg.Region); i > 0 {
-		rest = append([]string{l.cfg.Region}, slices.Delete(rest, i, i+1)...)
-	}
 	return append(out, rest...), nil
 }
