@@ -32,6 +32,21 @@ func TestTLSCommands(t *testing.T) {
 	if _, errOut, code := patina(t, "", "tls", "cert", "--ca", filepath.Join(dir, "ca"), "--name", "n2", "--ip", "not-an-ip", "--out", dir); code == 0 || !strings.Contains(errOut, "not an IP") {
 		t.Fatalf("bad --ip: %d %s", code, errOut)
 	}
+	// An old key of that name is there: refused, and no certificate is
+	// left beside a key that is not its own.
+	oldKey := filepath.Join(dir, "certs", "n3-key.pem")
+	if err := os.WriteFile(oldKey, []byte("an old key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := patina(t, "", "tls", "cert", "--ca", filepath.Join(dir, "ca"), "--name", "n3", "--out", filepath.Join(dir, "certs")); code == 0 || !strings.Contains(errOut, "exists") {
+		t.Fatalf("tls cert over an existing key must refuse: %d %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "certs", "n3.pem")); err == nil {
+		t.Fatal("a refused tls cert left n3.pem beside an old key")
+	}
+	if b, _ := os.ReadFile(oldKey); string(b) != "an old key\n" {
+		t.Fatalf("the old key changed: %q", b)
+	}
 }
 
 // TestRegionOfProcesses: three `patina agent` processes with mutual TLS

@@ -57,11 +57,11 @@ func devCommand() *cli.Command {
 			// own (127.0.1.1, 127.0.2.1, ...), so that answers tell regions
 			// apart.
 			addrs := map[string]string{}
-			for i, r := range c.StringSlice("regions") {
+			for i, r := range splitList(c.StringSlice("regions")) {
 				addrs[r] = fmt.Sprintf("127.0.%d.1", i+1)
 			}
 			t, err := topology.Start(c.Context, topology.Options{
-				Binary: binary, RestartDelay: c.Duration("restart-delay"), HostAddresses: addrs, Dir: dir, Regions: c.StringSlice("regions"), AgentsPerRegion: c.Int("agents-per-region"),
+				Binary: binary, RestartDelay: c.Duration("restart-delay"), HostAddresses: addrs, Dir: dir, Regions: splitList(c.StringSlice("regions")), AgentsPerRegion: c.Int("agents-per-region"),
 				GlobalAgents: c.Int("global-agents"), BasePort: c.Int("base-port"), Log: log,
 			})
 			if err != nil {

@@ -29,7 +29,7 @@ func newClient(c *cli.Context) (*client.Client, error) {
 
 func sqlFlags() []cli.Flag {
 	return append(apiFlags(),
-		&cli.StringSliceFlag{Name: "param", Aliases: []string{"p"}, Usage: "positional parameter (repeatable); numbers become INTEGER or REAL, 'null' NULL, anything else TEXT; prefix with s: to force TEXT"},
+		&cli.StringSliceFlag{Name: "param", Aliases: []string{"p"}, KeepSpace: true, Usage: "positional parameter (repeatable); numbers become INTEGER or REAL, 'null' NULL, anything else TEXT; prefix with s: to force TEXT"},
 		&cli.BoolFlag{Name: "json", Usage: "print the raw JSON response"},
 	)
 }
@@ -132,13 +132,33 @@ func queryCommand() *cli.Command {
 
 func printRows(out io.Writer, rows *client.Rows, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(out)
-		for rows.Next() {
-			obj := make(map[string]any, len(rows.Columns()))
-			for i, col := range rows.Columns() {
-				obj[col] = api.EncodeValue(rows.Row()[i])
+		// One object a row, its keys in the columns' order. A name that
+		// repeats (a join's two id columns) would lose a value: refused.
+		cols := rows.Columns()
+		keys := make([][]byte, len(cols))
+		seen := map[string]bool{}
+		for i, col := range cols {
+			if seen[col] {
+				return fmt.Errorf("column %q appears twice: --json needs distinct names (use AS)", col)
 			}
-			if err := enc.Encode(obj); err != nil {
+			seen[col] = true
+			keys[i], _ = json.Marshal(col)
+		}
+		var line []byte
+		for rows.Next() {
+			line = append(line[:0], '{')
+			for i, v := range rows.Row() {
+				val, err := json.Marshal(api.EncodeValue(v))
+				if err != nil {
+					return err
+				}
+				if i > 0 {
+					line = append(line, ',')
+				}
+				line = append(append(append(line, keys[i]...), ':'), val...)
+			}
+			line = append(line, '}', '\n')
+			if _, err := out.Write(line); err != nil {
 				return err
 			}
 		}

@@ -19,11 +19,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newApp(os.Stdout, os.Stderr).RunContext(ctx, flagsFirst(os.Args)); err != nil {
-		var ee cli.ExitCoder
-		if !errors.As(err, &ee) {
-			fmt.Fprintln(os.Stderr, "patina:", err)
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err, os.Stderr))
 	}
 }
 
@@ -33,6 +29,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Usage:     "SQLite replicated across a fleet without consensus",
 		Writer:    stdout,
 		ErrWriter: stderr,
+		// A repeatable flag's value is taken whole: `--param "a, b"` is
+		// one parameter. The flags that take lists split them themselves
+		// (see splitList).
+		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{
 			agentCommand(),
 			execCommand(),
@@ -60,11 +60,39 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				return
 			}
 			var ee cli.ExitCoder
-			if errors.As(err, &ee) {
+			if errors.As(err, &ee) && err.Error() != "" {
 				fmt.Fprintln(stderr, "patina:", err)
 			}
 		},
 	}
+}
+
+// exitCode is the status the process ends with for err: the code a
+// command chose (region health's 1 for degraded, 2 for down; 2 for a
+// usage error), else 1 after printing the error (an ExitCoder's message
+// was printed by the app already).
+func exitCode(err error, stderr io.Writer) int {
+	var ee cli.ExitCoder
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	fmt.Fprintln(stderr, "patina:", err)
+	return 1
+}
+
+// splitList reads a repeatable flag whose values may also be
+// comma-separated lists (`--regions ams,iad`), as names and addresses
+// never hold commas.
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
 }
 
 // argCommands take a positional argument (a SQL statement, a file),

@@ -114,9 +114,17 @@ func TestExecAndQueryAgainstAnAgent(t *testing.T) {
 	if code != 0 || out != want {
 		t.Fatalf("query: %d\n%s\nwant\n%s\n%s", code, out, want, errOut)
 	}
-	out, _, code = patina(t, api, "query", "SELECT id, port FROM machines", "--json")
-	if code != 0 || strings.TrimSpace(out) != `{"id":"m1","port":8080}` {
+	out, _, code = patina(t, api, "query", "SELECT port, id FROM machines", "--json")
+	if code != 0 || strings.TrimSpace(out) != `{"port":8080,"id":"m1"}` {
 		t.Fatalf("query --json: %d %q", code, out)
+	}
+	if _, errOut, code := patina(t, api, "query", "SELECT 1 AS id, 2 AS id", "--json"); code == 0 || !strings.Contains(errOut, `column "id" appears twice`) {
+		t.Fatalf("query --json with a repeated column name: %d %q", code, errOut)
+	}
+	// A --param is one parameter, as given: commas and spaces included.
+	out, errOut, code = patina(t, api, "query", "SELECT ? AS a, ? AS b, length(?) AS n", "--param", "hello, world", "--param", "x,y", "--param", "  x ")
+	if want := "a             b    n\nhello, world  x,y  4\n(1 rows)\n"; code != 0 || out != want {
+		t.Fatalf("params with commas and spaces: %d\n%s\nwant\n%s\n%s", code, out, want, errOut)
 	}
 
 	// Errors: non-zero exit and the server's message.
@@ -140,6 +148,21 @@ func TestExecAndQueryAgainstAnAgent(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "agent stopped") {
 		t.Fatalf("no clean stop in the log:\n%s", stderr)
+	}
+}
+
+// TestExitCodes: a command's own exit code is the process's: region
+// health exits 2 when the global directory is unreachable, a usage error
+// 2, a failed command 1.
+func TestExitCodes(t *testing.T) {
+	if _, errOut, code := patina(t, "", "region", "health", "--global", freeAddr(t), "--timeout", "2s"); code != 2 {
+		t.Fatalf("region health, global directory unreachable: exit %d, want 2\n%s", code, errOut)
+	}
+	if _, errOut, code := patina(t, "", "query"); code != 2 || !strings.Contains(errOut, "want exactly one SQL statement") {
+		t.Fatalf("query without SQL: exit %d, want 2\n%s", code, errOut)
+	}
+	if _, errOut, code := patina(t, "http://"+freeAddr(t), "query", "SELECT 1"); code != 1 {
+		t.Fatalf("query against nothing: exit %d, want 1\n%s", code, errOut)
 	}
 }
 

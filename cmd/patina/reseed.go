@@ -38,7 +38,7 @@ cleanly: the state file keeps the finished ranges, and running the same command 
 		Action: func(c *cli.Context) error {
 			opts := reseed.Options{
 				BBolt: c.StringSlice("bbolt"), SQLite: c.String("sqlite"), Table: c.String("table"),
-				APIs: c.StringSlice("api"), Token: c.String("token"),
+				APIs: splitList(c.StringSlice("api")), Token: c.String("token"),
 				Ranges: c.Int("ranges"), Parallel: c.Int("parallel"), Rate: c.Float64("rate"), Batch: c.Int("batch"),
 				MaxBodyBytes: c.Int("max-body"), MaxAttempts: c.Int("attempts"),
 				RetryBase: c.Duration("retry-base"), RetryMax: c.Duration("retry-max"),

@@ -49,14 +49,14 @@ func tlsCommand() *cli.Command {
 						return cli.Exit(err.Error(), 1)
 					}
 					var ips []net.IP
-					for _, s := range c.StringSlice("ip") {
+					for _, s := range splitList(c.StringSlice("ip")) {
 						ip := net.ParseIP(s)
 						if ip == nil {
 							return cli.Exit(fmt.Sprintf("--ip %q is not an IP address", s), 2)
 						}
 						ips = append(ips, ip)
 					}
-					nc, err := ca.Issue(c.String("name"), ips, c.StringSlice("dns"))
+					nc, err := ca.Issue(c.String("name"), ips, splitList(c.StringSlice("dns")))
 					if err != nil {
 						return cli.Exit(err.Error(), 1)
 					}

@@ -34,6 +34,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "runtime.gc_percent is 5") {
 		t.Fatalf("bad gc_percent: %v", err)
 	}
+	_, err = agent.ParseConfig("[db]\npath = \"data/x.db\"\n[subscriptions]\npath = \"./data/../data/x.db\"\n", "agent.toml")
+	if err == nil || !strings.Contains(err.Error(), "is the database itself") {
+		t.Fatalf("subscriptions in the database: %v", err)
+	}
 	cfg, err := agent.ParseConfig("[db]\npath = \"x.db\"\n", "agent.toml")
 	if err != nil || cfg.API.Addr != "127.0.0.1:8080" || cfg.API.MaxBodyBytes != 8<<20 || cfg.Runtime.GCPercent != 400 || !cfg.Runtime.SysmonBatch {
 		t.Fatalf("defaults: %+v %v", cfg, err)

@@ -58,6 +58,14 @@ type SubsConfig struct {
 	IdleTimeout string `toml:"idle_timeout"`
 }
 
+// samePath reports whether two paths name one file, as far as their
+// absolute forms tell.
+func samePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}
+
 // path is the subscriptions file for a database path.
 func (c SubsConfig) path(dbPath string) string {
 	if c.Path != "" {
@@ -242,6 +250,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.GRPC.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Subs.Path != "" && c.DB.Path != "" && samePath(c.Subs.Path, c.DB.Path) {
+		// Its tables would land in the replicated database, whose schema
+		// check then refuses every later start.
+		errs = append(errs, fmt.Errorf("subscriptions.path %q is the database itself: give subscriptions a file of their own", c.Subs.Path))
 	}
 	if c.Subs.Window < 1 {
 		errs = append(errs, errors.New("subscriptions.window must be at least 1"))

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -112,10 +113,7 @@ func (ca *CA) Write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := writeNew(filepath.Join(dir, "ca.pem"), ca.PEM, 0o644); err != nil {
-		return err
-	}
-	return writeNew(filepath.Join(dir, "ca-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return writePair(filepath.Join(dir, "ca.pem"), ca.PEM, filepath.Join(dir, "ca-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 }
 
 // Write writes dir/name.pem and dir/name-key.pem.
@@ -123,10 +121,24 @@ func (nc *NodeCert) Write(dir, name string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := writeNew(filepath.Join(dir, name+".pem"), nc.CertPEM, 0o644); err != nil {
+	return writePair(filepath.Join(dir, name+".pem"), nc.CertPEM, filepath.Join(dir, name+"-key.pem"), nc.KeyPEM)
+}
+
+// writePair writes a certificate and its key, both new, or neither: with
+// either file there already, nothing is written, and a failure after the
+// key removes it, so that no certificate sits beside another's key.
+func writePair(certPath string, certPEM []byte, keyPath string, keyPEM []byte) error {
+	if _, err := os.Lstat(certPath); err == nil {
+		return fmt.Errorf("write %s: %w", certPath, fs.ErrExist)
+	}
+	if err := writeNew(keyPath, keyPEM, 0o600); err != nil {
 		return err
 	}
-	return writeNew(filepath.Join(dir, name+"-key.pem"), nc.KeyPEM, 0o600)
+	if err := writeNew(certPath, certPEM, 0o644); err != nil {
+		os.Remove(keyPath)
+		return err
+	}
+	return nil
 }
 
 // writeNew refuses to overwrite: replacing a CA by accident splits a
