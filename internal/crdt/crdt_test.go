@@ -3,6 +3,7 @@ package crdt
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"testing"
 
@@ -351,4 +352,32 @@ func TestRangeChanges(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPackValuesHasNoKeyBound: lists of values (a query's arguments, a
+// row's cells) round-trip at any length, none included, where a key from
+// a peer is held to 1..64 values.
+func TestPackValuesHasNoKeyBound(t *testing.T) {
+	for _, n := range []int{0, 1, 64, 65, 1000} {
+		vals := make([]Value, n)
+		for i := range vals {
+			vals[i] = IntValue(int64(i))
+		}
+		got, err := UnpackValues(PackValues(vals))
+		if err != nil || len(got) != n {
+			t.Fatalf("%d values: %d back, %v", n, len(got), err)
+		}
+		for i := range got {
+			if got[i].Int != int64(i) {
+				t.Fatalf("%d values: value %d is %v", n, i, got[i])
+			}
+		}
+		if _, err := UnpackPK(PackPK(vals)); (err == nil) != (n >= 1 && n <= 64) {
+			t.Fatalf("UnpackPK of %d values: %v", n, err)
+		}
+	}
+	// A count past the bytes that follow is refused, not allocated.
+	if _, err := UnpackValues([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}); !errors.Is(err, ErrBadPK) {
+		t.Fatalf("a huge count: %v", err)
+	}
 }

@@ -62,8 +62,25 @@ func PackPK(values []Value) []byte {
 // error wrapping ErrBadPK: packed keys come from peers, and one key must
 // have one packed form, or a peer's key would miss the row it names.
 func UnpackPK(b []byte) ([]Value, error) {
+	return unpack(b, 1, maxPKValues)
+}
+
+// PackValues encodes a list of values of any length (a query's arguments,
+// a result row's cells) as PackPK encodes a key.
+func PackValues(values []Value) []byte { return PackPK(values) }
+
+// UnpackValues decodes what PackValues wrote: UnpackPK without its bounds
+// on the number of values, which are a peer's key's, not a list's.
+func UnpackValues(b []byte) ([]Value, error) {
+	return unpack(b, 0, math.MaxInt)
+}
+
+// unpack decodes between least and most values.
+func unpack(b []byte, least, most uint64) ([]Value, error) {
 	n, k := uvarint(b)
-	if k <= 0 || n == 0 || n > maxPKValues {
+	// Every value takes at least a byte: a count past what is left is a
+	// lie, refused before it sizes an allocation.
+	if k <= 0 || n < least || n > most || n > uint64(len(b)-k) {
 		return nil, fmt.Errorf("%w: bad value count", ErrBadPK)
 	}
 	b = b[k:]

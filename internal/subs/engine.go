@@ -141,11 +141,15 @@ func Open(ctx context.Context, cfg Config, db Reader) (*Engine, error) {
 		subs: map[string]*Sub{}, byKey: map[string]*Sub{}, tables: map[string]int{},
 		pending: map[string]map[string][]crdt.Value{}, wake: make(chan struct{}, 1),
 	}
-	loaded, err := p.load(ctx, cfg.Window)
+	loaded, damaged, err := p.load(ctx, cfg.Window)
 	if err != nil {
 		e.closeScratch()
 		p.close()
 		return nil, err
+	}
+	for id, err := range damaged {
+		e.log.Warn("dropping a damaged stored subscription", "id", id, "err", err)
+		_ = p.remove(ctx, id)
 	}
 	schema := db.Schema()
 	now := time.Now()
@@ -801,7 +805,7 @@ func (e *Engine) evaluateAll(ctx context.Context, s *Sub) ([]Change, error) {
 		scope[ident] = struct{}{}
 	}
 	s.mu.Unlock()
-	return s.merge(scope, fresh), nil
+	return s.merge(scope, fresh)
 }
 
 // evaluateKeys re-runs the query for the rows whose keys changed.
@@ -850,7 +854,7 @@ func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]ma
 			for i, k := range keys {
 				if k != nil {
 					if _, ok := wide[i][string(k)]; !ok {
-						v, _ := crdt.UnpackPK(k)
+						v, _ := crdt.UnpackValues(k)
 						wide[i][string(k)] = v
 						added = true
 					}
@@ -871,7 +875,7 @@ func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]ma
 			// The rows hold no other keys: the widened scope is the one
 			// just evaluated (an occurrence routed away contributed no
 			// rows either way).
-			return s.merge(scope, fresh), nil
+			return s.merge(scope, fresh)
 		}
 		fresh, scope = map[string]freshRow{}, map[string]struct{}{}
 		for i := range s.plan.Occurrences {
@@ -890,7 +894,7 @@ func (e *Engine) evaluateKeys(ctx context.Context, s *Sub, changed map[string]ma
 			s.mu.Unlock()
 		}
 	}
-	return s.merge(scope, fresh), nil
+	return s.merge(scope, fresh)
 }
 
 // routedAway reports whether a route shows that no changed row of
@@ -1010,7 +1014,12 @@ func (p *Plan) collect(cols []string, next func() bool, values func() ([]any, er
 				keys[i] = crdt.PackPK(kv)
 			}
 		}
-		fresh[string(crdt.PackPK(vals[:nk]))] = freshRow{cells: crdt.PackPK(vals[nk:]), keys: keys}
+		ident := string(crdt.PackValues(vals[:nk]))
+		pos := len(fresh)
+		if f, ok := fresh[ident]; ok {
+			pos = f.pos
+		}
+		fresh[ident] = freshRow{cells: crdt.PackValues(vals[nk:]), keys: keys, pos: pos}
 	}
 	return nil
 }

@@ -141,11 +141,11 @@ func (p *persister) saveOne(ctx context.Context, tx *sql.Tx, sv saved, window in
 	if sv.header {
 		var args []byte
 		if len(s.Query.Args) > 0 {
-			args = crdt.PackPK(s.Query.Args)
+			args = crdt.PackValues(s.Query.Args)
 		}
 		named := map[string][]byte{}
 		for k, v := range s.Query.Named {
-			named[k] = crdt.PackPK([]crdt.Value{v})
+			named[k] = crdt.PackValues([]crdt.Value{v})
 		}
 		namedJSON, _ := json.Marshal(named)
 		colsJSON, _ := json.Marshal(s.columns)
@@ -157,7 +157,7 @@ func (p *persister) saveOne(ctx context.Context, tx *sql.Tx, sv saved, window in
 		return err
 	}
 	for _, c := range sv.changes {
-		cells := crdt.PackPK(c.Cells)
+		cells := crdt.PackValues(c.Cells)
 		if err := p.exec(ctx, tx, `INSERT INTO sub_changes (sub, change_id, kind, rowid, cells) VALUES (?, ?, ?, ?, ?)`,
 			s.ID, int64(c.ID), int(c.Kind), c.RowID, cells); err != nil {
 			return err
@@ -204,60 +204,76 @@ func (p *persister) remove(ctx context.Context, id string) error {
 }
 
 // load reads every stored subscription. Their plans are set by the caller.
-func (p *persister) load(ctx context.Context, window int) ([]*Sub, error) {
+// A subscription whose record does not decode is left out and named in
+// damaged, for the caller to drop: one bad record must not keep the
+// agent from starting.
+func (p *persister) load(ctx context.Context, window int) (out []*Sub, damaged map[string]error, err error) {
 	rows, err := p.db.QueryContext(ctx, `SELECT id, sql, args, named, columns, next_rowid, last_change FROM subs ORDER BY id`)
 	if err != nil {
-		return nil, fmt.Errorf("subscriptions: load: %w", err)
+		return nil, nil, fmt.Errorf("subscriptions: load: %w", err)
 	}
-	var out []*Sub
+	damaged = map[string]error{}
 	for rows.Next() {
 		var id, sqlText, namedJSON, colsJSON string
 		var args []byte
 		var next, last int64
 		if err := rows.Scan(&id, &sqlText, &args, &namedJSON, &colsJSON, &next, &last); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("subscriptions: load: %w", err)
+			return nil, nil, fmt.Errorf("subscriptions: load: %w", err)
 		}
-		q := Query{SQL: sqlText}
-		if len(args) > 0 {
-			if q.Args, err = crdt.UnpackPK(args); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("subscriptions: load %s: arguments: %w", id, err)
-			}
-		}
-		var named map[string][]byte
-		if err := json.Unmarshal([]byte(namedJSON), &named); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("subscriptions: load %s: named arguments: %w", id, err)
-		}
-		for k, b := range named {
-			v, err := crdt.UnpackPK(b)
-			if err != nil || len(v) != 1 {
-				rows.Close()
-				return nil, fmt.Errorf("subscriptions: load %s: named argument %s: %v", id, k, err)
-			}
-			if q.Named == nil {
-				q.Named = map[string]crdt.Value{}
-			}
-			q.Named[k] = v[0]
-		}
-		s := &Sub{ID: id, Query: q, window: window, nextRowID: next, last: uint64(last), visible: uint64(last), rows: map[string]*resultRow{}, wake: make(chan struct{}), dirty: map[string]struct{}{}}
-		if err := json.Unmarshal([]byte(colsJSON), &s.columns); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("subscriptions: load %s: columns: %w", id, err)
+		s, err := decodeSub(id, sqlText, args, namedJSON, colsJSON, next, last, window)
+		if err != nil {
+			damaged[id] = err
+			continue
 		}
 		out = append(out, s)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("subscriptions: load: %w", err)
+		return nil, nil, fmt.Errorf("subscriptions: load: %w", err)
 	}
+	kept := out[:0]
 	for _, s := range out {
 		if err := p.loadState(ctx, s, window); err != nil {
-			return nil, fmt.Errorf("subscriptions: load %s: %w", s.ID, err)
+			if ctx.Err() != nil {
+				return nil, nil, err
+			}
+			damaged[s.ID] = err
+			continue
+		}
+		kept = append(kept, s)
+	}
+	return kept, damaged, nil
+}
+
+// decodeSub builds a subscription from its stored record.
+func decodeSub(id, sqlText string, args []byte, namedJSON, colsJSON string, next, last int64, window int) (*Sub, error) {
+	q := Query{SQL: sqlText}
+	if len(args) > 0 {
+		var err error
+		if q.Args, err = crdt.UnpackValues(args); err != nil {
+			return nil, fmt.Errorf("arguments: %w", err)
 		}
 	}
-	return out, nil
+	var named map[string][]byte
+	if err := json.Unmarshal([]byte(namedJSON), &named); err != nil {
+		return nil, fmt.Errorf("named arguments: %w", err)
+	}
+	for k, b := range named {
+		v, err := crdt.UnpackValues(b)
+		if err != nil || len(v) != 1 {
+			return nil, fmt.Errorf("named argument %s: %v", k, err)
+		}
+		if q.Named == nil {
+			q.Named = map[string]crdt.Value{}
+		}
+		q.Named[k] = v[0]
+	}
+	s := &Sub{ID: id, Query: q, window: window, nextRowID: next, last: uint64(last), visible: uint64(last), rows: map[string]*resultRow{}, wake: make(chan struct{}), dirty: map[string]struct{}{}}
+	if err := json.Unmarshal([]byte(colsJSON), &s.columns); err != nil {
+		return nil, fmt.Errorf("columns: %w", err)
+	}
+	return s, nil
 }
 
 func (p *persister) loadState(ctx context.Context, s *Sub, window int) error {
@@ -290,7 +306,7 @@ func (p *persister) loadState(ctx context.Context, s *Sub, window int) error {
 		if err := rows.Scan(&id, &kind, &rowid, &cells); err != nil {
 			return err
 		}
-		vals, err := crdt.UnpackPK(cells)
+		vals, err := crdt.UnpackValues(cells)
 		if err != nil {
 			return fmt.Errorf("change %d: %w", id, err)
 		}
@@ -317,7 +333,7 @@ func (s *Sub) restore(plan *Plan) error {
 		s.byKey[i] = map[string]map[string]struct{}{}
 	}
 	for ident, r := range s.rows {
-		vals, err := crdt.UnpackPK([]byte(ident))
+		vals, err := crdt.UnpackValues([]byte(ident))
 		if err != nil || len(vals) != plan.KeyColumns {
 			return fmt.Errorf("row identity does not match the query's keys")
 		}

@@ -67,6 +67,7 @@ type resultRow struct {
 type freshRow struct {
 	cells []byte
 	keys  [][]byte
+	pos   int // its place in the query's result: new rows get row ids in this order
 }
 
 // Sub is one subscription: a query, its materialized result and the
@@ -128,7 +129,7 @@ func (s *Sub) Snapshot() ([]Row, uint64, error) {
 	}
 	out := make([]Row, 0, len(s.rows))
 	for _, r := range s.rows {
-		cells, err := crdt.UnpackPK(r.cells)
+		cells, err := crdt.UnpackValues(r.cells)
 		if err != nil {
 			return nil, 0, fmt.Errorf("subscription %s: stored row: %w", s.ID, err)
 		}
@@ -218,7 +219,7 @@ func (s *Sub) oldRowsWith(occ int, keys map[string][]crdt.Value, scope map[strin
 // that scope, and returns the changes that does, with ids assigned. The
 // caller holds no lock; merge takes it so listeners see a whole batch or
 // none of it. It is pure bookkeeping: no I/O.
-func (s *Sub) merge(scope map[string]struct{}, fresh map[string]freshRow) []Change {
+func (s *Sub) merge(scope map[string]struct{}, fresh map[string]freshRow) ([]Change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var deletes, updates, inserts []string
@@ -239,17 +240,23 @@ func (s *Sub) merge(scope map[string]struct{}, fresh map[string]freshRow) []Chan
 		}
 	}
 	if len(deletes)+len(updates)+len(inserts) == 0 {
-		return nil
+		return nil, nil
 	}
 	byRowID := func(idents []string) {
 		sort.Slice(idents, func(i, j int) bool { return s.rows[idents[i]].rowid < s.rows[idents[j]].rowid })
 	}
 	byRowID(deletes)
 	byRowID(updates)
-	sort.Strings(inserts)
+	// New rows take row ids in the query's order, so that a snapshot,
+	// which lists rows by id, follows its ORDER BY.
+	sort.Slice(inserts, func(i, j int) bool { return fresh[inserts[i]].pos < fresh[inserts[j]].pos })
 	changes := make([]Change, 0, len(deletes)+len(updates)+len(inserts))
+	var bad error
 	emit := func(kind ChangeKind, rowid int64, packed []byte) {
-		cells, _ := crdt.UnpackPK(packed) // packed here, from values
+		cells, err := crdt.UnpackValues(packed)
+		if err != nil && bad == nil {
+			bad = fmt.Errorf("subscription %s: row %d: %w", s.ID, rowid, err)
+		}
 		s.last++
 		changes = append(changes, Change{ID: s.last, Kind: kind, RowID: rowid, Cells: cells})
 	}
@@ -276,7 +283,7 @@ func (s *Sub) merge(scope map[string]struct{}, fresh map[string]freshRow) []Chan
 		emit(Insert, r.rowid, r.cells)
 	}
 	s.retain(changes)
-	return changes
+	return changes, bad
 }
 
 // retain appends changes to the window and drops what falls out of it.
