@@ -25,6 +25,7 @@ import (
 type Subscription struct {
 	c       *Client
 	ctx     context.Context
+	cancel  context.CancelFunc // Close's: ends a reconnection under way too
 	id      string
 	columns []string
 	last    uint64 // last change id delivered (or included in the rows)
@@ -64,11 +65,17 @@ func (c *Client) Subscribe(ctx context.Context, st Statement) (*Subscription, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscription{c: c, ctx: ctx}
+	s := newSubscription(c, ctx, "", 0, false)
 	if err := s.start(resp); err != nil {
+		s.cancel()
 		return nil, err
 	}
 	return s, nil
+}
+
+func newSubscription(c *Client, ctx context.Context, id string, from uint64, rowsDone bool) *Subscription {
+	ctx, cancel := context.WithCancel(ctx)
+	return &Subscription{c: c, ctx: ctx, cancel: cancel, id: id, last: from, rowsDone: rowsDone}
 }
 
 // SubscribeFrom resumes the subscription of an identical query after
@@ -79,8 +86,9 @@ func (c *Client) SubscribeFrom(ctx context.Context, st Statement, from uint64) (
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscription{c: c, ctx: ctx, last: from, rowsDone: true}
+	s := newSubscription(c, ctx, "", from, true)
 	if err := s.start(resp); err != nil {
+		s.cancel()
 		return nil, err
 	}
 	return s, nil
@@ -88,8 +96,9 @@ func (c *Client) SubscribeFrom(ctx context.Context, st Statement, from uint64) (
 
 // Resume follows subscription id from after change from, without rows.
 func (c *Client) Resume(ctx context.Context, id string, from uint64) (*Subscription, error) {
-	s := &Subscription{c: c, ctx: ctx, id: id, last: from, rowsDone: true}
+	s := newSubscription(c, ctx, id, from, true)
 	if err := s.resume(); err != nil {
+		s.cancel()
 		return nil, err
 	}
 	return s, nil
@@ -154,6 +163,7 @@ var errClosed = errors.New("client: subscription closed")
 // Close stops following; a Next waiting in another goroutine returns
 // false.
 func (s *Subscription) Close() error {
+	s.cancel() // a reconnection under way, or its wait, ends too
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
@@ -210,7 +220,7 @@ func (s *Subscription) Next() bool {
 		}
 		s.mu.Unlock()
 		if err := s.reconnect(); err != nil {
-			if !errors.Is(err, errClosed) {
+			if !errors.Is(err, errClosed) && !s.isClosed() {
 				s.err = err
 			}
 			return false

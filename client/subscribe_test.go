@@ -111,3 +111,57 @@ func TestSubscriptionEndReason(t *testing.T) {
 		t.Fatalf("subscription ended with %v, want the agent's reason and the refusal", sub.Err())
 	}
 }
+
+// TestCloseDuringResume: Close ends a Next that is resuming (the stream
+// broke and the agent does not answer the resume): the request in
+// flight is cancelled, and Next returns false with no error.
+func TestCloseDuringResume(t *testing.T) {
+	resumed := make(chan struct{}, 1)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("patina-query-id", "s1")
+		if r.Method == http.MethodPost {
+			io.Copy(io.Discard, r.Body)
+			fmt.Fprintln(w, `{"columns":["id"]}`)
+			fmt.Fprintln(w, `{"eoq":{"time":0,"change_id":0}}`)
+			return // the stream breaks: the client resumes
+		}
+		select {
+		case resumed <- struct{}{}:
+		default:
+		}
+		select { // a wedged agent: the resume gets no answer
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, _ := client.New(srv.URL, "")
+	sub, err := c.Subscribe(context.Background(), client.Statement{Query: "SELECT id FROM machines"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sub.Next() || !sub.Event().Ready {
+		t.Fatal("no ready event")
+	}
+	done := make(chan bool, 1)
+	go func() { done <- sub.Next() }()
+	select {
+	case <-resumed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client did not resume")
+	}
+	sub.Close()
+	select {
+	case ok := <-done:
+		if ok {
+			t.Fatal("Next returned an event after Close")
+		}
+		if err := sub.Err(); err != nil {
+			t.Fatalf("closed, yet Err is %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Next still blocked 5s after Close: the resume request in flight is not cancelled")
+	}
+}
