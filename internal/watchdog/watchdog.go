@@ -53,6 +53,7 @@ type Options struct {
 // Watchdog watches registered beats.
 type Watchdog struct {
 	opts   Options
+	epoch  time.Time // beats are stamped in time since (see now)
 	stalls atomic.Uint64
 	checks atomic.Uint64
 
@@ -72,8 +73,14 @@ func New(opts Options) *Watchdog {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Watchdog{opts: opts, beats: map[*Beat]struct{}{}, stalled: map[*Beat]bool{}}
+	// Beats are stamped in time since a second before now, which time.Now
+	// measures on the monotonic clock: a step of the wall clock (NTP, an
+	// operator) is neither a stall nor a reprieve.
+	return &Watchdog{opts: opts, epoch: opts.Now().Add(-time.Second), beats: map[*Beat]struct{}{}, stalled: map[*Beat]bool{}}
 }
+
+// now is the time since epoch, in nanoseconds; never 0 (a resting beat).
+func (w *Watchdog) now() int64 { return max(int64(w.opts.Now().Sub(w.epoch)), 1) }
 
 // Timeout is how long a beat may go without a tick, 0 when disabled.
 func (w *Watchdog) Timeout() time.Duration {
@@ -91,7 +98,7 @@ func (w *Watchdog) Register(name string) *Beat {
 		return nil
 	}
 	b := &Beat{name: name, w: w, every: idleTick(w.opts.Timeout)}
-	b.last.Store(w.opts.Now().UnixNano())
+	b.last.Store(w.now())
 	w.mu.Lock()
 	w.beats[b] = struct{}{}
 	w.mu.Unlock()
@@ -134,7 +141,7 @@ func (w *Watchdog) Check() {
 	if w == nil || w.opts.Timeout <= 0 {
 		return
 	}
-	now := w.opts.Now().UnixNano()
+	now := w.now()
 	var stall Stall
 	w.mu.Lock()
 	for b := range w.beats {
@@ -204,7 +211,7 @@ type Beat struct {
 	name  string
 	w     *Watchdog
 	every time.Duration
-	last  atomic.Int64 // unix nanoseconds of the last tick; 0: resting
+	last  atomic.Int64 // the last tick, as Watchdog.now; 0: resting
 
 	tickerOnce sync.Once
 	ticker     *time.Ticker
@@ -215,7 +222,7 @@ func (b *Beat) Tick() {
 	if b == nil {
 		return
 	}
-	b.last.Store(b.w.opts.Now().UnixNano())
+	b.last.Store(b.w.now())
 }
 
 // Rest says the beat has no work in progress: it cannot stall until its
