@@ -241,15 +241,15 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// resetBackend reads a whole request, then closes the connection without
-// answering: the request was sent, and nobody knows what became of it.
-func resetBackend(t *testing.T) (port int, hits *atomic.Int64) {
+// rawBackend serves each connection with serve, given the request it
+// read first; it returns the port.
+func rawBackend(t *testing.T, serve func(c net.Conn, br *bufio.Reader, req *http.Request)) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	hits = &atomic.Int64{}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -258,14 +258,25 @@ func resetBackend(t *testing.T) (port int, hits *atomic.Int64) {
 			}
 			go func() {
 				defer c.Close()
-				if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-					io.Copy(io.Discard, req.Body)
-					hits.Add(1)
+				br := bufio.NewReader(c)
+				if req, err := http.ReadRequest(br); err == nil {
+					serve(c, br, req)
 				}
 			}()
 		}
 	}()
-	return ln.Addr().(*net.TCPAddr).Port, hits
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// resetBackend reads a whole request, then closes the connection without
+// answering: the request was sent, and nobody knows what became of it.
+func resetBackend(t *testing.T) (port int, hits *atomic.Int64) {
+	hits = &atomic.Int64{}
+	port = rawBackend(t, func(_ net.Conn, _ *bufio.Reader, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		hits.Add(1)
+	})
+	return port, hits
 }
 
 // closedPort is a port nothing listens on.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -39,29 +38,8 @@ func TestStoppedAppIsNot404(t *testing.T) {
 	regionalv1.RegisterLookupServer(gs, stoppedLookup{})
 	go gs.Serve(ln)
 	defer gs.Stop()
-
-	cfg := DefaultConfig()
-	cfg.Proxy.Addr = "127.0.0.1:0"
-	cfg.Region.Name = "ams"
-	cfg.Region.Lookup = []string{ln.Addr().String()}
-	p, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	req, _ := http.NewRequest("GET", "http://"+p.Addr()+"/", nil)
-	req.Host = "web.internal"
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Fatalf("web (known, its machine stopped): %d %q, want 502", resp.StatusCode, body)
+	p, _ := runLocal(t, ln.Addr().String(), nil, nil)
+	if status, body := getWeb(t, p); status != http.StatusBadGateway {
+		t.Fatalf("web (known, its machine stopped): %d %q, want 502", status, body)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,59 +32,68 @@ func (f fixedLocator) Everywhere(_ context.Context, app string, _ bool) (locate.
 	}}}}, nil
 }
 
-// echoUpgradeBackend answers an Upgrade request with 101 and then echoes
-// each line back.
-func echoUpgradeBackend(t *testing.T) int {
+// runLocal runs a proxy of region ams whose local agents are lookup (or
+// none that answers); loc, when set, replaces its locator. stop ends Run
+// and returns its error.
+func runLocal(t *testing.T, lookup string, loc locator, edit func(*Config)) (p *Proxy, stop func() error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if lookup == "" {
+		lookup = "127.0.0.1:1"
+	}
+	cfg := DefaultConfig()
+	cfg.Proxy.Addr = "127.0.0.1:0"
+	cfg.Region.Name = "ams"
+	cfg.Region.Lookup = []string{lookup}
+	if edit != nil {
+		edit(&cfg)
+	}
+	p, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	if loc != nil {
+		p.apps.loc = loc
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	var err2 error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err2 = <-done:
+			case <-time.After(10 * time.Second):
+				err2 = fmt.Errorf("Run did not return within 10s")
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					io.WriteString(c, line)
-				}
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+		})
+		return err2
+	}
+	t.Cleanup(func() { stop() })
+	return p, stop
+}
+
+// switching answers a request 101 Switching Protocols to "echo".
+func switching(c net.Conn) {
+	io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 }
 
 // TestRunCutsUpgradedConnections: Run releases every connection when it
 // returns, upgraded (WebSocket-like) ones too, which http.Server's
 // Shutdown and Close do not track once hijacked.
 func TestRunCutsUpgradedConnections(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Proxy.Addr = "127.0.0.1:0"
-	cfg.Region.Name = "ams"
-	cfg.Region.Lookup = []string{"127.0.0.1:1"}
-	cfg.Proxy.ShutdownTimeout = 200 * time.Millisecond
-	p, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.apps.loc = fixedLocator{addr: "127.0.0.1", port: echoUpgradeBackend(t)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer cancel()
+	echo := rawBackend(t, func(c net.Conn, br *bufio.Reader, _ *http.Request) {
+		switching(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			io.WriteString(c, line)
+		}
+	})
+	p, stop := runLocal(t, "", fixedLocator{addr: "127.0.0.1", port: echo}, func(c *Config) { c.Proxy.ShutdownTimeout = 200 * time.Millisecond })
 
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
@@ -101,17 +111,10 @@ func TestRunCutsUpgradedConnections(t *testing.T) {
 	if line, err := br.ReadString('\n'); err != nil || line != "before\n" {
 		t.Fatalf("echo before shutdown: %q %v", line, err)
 	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
-	// Run has returned: the tunnel should be gone.
+	// Run has returned: the tunnel is gone.
 	io.WriteString(c, "after\n")
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if line, err := br.ReadString('\n'); err == nil {
@@ -119,68 +122,21 @@ func TestRunCutsUpgradedConnections(t *testing.T) {
 	}
 }
 
-// upgradeAnywayBackend answers every request 101 with Upgrade: echo,
-// whatever was asked, then holds the connection open.
-func upgradeAnywayBackend(t *testing.T) (port int, open *atomic.Int64) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	open = &atomic.Int64{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				open.Add(1)
-				defer open.Add(-1)
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-				io.Copy(io.Discard, br) // until the proxy closes its side
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port, open
-}
-
 // TestMismatchedUpgradeReleasesMachine: a machine that answers 101 to a
 // request that asked for no upgrade (or another protocol) gets the
 // client a 502, and its connection is closed and its in-flight count
 // falls back: otherwise least-loaded selection would avoid it for good.
 func TestMismatchedUpgradeReleasesMachine(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Proxy.Addr = "127.0.0.1:0"
-	cfg.Region.Name = "ams"
-	cfg.Region.Lookup = []string{"127.0.0.1:1"}
-	p, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, open := upgradeAnywayBackend(t)
-	p.apps.loc = fixedLocator{addr: "127.0.0.1", port: port}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	req, _ := http.NewRequest("GET", "http://"+p.Addr()+"/", nil)
-	req.Host = "web.internal"
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Fatalf("status %d, want 502", resp.StatusCode)
+	var open atomic.Int64
+	port := rawBackend(t, func(c net.Conn, br *bufio.Reader, _ *http.Request) {
+		open.Add(1)
+		defer open.Add(-1)
+		switching(c)
+		io.Copy(io.Discard, br) // until the proxy closes its side
+	})
+	p, _ := runLocal(t, "", fixedLocator{addr: "127.0.0.1", port: port}, nil)
+	if status, _ := getWeb(t, p); status != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", status)
 	}
 	v, _ := p.apps.apps.Load("web")
 	st := v.(*appState)
@@ -198,4 +154,18 @@ func TestMismatchedUpgradeReleasesMachine(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// getWeb GETs / of web.internal through p.
+func getWeb(t *testing.T, p *Proxy) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+p.Addr()+"/", nil)
+	req.Host = "web.internal"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(body)
 }
