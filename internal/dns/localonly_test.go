@@ -9,39 +9,17 @@ import (
 	"time"
 
 	miekg "github.com/miekg/dns"
-	"google.golang.org/grpc"
 
 	"github.com/patina-db/patina/internal/dns"
+	"github.com/patina-db/patina/internal/locate/locatetest"
 	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
 )
 
-// oneAppLookup is a regional agent's Lookup service: "web" has one
-// healthy machine, no other app has any.
-type oneAppLookup struct {
-	regionalv1.UnimplementedLookupServer
-}
-
-func (oneAppLookup) ListMachines(_ context.Context, req *regionalv1.ListMachinesRequest) (*regionalv1.ListMachinesResponse, error) {
-	resp := &regionalv1.ListMachinesResponse{Region: "ams"}
-	if req.GetApp() == "web" {
-		resp.Machines = []*regionalv1.Machine{
-			{Id: "m1", App: "web", Region: "ams", Address: "127.0.0.11", Port: 8080, State: "started", Healthy: true},
-		}
-	}
-	return resp, nil
-}
-
+// startOneAppLookup serves a region whose only app, "web", has one
+// healthy machine.
 func startOneAppLookup(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	regionalv1.RegisterLookupServer(s, oneAppLookup{})
-	go s.Serve(ln)
-	t.Cleanup(s.Stop)
-	return ln.Addr().String()
+	return locatetest.Lookup(t, locatetest.App("ams", "web",
+		&regionalv1.Machine{Id: "m1", App: "web", Region: "ams", Address: "127.0.0.11", Port: 8080, State: "started", Healthy: true}))
 }
 
 // TestLocalOnlyUnknownApp: without [global] agents ("none: local region

@@ -10,67 +10,36 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/patina-db/patina/internal/locate"
+	"github.com/patina-db/patina/internal/locate/locatetest"
 	globalv1 "github.com/patina-db/patina/proto/patina/global/v1"
 	regionalv1 "github.com/patina-db/patina/proto/patina/regional/v1"
 )
 
-// fakeLookup is a regional agent's Lookup service with one healthy
-// machine of "web".
-type fakeLookup struct {
-	regionalv1.UnimplementedLookupServer
-}
-
-func (fakeLookup) ListMachines(context.Context, *regionalv1.ListMachinesRequest) (*regionalv1.ListMachinesResponse, error) {
-	return &regionalv1.ListMachinesResponse{Region: "ams", Machines: []*regionalv1.Machine{
-		{Id: "m1", App: "web", Region: "ams", Address: "127.0.0.1", Port: 8080, State: "started", Healthy: true},
-	}}, nil
-}
-
+// startLookup serves a region whose only app, "web", has one healthy
+// machine.
 func startLookup(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	regionalv1.RegisterLookupServer(s, fakeLookup{})
-	go s.Serve(ln)
-	t.Cleanup(s.Stop)
-	return ln.Addr().String()
+	return locatetest.Lookup(t, webMachine)
 }
 
-// wedgedLookup answers until wedged, then never again: an agent whose
-// process is stopped (SIGSTOP), deadlocked or stalled on its disk, or
-// one behind a network partition; its TCP connection stays up.
-type wedgedLookup struct {
-	fakeLookup
-	wedged atomic.Bool
-}
-
-func (w *wedgedLookup) ListMachines(ctx context.Context, req *regionalv1.ListMachinesRequest) (*regionalv1.ListMachinesResponse, error) {
-	if w.wedged.Load() {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	return w.fakeLookup.ListMachines(ctx, req)
-}
+var webMachine = locatetest.App("ams", "web",
+	&regionalv1.Machine{Id: "m1", App: "web", Region: "ams", Address: "127.0.0.1", Port: 8080, State: "started", Healthy: true})
 
 // TestFailoverPastWedgedAgent: region.lookup lists two agents; the
-// first one wedges, the second is healthy. The call to the first must not
-// take the whole timeout: the second answers within it.
+// first one wedges (a process stopped with SIGSTOP, deadlocked or
+// stalled on its disk, or behind a partition: its connection stays up),
+// the second is healthy. The call to the first must not take the whole
+// timeout: the second answers within it.
 func TestFailoverPastWedgedAgent(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &wedgedLookup{}
-	s := grpc.NewServer()
-	regionalv1.RegisterLookupServer(s, w)
-	go s.Serve(ln)
-	defer s.Stop()
-
+	var wedged atomic.Bool
+	first := locatetest.Lookup(t, func(ctx context.Context, req *regionalv1.ListMachinesRequest) (*regionalv1.ListMachinesResponse, error) {
+		if wedged.Load() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return webMachine(ctx, req)
+	})
 	l, err := locate.New(locate.Config{
-		Region: "ams", Local: []string{ln.Addr().String(), startLookup(t)},
+		Region: "ams", Local: []string{first, startLookup(t)},
 		TTL: 20 * time.Millisecond, Timeout: 300 * time.Millisecond,
 	})
 	if err != nil {
@@ -81,7 +50,7 @@ func TestFailoverPastWedgedAgent(t *testing.T) {
 	if _, err := l.Machines(ctx, "web", "ams", true); err != nil {
 		t.Fatal(err)
 	}
-	w.wedged.Store(true)
+	wedged.Store(true)
 	deadline := time.Now().Add(5 * time.Second)
 	var lastErr error
 	for time.Now().Before(deadline) {
