@@ -10,13 +10,26 @@ import (
 
 // SQLite authorizer action codes (sqlite3.h).
 const (
-	authDelete    = 9
-	authInsert    = 18
-	authRead      = 20
-	authSelect    = 21
-	authUpdate    = 23
-	authFunction  = 31
-	authRecursive = 33
+	authCreateIndex     = 1
+	authCreateTable     = 2
+	authCreateTempIndex = 3
+	authCreateTempTable = 4
+	authCreateTrigger   = 7
+	authCreateView      = 8
+	authDelete          = 9
+	authDropIndex       = 10
+	authDropTable       = 11
+	authDropTrigger     = 16
+	authDropView        = 17
+	authInsert          = 18
+	authRead            = 20
+	authSelect          = 21
+	authTransaction     = 22
+	authUpdate          = 23
+	authAlterTable      = 26
+	authReindex         = 27 // asked when an index is built
+	authFunction        = 31
+	authRecursive       = 33
 
 	authOK   = 0
 	authDeny = 1

@@ -189,7 +189,7 @@ func captureTriggers(t *Table) []string {
 		q := quoteIdent(c.Name)
 		// BINARY: a NOCASE column changing 'abc' to 'ABC' is a change.
 		expr := "OLD." + q + " IS NOT NEW." + q + " COLLATE BINARY"
-		if affinityOf(c.Type) == "BLOB" {
+		if c.affinity() == "BLOB" {
 			// Without affinity 1 and 1.0 are equal to IS but stored differently.
 			expr = "(" + expr + " OR typeof(OLD." + q + ") IS NOT typeof(NEW." + q + "))"
 		}
@@ -246,7 +246,7 @@ func dropTriggers(t string) []string {
 // keyClasses are the storage classes a key column may hold: one per
 // affinity, so that equal stored keys always pack to equal bytes.
 func keyClasses(c Column) []string {
-	switch affinityOf(c.Type) {
+	switch c.affinity() {
 	case "INTEGER":
 		return []string{"integer"}
 	case "TEXT":

@@ -225,3 +225,19 @@ func TestCountersAtTheBound(t *testing.T) {
 		t.Fatalf("a:\n%s\nb:\n%s", da, db)
 	}
 }
+
+// TestStrictAnyColumnReplicates: a STRICT table's ANY column keeps values
+// as given, with no affinity: a text '42' replicates as text, and 1
+// becoming 1.0 is a change.
+func TestStrictAnyColumnReplicates(t *testing.T) {
+	a, b := pair(t, `CREATE TABLE t (id INTEGER PRIMARY KEY, v ANY) STRICT`)
+	exec(t, a, stmt(`INSERT INTO t VALUES (1, '42'), (2, 1)`))
+	if v := exec(t, a, stmt(`UPDATE t SET v = 1.0 WHERE id = 2`)).Version; v != 2 {
+		t.Errorf("integer 1 -> real 1.0 in an ANY column: version %d, want 2", v)
+	}
+	replicate(t, a, b)
+	q := `SELECT id || ' ' || typeof(v) || ' ' || v FROM t ORDER BY id`
+	if da, db := dumpQuery(t, a, q), dumpQuery(t, b, q); da != db || !strings.Contains(da, "text") || !strings.Contains(da, "real") {
+		t.Fatalf("a:\n%s\nb:\n%s", da, db)
+	}
+}

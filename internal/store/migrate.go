@@ -9,6 +9,9 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync/atomic"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 // createRe finds the object a CREATE TABLE or CREATE INDEX statement names.
@@ -31,6 +34,11 @@ func unquoteIdent(s string) string {
 type scratch struct {
 	db   *sql.DB
 	conn *sql.Conn
+	// client is set while a caller's statement runs: the authorizer then
+	// allows schema statements on the scratch database and nothing else
+	// (no ATTACH, which would reach the live database or make files; no
+	// VACUUM INTO, PRAGMA or rows written).
+	client atomic.Bool
 }
 
 func newScratch(ctx context.Context) (*scratch, error) {
@@ -43,7 +51,72 @@ func newScratch(ctx context.Context) (*scratch, error) {
 		db.Close()
 		return nil, fmt.Errorf("schema scratch: %w", err)
 	}
-	return &scratch{db: db, conn: conn}, nil
+	sc := &scratch{db: db, conn: conn}
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*sqlite3.SQLiteConn)
+		if !ok {
+			return fmt.Errorf("unexpected driver connection %T", dc)
+		}
+		c.RegisterAuthorizer(func(op int, arg1, _, db string) int {
+			if !sc.client.Load() {
+				return authOK
+			}
+			return schemaAuthorizer(op, arg1, db)
+		})
+		return nil
+	})
+	if err != nil {
+		sc.close()
+		return nil, fmt.Errorf("schema scratch: %w", err)
+	}
+	return sc, nil
+}
+
+// schemaAuthorizer allows what a migration's statements may do in the
+// scratch copy of the schema, which is in memory and holds no rows: create,
+// alter and drop its tables, indexes, views and triggers (the schema rules
+// then refuse the last two by name), which writes its schema table. Nothing
+// that reaches past it: no ATTACH (another database, the live one
+// included, or a new file: VACUUM INTO attaches its target), no PRAGMA, no
+// TEMP objects, no transaction control.
+func schemaAuthorizer(op int, table, db string) int {
+	switch op {
+	case authAlterTable: // its last argument is not always the database
+		return authOK
+	case authRead, authSelect, authFunction, authRecursive:
+		return authOK
+	case authCreateIndex, authCreateTable, authCreateView, authCreateTrigger,
+		authDropIndex, authDropTable, authDropView, authDropTrigger, authReindex,
+		authInsert, authUpdate, authDelete:
+		// ALTER TABLE also rewrites the (empty) TEMP schema table.
+		if db == "main" || db == "temp" && (table == "sqlite_temp_master" || table == "sqlite_temp_schema") {
+			return authOK
+		}
+	}
+	return authDeny
+}
+
+// migrationVerb is the keyword a migration statement starts with: it
+// takes CREATE, ALTER and DROP, nothing else.
+func migrationVerb(q string) (string, bool) {
+	code := []byte(q)
+	if sh, err := scanSQL(q); err == nil {
+		code = sh.code
+	}
+	fields := strings.Fields(string(code))
+	if len(fields) == 0 {
+		return "", false
+	}
+	verb := strings.ToUpper(fields[0])
+	return verb, verb == "CREATE" || verb == "ALTER" || verb == "DROP"
+}
+
+// run runs a caller's statement under schemaAuthorizer.
+func (s *scratch) run(ctx context.Context, q string) error {
+	s.client.Store(true)
+	defer s.client.Store(false)
+	_, err := s.conn.ExecContext(ctx, q)
+	return err
 }
 
 func (s *scratch) close() { s.conn.Close(); s.db.Close() }
@@ -74,12 +147,17 @@ func (s *Store) Migrate(ctx context.Context, stmts []string) error {
 		}
 	}
 	for i, q := range stmts {
+		if verb, ok := migrationVerb(q); !ok {
+			return &SchemaError{Reason: fmt.Sprintf("statement %d: %q: a migration takes CREATE, ALTER and DROP statements", i, verb)}
+		}
 		if strings.Contains(strings.ToLower(q), internalPrefix) {
 			return &SchemaError{Reason: fmt.Sprintf("statement %d: names starting with %s are reserved", i, internalPrefix)}
 		}
+		restated := ""
 		if m := createRe.FindStringSubmatch(q); m != nil {
 			kind, name := strings.ToUpper(m[1]), unquoteIdent(m[2])
 			if kind == "TABLE" && cur.Tables[name] != nil {
+				restated = name
 				// A restated table replaces the old definition in the scratch
 				// copy; the comparison below decides whether that is allowed.
 				if _, err := sc.conn.ExecContext(ctx, "DROP TABLE "+quoteIdent(name)); err != nil {
@@ -92,8 +170,17 @@ func (s *Store) Migrate(ctx context.Context, stmts []string) error {
 				}
 			}
 		}
-		if _, err := sc.conn.ExecContext(ctx, q); err != nil {
+		if err := sc.run(ctx, q); err != nil {
 			return &SchemaError{Reason: fmt.Sprintf("statement %d: %v", i, err)}
+		}
+		// Dropping the restated table took its indexes: they stay unless
+		// the migration drops them itself. One that no longer fits the
+		// new definition (a column gone) is left out: the comparison then
+		// refuses the migration, naming the column.
+		for _, name := range sortedKeys(cur.Indexes) {
+			if idx := cur.Indexes[name]; restated != "" && idx.Table == restated {
+				_, _ = sc.conn.ExecContext(ctx, idx.SQL)
+			}
 		}
 	}
 	want, err := readSchema(ctx, sc.conn)
@@ -202,24 +289,32 @@ func (s *Store) migrateTo(ctx context.Context, cur, want *Schema) error {
 	if _, err := s.writer.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	rollback := func() { _, _ = s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") }
 	for _, q := range stmts {
 		if _, err := s.writer.ExecContext(ctx, q); err != nil {
-			_, _ = s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+			rollback()
 			return &SchemaError{Reason: fmt.Sprintf("%v (in %s)", err, q)}
 		}
 	}
-	if err := s.commit(ctx, s.writer); err != nil {
-		_, _ = s.writer.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
-		return fmt.Errorf("migrate: commit: %w", err)
-	}
+	// The new schema is read and the capture rebuilt inside the same
+	// transaction: if anything fails (or the caller goes away) before
+	// the commit, all of it rolls back, and after it nothing is left to
+	// do that could fail. A schema committed without its capture would
+	// leave writes to the new columns unreplicated.
 	next, err := readSchema(ctx, s.writer)
 	if err != nil {
+		rollback()
 		return fmt.Errorf("migrate: reread schema: %w", err)
 	}
 	for name := range plan.changedTable {
 		if err := s.installCapture(ctx, next.Tables[name]); err != nil {
+			rollback()
 			return err
 		}
+	}
+	if err := s.commit(ctx, s.writer); err != nil {
+		rollback()
+		return fmt.Errorf("migrate: commit: %w", err)
 	}
 	s.schema = next
 	s.dropApplierStmts()

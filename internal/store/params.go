@@ -14,6 +14,10 @@ type sqlShape struct {
 	named      map[string]int // :name, @name, $name (without the sigil) → index
 	positional bool           // uses ? or ?NNN
 	end        int            // just past the last token
+	// code is the text without its comments (each now a space) and with
+	// every string literal emptied (''): what remains is SQL to look for
+	// keywords in.
+	code []byte
 }
 
 // scanSQL finds the statements and parameters of SQL text the way SQLite's
@@ -26,6 +30,7 @@ func scanSQL(q string) (sqlShape, error) {
 	i := 0
 	for i < len(q) {
 		c := q[i]
+		from := i
 		switch {
 		case c == '\'' || c == '"' || c == '`':
 			end := strings.IndexByte(q[i+1:], c)
@@ -42,6 +47,11 @@ func scanSQL(q string) (sqlShape, error) {
 			}
 			i += end + 2
 			inStmt, sh.end = true, i
+			if c == '\'' {
+				sh.code = append(sh.code, "''"...)
+			} else {
+				sh.code = append(sh.code, q[from:i]...)
+			}
 			continue
 		case c == '[':
 			end := strings.IndexByte(q[i:], ']')
@@ -50,15 +60,19 @@ func scanSQL(q string) (sqlShape, error) {
 			}
 			i += end + 1
 			inStmt, sh.end = true, i
+			sh.code = append(sh.code, q[from:i]...)
 			continue
 		case c == '-' && i+1 < len(q) && q[i+1] == '-':
+			sh.code = append(sh.code, ' ')
 			end := strings.IndexByte(q[i:], '\n')
 			if end < 0 {
-				return sh, nil
+				i = len(q)
+				continue
 			}
 			i += end + 1
 			continue
 		case c == '/' && i+1 < len(q) && q[i+1] == '*':
+			sh.code = append(sh.code, ' ')
 			end := strings.Index(q[i+2:], "*/")
 			if end < 0 {
 				i = len(q)
@@ -88,6 +102,7 @@ func scanSQL(q string) (sqlShape, error) {
 			}
 			i = j
 			inStmt, sh.end = true, i
+			sh.code = append(sh.code, q[from:i]...)
 			continue
 		case (c == ':' || c == '@' || c == '$') && i+1 < len(q) && isIdentByte(q[i+1]):
 			j := i + 1
@@ -101,11 +116,13 @@ func scanSQL(q string) (sqlShape, error) {
 			}
 			i = j
 			inStmt, sh.end = true, i
+			sh.code = append(sh.code, q[from:i]...)
 			continue
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
 		default:
 			inStmt, sh.end = true, i+1
 		}
+		sh.code = append(sh.code, c)
 		i++
 	}
 	if inStmt {
@@ -145,6 +162,14 @@ func checkParams(st Statement) error {
 	}
 	if len(st.Args)+len(st.Named) != sh.maxIndex {
 		return fmt.Errorf("expected %d arguments, got %d positional and %d named", sh.maxIndex, len(st.Args), len(st.Named))
+	}
+	// Positional arguments bind to parameters 1..len(Args) by number, and
+	// SQLite numbers a named parameter where it first appears: one before
+	// a ? takes that ?'s number, and the ? would get NULL.
+	for name, idx := range sh.named {
+		if idx <= len(st.Args) {
+			return fmt.Errorf("named parameter %q comes before a positional one: put the ? parameters first, or name them all", name)
+		}
 	}
 	return nil
 }

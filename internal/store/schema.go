@@ -19,6 +19,17 @@ type Column struct {
 	NotNull    bool
 	Default    string // SQL text of the default, "" when none
 	PKPosition int    // 1-based position in the primary key, 0 when not part of it
+	// Strict: the column of a STRICT table, where a column declared ANY
+	// keeps values as given (no affinity), not NUMERIC as elsewhere.
+	Strict bool
+}
+
+// affinity is the column's affinity by SQLite's rules.
+func (c Column) affinity() string {
+	if c.Strict && strings.EqualFold(strings.TrimSpace(c.Type), "ANY") {
+		return "BLOB"
+	}
+	return affinityOf(c.Type)
 }
 
 // Table is a replicated table's shape.
@@ -180,14 +191,21 @@ func readTable(ctx context.Context, q querier, name, createSQL string) (*Table, 
 	return t, nil
 }
 
-// readKeyKind sets WithoutRowid and RowidAlias.
+// readKeyKind sets WithoutRowid and RowidAlias, and marks the columns
+// of a STRICT table.
 func readKeyKind(ctx context.Context, q querier, t *Table) error {
-	rows, err := q.QueryContext(ctx, `SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?`, t.Name)
+	rows, err := q.QueryContext(ctx, `SELECT wr, strict FROM pragma_table_list WHERE schema = 'main' AND name = ?`, t.Name)
 	if err != nil {
 		return err
 	}
+	var strict bool
 	if rows.Next() {
-		err = rows.Scan(&t.WithoutRowid)
+		err = rows.Scan(&t.WithoutRowid, &strict)
+	}
+	for _, cols := range [][]Column{t.Columns, t.PK, t.Values} {
+		for i := range cols {
+			cols[i].Strict = strict
+		}
 	}
 	rows.Close()
 	if err == nil {
@@ -234,7 +252,13 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 			return &SchemaError{Table: t.Name, Column: c.Name, Reason: fmt.Sprintf("declared type %q is not supported: use a plain type name such as TEXT, INTEGER, REAL, BLOB or VARCHAR(64)", c.Type)}
 		}
 	}
-	if checkRe.MatchString(t.SQL) {
+	// Looked for in the statement's code: a comment may sit between
+	// CHECK and its parenthesis, and a string may say anything.
+	code := []byte(t.SQL)
+	if sh, err := scanSQL(t.SQL); err == nil {
+		code = sh.code
+	}
+	if checkRe.Match(code) {
 		// Two writes each valid alone can merge into a row that is not.
 		return &SchemaError{Table: t.Name, Reason: "CHECK constraints are refused, a merge could violate them"}
 	}
@@ -303,7 +327,7 @@ var typeNameRe = regexp.MustCompile(`^\s*([A-Za-z][A-Za-z0-9_]*(\s+[A-Za-z][A-Za
 var checkRe = regexp.MustCompile(`(?i)\bCHECK\s*\(`)
 
 // keyAffinity is a key column's affinity, untyped counting as BLOB.
-func keyAffinity(c Column) string { return affinityOf(c.Type) }
+func keyAffinity(c Column) string { return c.affinity() }
 
 // checkKeyCollation refuses key columns with a collation other than
 // BINARY: the data table would take 'k' and 'K' as one key while the clock

@@ -23,6 +23,7 @@ func TestSchemaRulesRefuse(t *testing.T) {
 		"datetime":             {`CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, at DATETIME)`, "t", "DATETIME"},
 		"reserved":             {`CREATE TABLE __patina_x (id TEXT NOT NULL PRIMARY KEY)`, "", "reserved"},
 		"bad sql":              {`CREATE TABLE t (`, "", "incomplete input"},
+		"check behind comment": {"CREATE TABLE t (id TEXT NOT NULL PRIMARY KEY, a INT, b INT, CHECK /* a below b */ (a < b))", "t", "CHECK"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

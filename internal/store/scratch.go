@@ -13,14 +13,6 @@ import (
 // such as subscriptions joining their changed keys against a query.
 const scratchDriver = "patina-sqlite3-scratch"
 
-// More authorizer action codes (sqlite3.h).
-const (
-	authCreateTempIndex = 3
-	authCreateTempTable = 4
-	authTransaction     = 22
-	authReindex         = 27 // asked when an index is built
-)
-
 func init() {
 	sql.Register(scratchDriver, &sqlite3.SQLiteDriver{
 		ConnectHook: func(c *sqlite3.SQLiteConn) error {

@@ -109,7 +109,7 @@ func newTableSQL(t *Table) *tableSQL {
 	ts := &tableSQL{t: t, valueIndex: map[string]int{}}
 	for i, c := range t.Values {
 		ts.valueIndex[c.Name] = i
-		ts.affinity = append(ts.affinity, affinityOf(c.Type))
+		ts.affinity = append(ts.affinity, c.affinity())
 	}
 	var joinC, joinT, joinDC []string
 	for _, c := range t.PK {
