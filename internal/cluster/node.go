@@ -645,11 +645,15 @@ func (n *Node) rndInt64(max int64) int64 {
 
 // syncState is this node's bookkeeping as a peer reads it: per actor the
 // head and the gaps below it. A peer refuses a state with more than
-// maxGaps gaps, so beyond that only the newest maxGaps are listed: the
-// peer then takes the others for versions this node has, and leaves them
-// out. That is safe, and the next rounds, once these gaps are filled,
-// list the older ones.
-func syncState(b *crdt.Bookkeeping, maxGaps int) *wirev1.SyncState {
+// maxGaps gaps, so beyond that maxGaps of them are listed: the peer then
+// takes the others for versions this node has, and leaves them out. Which
+// ones turns with round: round 0 lists the newest maxGaps (by version,
+// across actors), round 1 the next ones, and so on around, so that every
+// gap is asked for within a few rounds, even when some can never be
+// filled (versions a faulty peer made up, which exist nowhere): listing
+// the newest alone would then ask for those forever and never for the
+// others.
+func syncState(b *crdt.Bookkeeping, maxGaps int, round uint64) *wirev1.SyncState {
 	type gap struct {
 		av *wirev1.ActorVersions
 		r  crdt.Range
@@ -664,9 +668,14 @@ func syncState(b *crdt.Bookkeeping, maxGaps int) *wirev1.SyncState {
 		s.Actors = append(s.Actors, av)
 	}
 	if len(all) > maxGaps {
-		// Newest first across actors; each actor keeps its newest gaps.
+		// Newest first across actors, then this round's window of them.
 		slices.SortStableFunc(all, func(x, y gap) int { return cmp.Compare(y.r.End, x.r.End) })
-		all = all[:maxGaps]
+		windows := uint64((len(all) + maxGaps - 1) / maxGaps)
+		start := int(round%windows) * maxGaps
+		window := append([]gap(nil), all[start:min(start+maxGaps, len(all))]...)
+		// The last window is short: filled from the newest.
+		window = append(window, all[:maxGaps-len(window)]...)
+		all = window
 		slices.SortStableFunc(all, func(x, y gap) int { return cmp.Compare(x.r.Start, y.r.Start) })
 	}
 	for _, g := range all {
@@ -697,7 +706,7 @@ func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error
 		book.MarkKnown(k.actor, k.version)
 	}
 	n.mu.Unlock()
-	return n.tr.sync(ctx, peer.QUICAddr, syncState(book, maxSyncGaps), func(c *wirev1.SyncChunk) error {
+	return n.tr.sync(ctx, peer.QUICAddr, syncState(book, maxSyncGaps, n.Stats.SyncRounds.Load()), n.cfg.SyncMaxVersions, func(c *wirev1.SyncChunk) error {
 		var css []*crdt.Changeset
 		for _, w := range c.GetChangesets() {
 			cs, err := fromWire(w)
@@ -722,7 +731,7 @@ const syncChunkSize = 256
 
 // Bounds on what one sync request may describe.
 const (
-	maxSyncActors = 100_000
+	maxSyncActors = store.MaxActors // a store records no more
 	maxSyncGaps   = 200_000
 )
 

@@ -27,10 +27,10 @@ func TestSyncStateBoundsGaps(t *testing.T) {
 	for v := uint64(1); v <= 41; v += 4 { // y lacks 2-4, 6-8, ..., 38-40: 10 gaps
 		b.MarkKnown(y, v)
 	}
-	if s := syncState(b, 1000); countGaps(s) != 110 {
+	if s := syncState(b, 1000, 7); countGaps(s) != 110 {
 		t.Fatalf("under the bound: %d gaps listed, want all 110", countGaps(s))
 	}
-	s := syncState(b, 20)
+	s := syncState(b, 20, 0)
 	if n := countGaps(s); n != 20 {
 		t.Fatalf("%d gaps listed, want 20", n)
 	}
@@ -58,6 +58,37 @@ func TestSyncStateBoundsGaps(t *testing.T) {
 		if av.GetActor()[0] == 1 && (len(av.GetGaps()) != 20 || av.GetGaps()[0].GetStart() != 162) {
 			t.Fatalf("x's gaps listed: %v, want the 20 newest, 162 to 200", av.GetGaps())
 		}
+	}
+}
+
+// TestSyncStateTurnsThroughGaps: over successive rounds the listed gaps
+// turn through all of them, so that gaps that can never be filled (an
+// actor's made-up versions) do not keep the others from being asked for.
+func TestSyncStateTurnsThroughGaps(t *testing.T) {
+	b := crdt.NewBookkeeping()
+	var x, y crdt.ActorID
+	x[0], y[0] = 1, 2
+	for v := uint64(1); v <= 1<<40; v += 1 << 33 { // x: 127 gaps, high up
+		b.MarkKnown(x, v)
+	}
+	b.MarkKnown(y, 5) // y: one gap, 1-4, older than all of x's
+	listed := map[[2]uint64]bool{}
+	for round := uint64(0); round < 7; round++ { // ceil(128/20) windows
+		s := syncState(b, 20, round)
+		if n := countGaps(s); n != 20 {
+			t.Fatalf("round %d: %d gaps listed, want 20", round, n)
+		}
+		for _, av := range s.GetActors() {
+			for _, g := range av.GetGaps() {
+				listed[[2]uint64{uint64(av.GetActor()[0]), g.GetStart()}] = true
+			}
+		}
+	}
+	if !listed[[2]uint64{2, 1}] {
+		t.Fatal("y's gap was never listed")
+	}
+	if len(listed) != 128 {
+		t.Fatalf("%d of 128 gaps listed over the rounds", len(listed))
 	}
 }
 

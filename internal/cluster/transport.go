@@ -497,8 +497,18 @@ func (t *transport) sendOnStream(ctx context.Context, pc *peerConn, addr string,
 	return st.Close()
 }
 
-// sync sends our state to addr and hands every chunk it streams back to fn.
-func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncState, fn func(*wirev1.SyncChunk) error) error {
+// syncExchangeTimeout bounds one sync exchange as a whole (each frame has
+// ioTimeout too). A full exchange takes a few seconds.
+const syncExchangeTimeout = time.Minute
+
+// sync sends our state to addr and hands every chunk it streams back to
+// fn. An honest peer sends at most maxVersions, in full chunks, then a
+// done chunk, well within syncExchangeTimeout: one that trickles empty
+// chunks or streams on past the bound is cut off, so that it cannot hold
+// this member's syncs.
+func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncState, maxVersions int, fn func(*wirev1.SyncChunk) error) error {
+	ctx, cancelExchange := context.WithTimeout(ctx, syncExchangeTimeout)
+	defer cancelExchange()
 	conn, err := t.connect(ctx, addr)
 	if err != nil {
 		return err
@@ -522,17 +532,29 @@ func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncSta
 	}
 	st.Close() // our side is done writing
 	r := bufio.NewReader(st)
+	received, empty := 0, 0
 	for {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return fmt.Errorf("sync with %s: %w", addr, ctx.Err())
 		}
-		st.SetReadDeadline(time.Now().Add(ioTimeout))
+		deadline := time.Now().Add(ioTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		st.SetReadDeadline(deadline)
 		var chunk wirev1.SyncChunk
 		if err := readFrameLimit(r, &chunk, maxPartFrame); err != nil {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("sync with %s: stream ended before done", addr)
 			}
 			return fmt.Errorf("sync with %s: %w", addr, err)
+		}
+		received += len(chunk.GetChangesets())
+		if len(chunk.GetChangesets()) == 0 && !chunk.GetDone() {
+			empty++
+		}
+		if received > maxVersions+syncChunkSize || empty > 1 {
+			return fmt.Errorf("sync with %s: the peer sends past what an exchange holds (%d versions, %d empty chunks)", addr, received, empty)
 		}
 		if err := fn(&chunk); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -233,5 +234,50 @@ func TestRestartedPeerResetsOldConnection(t *testing.T) {
 			t.Fatalf("received %v after the restart, want version 100", rec.versions())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// syncServer answers every sync request with serve.
+type syncServer struct {
+	recorder
+	serve func(send func(*wirev1.SyncChunk) error) error
+}
+
+func (s *syncServer) handleSync(_ context.Context, _ string, _ *wirev1.SyncState, send func(*wirev1.SyncChunk) error) error {
+	return s.serve(send)
+}
+
+// TestSyncCutsOffAPeerPastTheBounds: an exchange whose peer trickles
+// empty chunks that never end it, or streams more versions than an
+// exchange holds, ends with an error at once, instead of holding the
+// member's syncs for as long as the peer likes.
+func TestSyncCutsOffAPeerPastTheBounds(t *testing.T) {
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trickle := func(send func(*wirev1.SyncChunk) error) error {
+		for {
+			if err := send(&wirev1.SyncChunk{}); err != nil {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	flood := func(send func(*wirev1.SyncChunk) error) error {
+		for v := uint64(1); ; v++ {
+			if err := send(&wirev1.SyncChunk{Changesets: testMessage(v).GetChangesets()}); err != nil {
+				return err
+			}
+		}
+	}
+	for name, serve := range map[string]func(func(*wirev1.SyncChunk) error) error{"trickle": trickle, "flood": flood} {
+		peer := testTransport(t, ca, "peer-"+name, &syncServer{recorder: recorder{from: map[string]bool{}}, serve: serve})
+		self := testTransport(t, ca, "self-"+name, &recorder{from: map[string]bool{}})
+		chunks := 0
+		err := self.sync(context.Background(), peer.addr(), &wirev1.SyncState{}, 1000, func(*wirev1.SyncChunk) error { chunks++; return nil })
+		if err == nil || !strings.Contains(err.Error(), "past what an exchange holds") {
+			t.Fatalf("%s: %v after %d chunks", name, err, chunks)
+		}
 	}
 }

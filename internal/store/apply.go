@@ -98,6 +98,7 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 	// on a changeset's fault is applied again one changeset at a time, so
 	// the others still apply and the culprit is named.
 	var run []*crdt.Changeset
+	newActors := map[crdt.ActorID]bool{} // actors this call records anew
 	runKeys := map[rowKey]struct{}{}
 	runVersions := map[versionKey]struct{}{}
 	flush := func() error {
@@ -124,6 +125,13 @@ func (s *Store) applyLocked(ctx context.Context, b *applyBatch, changesets []*cr
 		}
 		if err == nil && cs.Version > MaxVersion {
 			err = fmt.Errorf("%w: version %d above the maximum %d", ErrRefused, cs.Version, uint64(MaxVersion))
+		}
+		if _, known := s.sites[cs.Actor]; err == nil && !known && !newActors[cs.Actor] {
+			if len(s.sites)+len(newActors) >= s.maxActors() {
+				err = fmt.Errorf("%w: actor %s: this node already records %d actors, the most it takes", ErrRefused, cs.Actor, len(s.sites)+len(newActors))
+			} else {
+				newActors[cs.Actor] = true
+			}
 		}
 		if err == nil && cs.Actor == s.actor && !s.book.Knows(cs.Actor, cs.Version) {
 			// Only this node writes its own versions; one it does not have
@@ -302,6 +310,15 @@ func (s *Store) batchKnows(b *applyBatch, a crdt.ActorID, v uint64) bool {
 	return s.book.Knows(a, v)
 }
 
+// maxActors is how many actors the store records at most, its own
+// included.
+func (s *Store) maxActors() int {
+	if s.cfg.maxActors > 0 {
+		return s.cfg.maxActors
+	}
+	return MaxActors
+}
+
 func (s *Store) batchSite(ctx context.Context, b *applyBatch, a crdt.ActorID) (ord int64, isNew bool, err error) {
 	if a == s.actor {
 		return 0, false, nil
@@ -312,8 +329,8 @@ func (s *Store) batchSite(ctx context.Context, b *applyBatch, a crdt.ActorID) (o
 	if ord, ok := b.sites[a]; ok {
 		return ord, false, nil
 	}
-	if len(s.sites)+len(b.sites) >= maxSites-1 {
-		return 0, false, fmt.Errorf("register actor %s: this node already records %d actors", a, maxSites-1)
+	if n := len(s.sites) + len(b.sites); n >= min(s.maxActors(), maxSites-1) {
+		return 0, false, fmt.Errorf("%w: register actor %s: this node already records %d actors", ErrRefused, a, n)
 	}
 	err = queryRow(ctx, s.aint, `INSERT INTO __patina_sites (ordinal, actor) VALUES ((SELECT coalesce(max(ordinal), 0) + 1 FROM __patina_sites), ?) RETURNING ordinal`, []any{a[:]}, &ord)
 	if err != nil {

@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/patina-db/patina/internal/crdt"
@@ -72,5 +75,32 @@ func TestAppliedBookkeepingSurvivesReopen(t *testing.T) {
 		if want := i != 40 && i%17 != 0; book.Knows(src.Actor(), v) != want {
 			t.Fatalf("version %d known %v, want %v", v, !want, want)
 		}
+	}
+}
+
+// TestActorsAreBounded: past maxActors, versions of a new actor are
+// refused for good; actors already recorded, and the rest of the batch,
+// apply.
+func TestActorsAreBounded(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "a.db"), maxActors: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	actor := func(i byte) crdt.ActorID {
+		var a crdt.ActorID
+		a[0], a[1] = 0xEE, i
+		return a
+	}
+	res, err := s.Apply(ctx, []*crdt.Changeset{{Actor: actor(1), Version: 1}, {Actor: actor(2), Version: 1}, {Actor: actor(3), Version: 1}, {Actor: actor(1), Version: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Failed) != 1 || !errors.Is(res.Failed[0], ErrRefused) || !strings.Contains(res.Failed[0].Error(), "actors") {
+		t.Fatalf("applied %d, failed %v: want actor 3 refused for good", res.Applied, res.Failed)
+	}
+	if !s.Knows(actor(1), 2) || !s.Knows(actor(2), 1) || s.Knows(actor(3), 1) {
+		t.Fatal("the recorded actors' versions did not all apply")
 	}
 }

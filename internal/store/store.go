@@ -27,7 +27,16 @@ type Config struct {
 	// WAL passes 1000 pages, which stalls the single writer for longer the
 	// larger the database grows.
 	ManualCheckpoint bool
+	// maxActors bounds the actors the store records (default MaxActors);
+	// tests lower it.
+	maxActors int
 }
+
+// MaxActors is how many actors (nodes, and their identities after
+// restores) one store records at most: versions of another are refused
+// for good. A peer's sync request lists them all, and is refused above
+// this many, so the two bounds are one.
+const MaxActors = 100_000
 
 // Store is one node's replicated database.
 type Store struct {
