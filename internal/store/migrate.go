@@ -99,11 +99,7 @@ func schemaAuthorizer(op int, table, db string) int {
 // migrationVerb is the keyword a migration statement starts with: it
 // takes CREATE, ALTER and DROP, nothing else.
 func migrationVerb(q string) (string, bool) {
-	code := []byte(q)
-	if sh, err := scanSQL(q); err == nil {
-		code = sh.code
-	}
-	fields := strings.Fields(string(code))
+	fields := strings.Fields(string(sqlCode(q)))
 	if len(fields) == 0 {
 		return "", false
 	}

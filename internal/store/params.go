@@ -24,8 +24,26 @@ type sqlShape struct {
 // tokenizer would: outside string literals, quoted identifiers and
 // comments. It is only used to give clear errors for parameter mistakes;
 // SQLite still parses the statement.
-func scanSQL(q string) (sqlShape, error) {
+func scanSQL(q string) (sqlShape, error) { return scan(q, false) }
+
+// sqlCode is q's code (see sqlShape.code): q itself when it does not scan.
+func sqlCode(q string) []byte {
+	sh, err := scan(q, true)
+	if err != nil {
+		return []byte(q)
+	}
+	return sh.code
+}
+
+// scan is scanSQL, building the code too when asked (not on the write
+// path, which needs only the shape).
+func scan(q string, withCode bool) (sqlShape, error) {
 	sh := sqlShape{named: map[string]int{}}
+	keep := func(s string) {
+		if withCode {
+			sh.code = append(sh.code, s...)
+		}
+	}
 	inStmt := false
 	i := 0
 	for i < len(q) {
@@ -48,9 +66,9 @@ func scanSQL(q string) (sqlShape, error) {
 			i += end + 2
 			inStmt, sh.end = true, i
 			if c == '\'' {
-				sh.code = append(sh.code, "''"...)
+				keep("''")
 			} else {
-				sh.code = append(sh.code, q[from:i]...)
+				keep(q[from:i])
 			}
 			continue
 		case c == '[':
@@ -60,10 +78,10 @@ func scanSQL(q string) (sqlShape, error) {
 			}
 			i += end + 1
 			inStmt, sh.end = true, i
-			sh.code = append(sh.code, q[from:i]...)
+			keep(q[from:i])
 			continue
 		case c == '-' && i+1 < len(q) && q[i+1] == '-':
-			sh.code = append(sh.code, ' ')
+			keep(" ")
 			end := strings.IndexByte(q[i:], '\n')
 			if end < 0 {
 				i = len(q)
@@ -72,7 +90,7 @@ func scanSQL(q string) (sqlShape, error) {
 			i += end + 1
 			continue
 		case c == '/' && i+1 < len(q) && q[i+1] == '*':
-			sh.code = append(sh.code, ' ')
+			keep(" ")
 			end := strings.Index(q[i+2:], "*/")
 			if end < 0 {
 				i = len(q)
@@ -102,7 +120,7 @@ func scanSQL(q string) (sqlShape, error) {
 			}
 			i = j
 			inStmt, sh.end = true, i
-			sh.code = append(sh.code, q[from:i]...)
+			keep(q[from:i])
 			continue
 		case (c == ':' || c == '@' || c == '$') && i+1 < len(q) && isIdentByte(q[i+1]):
 			j := i + 1
@@ -116,13 +134,15 @@ func scanSQL(q string) (sqlShape, error) {
 			}
 			i = j
 			inStmt, sh.end = true, i
-			sh.code = append(sh.code, q[from:i]...)
+			keep(q[from:i])
 			continue
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
 		default:
 			inStmt, sh.end = true, i+1
 		}
-		sh.code = append(sh.code, c)
+		if withCode {
+			sh.code = append(sh.code, c)
+		}
 		i++
 	}
 	if inStmt {

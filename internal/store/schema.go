@@ -254,11 +254,7 @@ func checkTable(ctx context.Context, q querier, t *Table) error {
 	}
 	// Looked for in the statement's code: a comment may sit between
 	// CHECK and its parenthesis, and a string may say anything.
-	code := []byte(t.SQL)
-	if sh, err := scanSQL(t.SQL); err == nil {
-		code = sh.code
-	}
-	if checkRe.Match(code) {
+	if checkRe.Match(sqlCode(t.SQL)) {
 		// Two writes each valid alone can merge into a row that is not.
 		return &SchemaError{Table: t.Name, Reason: "CHECK constraints are refused, a merge could violate them"}
 	}
