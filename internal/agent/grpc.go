@@ -12,6 +12,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -66,6 +68,7 @@ type grpcServer struct {
 	// endStreams ends every streaming call (WatchApp never ends by
 	// itself): stop calls it before waiting for the calls in flight.
 	endStreams context.CancelFunc
+	unary      sync.WaitGroup // unary calls in flight
 }
 
 // serverOptions are the TLS and token options of cfg; reading the
@@ -101,8 +104,14 @@ func newGRPCServer(ln net.Listener, opts []grpc.ServerOption, st *store.Store, e
 		}
 		return err
 	}))
+	g := &grpcServer{ln: ln, health: health.NewServer(), endStreams: endStreams}
+	opts = append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		g.unary.Add(1)
+		defer g.unary.Done()
+		return h(ctx, req)
+	}))
 	srv := grpc.NewServer(opts...)
-	g := &grpcServer{ln: ln, srv: srv, health: health.NewServer(), endStreams: endStreams}
+	g.srv = srv
 	tables := st.Schema().TableNames()
 	if slices.Contains(tables, "machines") && slices.Contains(tables, "machine_checks") {
 		regionalv1.RegisterLookupServer(srv, lookup.New(st, engine, region))
@@ -159,19 +168,33 @@ func (s *stoppableStream) Context() context.Context { return s.ctx }
 
 // stop marks every service not serving, ends the streaming calls (their
 // clients reconnect elsewhere, as an HTTP stream's do), lets unary calls
-// in flight finish until ctx ends, then closes what is left.
+// in flight finish until ctx ends, then closes what is left: a stream
+// whose handler cannot see its context end (blocked sending to a client
+// that does not read, or a reflection stream waiting on its client) is
+// cut, rather than waited for until ctx ends, which would leave the HTTP
+// server's shutdown no time.
 func (g *grpcServer) stop(ctx context.Context) {
 	g.health.Shutdown()
 	g.endStreams()
 	done := make(chan struct{})
 	go func() { g.srv.GracefulStop(); close(done) }()
+	unaryDone := make(chan struct{})
+	go func() { g.unary.Wait(); close(unaryDone) }()
+	select {
+	case <-unaryDone:
+	case <-ctx.Done():
+	}
 	select {
 	case <-done:
-	case <-ctx.Done():
+	case <-time.After(streamGrace):
 		g.srv.Stop()
 		<-done
 	}
 }
+
+// streamGrace is how long streams ended by the stop get to send their
+// UNAVAILABLE before what is left is closed.
+const streamGrace = 100 * time.Millisecond
 
 // tokenAuth requires a bearer token on every call but health checks.
 type tokenAuth string

@@ -404,10 +404,28 @@ func TestStopEndsWatchStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A reflection stream left open, as grpcui or evans keep one for a
+	// session: its handler waits on its client, not on its context.
+	rs, err := reflectionpb.NewServerReflectionClient(dial(t, a.GRPCAddr())).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Within the shutdown timeout, or HTTP's shutdown gets an expired
+	// context and the agent ends with an error.
 	if err := stop(); err != nil {
 		t.Fatalf("agent stopped with %v", err)
 	}
 	if _, err := w.Recv(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("the watch stream after the agent stopped: %v, want UNAVAILABLE (which clients retry)", err)
+	}
+	if _, err := rs.Recv(); err == nil {
+		t.Fatal("the reflection stream outlived the agent")
 	}
 }
