@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/patina-db/patina/internal/store"
 )
@@ -61,8 +62,38 @@ func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", `attachment; filename="patina-backup.db"`)
 	w.Header().Set(BackupActorHeader, s.store.Actor().String())
 	w.WriteHeader(http.StatusOK)
-	if n, err := io.Copy(w, snap); err != nil {
+	if n, err := s.sendBackup(w, snap); err != nil {
 		// Headers are sent: the short body is the error the client sees.
 		s.opts.Logger.Warn("backup stream ended early", "sent", n, "size", snap.Size(), "err", err)
+	}
+}
+
+// backupChunk is how much of a backup goes out under one write deadline.
+const backupChunk = 256 << 10
+
+// sendBackup copies the snapshot to w a chunk at a time, each under the
+// stream write timeout, as every stream of the API: a client that stops
+// reading is cut off, and with it goes the copy of the database the
+// snapshot holds open.
+func (s *Server) sendBackup(w http.ResponseWriter, snap io.Reader) (int64, error) {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, backupChunk)
+	var sent int64
+	for {
+		n, rerr := io.ReadFull(snap, buf)
+		if n > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout))
+			m, err := w.Write(buf[:n])
+			sent += int64(m)
+			if err != nil {
+				return sent, err
+			}
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return sent, nil
+		case rerr != nil:
+			return sent, rerr
+		}
 	}
 }

@@ -3,12 +3,14 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/patina-db/patina/internal/api"
 	"github.com/patina-db/patina/internal/store"
@@ -210,5 +212,60 @@ func TestBackupStreamsACheckedSnapshot(t *testing.T) {
 	info, err := store.CheckFile(context.Background(), path)
 	if err != nil || info.Actor != f.st.Actor() {
 		t.Fatalf("%+v %v", info, err)
+	}
+}
+
+// openVacuumCopies counts the backup copies of the database this process
+// holds open.
+func openVacuumCopies(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	n := 0
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.Contains(target, ".patina-vacuum-") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBackupClientThatStopsReadingLetsGo: a backup whose client stops
+// reading is cut off after the stream write timeout, as every stream is,
+// and the copy of the database it holds open goes with it.
+func TestBackupClientThatStopsReadingLetsGo(t *testing.T) {
+	f := newFixture(t, api.Options{StreamWriteTimeout: 200 * time.Millisecond})
+	for i := 0; i < 6; i++ { // about 28 MB: far more than socket buffers hold
+		if _, err := f.st.Transact(context.Background(), []store.Statement{{
+			SQL:  "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO machines (id, app) SELECT ? || i, hex(randomblob(1024)) FROM n",
+			Args: []any{fmt.Sprintf("m%02d-", i)},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+"/v1/admin/backup", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength < 16<<20 {
+		t.Fatalf("backup: %d, %d bytes", resp.StatusCode, resp.ContentLength)
+	}
+	if _, err := resp.Body.Read(make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	// The client reads no further, and keeps its connection.
+	deadline := time.Now().Add(30 * time.Second)
+	for openVacuumCopies(t) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("30s after its client stopped reading, the backup still holds its %d-byte copy of the database", resp.ContentLength)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

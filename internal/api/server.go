@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -267,7 +268,12 @@ func decodeBody(r *http.Request, v any) (status int, err error) {
 		}
 		return http.StatusBadRequest, fmt.Errorf("request body is not valid JSON for this route: %v", err)
 	}
-	if dec.More() {
+	// Token, not More: More takes a stray ] or } for the end of a value.
+	if _, err := dec.Token(); err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", tooBig.Limit)
+		}
 		return http.StatusBadRequest, errors.New("request body has data after the JSON value")
 	}
 	return 0, nil
@@ -448,8 +454,8 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		if !q.Has(key) {
 			continue
 		}
-		var limit float64
-		if _, err := fmt.Sscanf(q.Get(key), "%g", &limit); err != nil || limit < 0 {
+		limit, err := strconv.ParseFloat(q.Get(key), 64)
+		if err != nil || math.IsNaN(limit) || limit < 0 {
 			writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("health threshold %s=%q: want a non-negative number", key, q.Get(key))})
 			return
 		}

@@ -175,6 +175,12 @@ func TestBadInputGets4xxAndTheAgentKeepsServing(t *testing.T) {
 		{"migration not an array", "/v1/migrations", `"CREATE TABLE x (id TEXT NOT NULL PRIMARY KEY)"`, 400, "not valid JSON"},
 		{"empty migration", "/v1/migrations", `[]`, 400, "no statements"},
 		{"health threshold not a number", "/v1/health?gaps=many", ``, 400, "gaps"},
+		{"health threshold with a unit", "/v1/health?p99_lag=500ms", ``, 400, "p99_lag"},
+		{"health threshold with a tail", "/v1/health?gaps=1x", ``, 400, "gaps"},
+		{"health threshold NaN", "/v1/health?gaps=nan", ``, 400, "gaps"},
+		{"stray ] after the body", "/v1/transactions", `["INSERT INTO machines (id) VALUES ('m1')"]]`, 400, "data after the JSON value"},
+		{"stray } after the body", "/v1/transactions", `["INSERT INTO machines (id) VALUES ('m2')"]}`, 400, "data after the JSON value"},
+		{"stray ] after a query", "/v1/queries", `"SELECT 1"]`, 400, "data after the JSON value"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

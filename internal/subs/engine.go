@@ -100,8 +100,11 @@ type Engine struct {
 	tables  map[string]int                     // table → subscriptions reading it
 	pending map[string]map[string][]crdt.Value // table → packed key → key
 	since   time.Time                          // when the oldest pending change arrived
-	wake    chan struct{}
-	closed  bool
+	// evalSince is since of the batch being evaluated: its changes are
+	// not evaluated yet either.
+	evalSince time.Time
+	wake      chan struct{}
+	closed    bool
 
 	evaluations atomic.Uint64
 	changes     atomic.Uint64
@@ -479,10 +482,14 @@ func (e *Engine) Count() int {
 func (e *Engine) Lag() time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.since.IsZero() {
+	oldest := e.since
+	if !e.evalSince.IsZero() && (oldest.IsZero() || e.evalSince.Before(oldest)) {
+		oldest = e.evalSince
+	}
+	if oldest.IsZero() {
 		return 0
 	}
-	return time.Since(e.since)
+	return time.Since(oldest)
 }
 
 // Get returns a subscription by id, nil when unknown (or still being
@@ -629,7 +636,12 @@ func (e *Engine) evaluatePending(ctx context.Context) {
 	e.mu.Lock()
 	changed := e.pending
 	e.pending = map[string]map[string][]crdt.Value{}
-	e.since = time.Time{}
+	e.evalSince, e.since = e.since, time.Time{}
+	defer func() {
+		e.mu.Lock()
+		e.evalSince = time.Time{}
+		e.mu.Unlock()
+	}()
 	var affected []*Sub
 	for _, s := range e.subs {
 		for _, t := range s.plan.tables() {

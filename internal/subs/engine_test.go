@@ -508,3 +508,33 @@ func TestColumnsChangeUnderSelectStar(t *testing.T) {
 		t.Fatalf("%d routes of the ended subscription left", routes)
 	}
 }
+
+// TestLagCoversTheBatchBeingEvaluated: the changes of the batch under
+// evaluation are not evaluated yet: Lag counts them until they reach the
+// subscription, rather than falling to 0 as the batch begins.
+func TestLagCoversTheBatchBeingEvaluated(t *testing.T) {
+	st, e := storeAndEngine(t, 100)
+	write(t, st, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) INSERT INTO machines (id, app) SELECT 'm' || i, 'web' FROM n")
+	// Filtered on the nullable side of a LEFT JOIN: run whole at every change.
+	s := subscribe(t, e, "SELECT m.id, c.status FROM machines m LEFT JOIN machine_checks c ON c.machine_id = m.id WHERE c.status IS NULL")
+	before := s.Last()
+	write(t, st, "INSERT INTO machines (id) VALUES ('new')")
+	done := make(chan struct{})
+	go func() { e.evaluatePending(context.Background()); close(done) }()
+	for polls := 0; ; polls++ {
+		// Lag first: if the change has not reached the subscription
+		// after it was read, it was waiting or being evaluated then.
+		lag := e.Lag()
+		if s.Last() != before {
+			break
+		}
+		if lag == 0 {
+			t.Fatalf("poll %d: the change has not reached the subscription, yet the lag is 0", polls)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-done
+	if e.Lag() != 0 {
+		t.Fatalf("lag %v once every change is evaluated", e.Lag())
+	}
+}
