@@ -29,7 +29,7 @@ type bboltSource struct {
 	files []*bboltFile
 	log   *slog.Logger
 	// hosts: the cluster has the hosts table, so each batch also records
-	// the hosts whose machines it writes (see hostStatement).
+	// the hosts whose machines it writes (see hostStatements).
 	hosts bool
 }
 
