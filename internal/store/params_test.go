@@ -10,6 +10,7 @@ func TestCheckParams(t *testing.T) {
 	ok := []Statement{
 		{SQL: "SELECT 1"},
 		{SQL: "SELECT 1;"},
+		{SQL: "SELECT 1 -- a comment to the end, no newline"},
 		{SQL: "SELECT ?, ?", Args: []any{1, 2}},
 		{SQL: "SELECT ?2, ?1", Args: []any{1, 2}},
 		{SQL: "SELECT ':x', '?', \"?\", [?], `?` -- ?\n /* ? */", Args: nil},
