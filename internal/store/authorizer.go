@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/mattn/go-sqlite3"
 )
@@ -64,29 +65,38 @@ func readOnlyAuthorizer(op int, _, _, _ string) int {
 // are unaffected; it is checked when a statement is prepared, which is also
 // when the capture triggers are compiled into it.
 func (s *Store) installAuthorizer(ctx context.Context) error {
-	err := s.writer.Raw(func(dc any) error {
-		c, ok := dc.(*sqlite3.SQLiteConn)
-		if !ok {
-			return fmt.Errorf("unexpected driver connection %T", dc)
+	err := authorizeWhile(s.writer, &s.clientSQL, func(op int, _, db string) int {
+		switch op {
+		case authSelect, authRead, authFunction, authRecursive:
+			return authOK
+		case authInsert, authUpdate, authDelete:
+			if db == "main" {
+				return authOK
+			}
 		}
-		c.RegisterAuthorizer(func(op int, _, _, db string) int {
-			if !s.clientSQL.Load() {
-				return authOK
-			}
-			switch op {
-			case authSelect, authRead, authFunction, authRecursive:
-				return authOK
-			case authInsert, authUpdate, authDelete:
-				if db == "main" {
-					return authOK
-				}
-			}
-			return authDeny
-		})
-		return nil
+		return authDeny
 	})
 	if err != nil {
 		return fmt.Errorf("install authorizer: %w", err)
 	}
 	return nil
+}
+
+// authorizeWhile has rule judge what statements prepared on conn do
+// while on is set, and allows everything otherwise: the caller's
+// statements are held to rule, the store's own are not.
+func authorizeWhile(conn *sql.Conn, on *atomic.Bool, rule func(op int, table, db string) int) error {
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*sqlite3.SQLiteConn)
+		if !ok {
+			return fmt.Errorf("unexpected driver connection %T", dc)
+		}
+		c.RegisterAuthorizer(func(op int, arg1, _, db string) int {
+			if !on.Load() {
+				return authOK
+			}
+			return rule(op, arg1, db)
+		})
+		return nil
+	})
 }

@@ -10,8 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
-
-	"github.com/mattn/go-sqlite3"
 )
 
 // createRe finds the object a CREATE TABLE or CREATE INDEX statement names.
@@ -52,19 +50,7 @@ func newScratch(ctx context.Context) (*scratch, error) {
 		return nil, fmt.Errorf("schema scratch: %w", err)
 	}
 	sc := &scratch{db: db, conn: conn}
-	err = conn.Raw(func(dc any) error {
-		c, ok := dc.(*sqlite3.SQLiteConn)
-		if !ok {
-			return fmt.Errorf("unexpected driver connection %T", dc)
-		}
-		c.RegisterAuthorizer(func(op int, arg1, _, db string) int {
-			if !sc.client.Load() {
-				return authOK
-			}
-			return schemaAuthorizer(op, arg1, db)
-		})
-		return nil
-	})
+	err = authorizeWhile(conn, &sc.client, schemaAuthorizer)
 	if err != nil {
 		sc.close()
 		return nil, fmt.Errorf("schema scratch: %w", err)
