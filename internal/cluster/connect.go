@@ -18,7 +18,9 @@ const (
 	connectParallel = 4
 )
 
-// connectLoop keeps a data-plane connection open to every alive member.
+// connectLoop keeps a data-plane connection open to every alive member,
+// and forgets the failed dials of members no longer alive: one that comes
+// back is dialed at once, and only its own dial makes it suspect again.
 // It is not watched by the watchdog: a dial may take dialTimeout, and
 // nothing else waits on this loop.
 func (n *Node) connectLoop(ctx context.Context) {
@@ -26,8 +28,11 @@ func (n *Node) connectLoop(ctx context.Context) {
 	defer t.Stop()
 	slots := make(chan struct{}, connectParallel)
 	for {
-		for _, m := range n.ms.members() {
-			if !m.Alive || m.Name == n.cfg.Name || m.QUICAddr == "" || n.tr.connected(m.QUICAddr) {
+		members := n.ms.members()
+		for _, m := range members {
+			// A suspect member (see Node.members) is dialed too: that is
+			// how it stops being suspect.
+			if m.State != "alive" || m.Name == n.cfg.Name || m.QUICAddr == "" || n.tr.connected(m.QUICAddr) {
 				continue
 			}
 			select {
@@ -44,6 +49,14 @@ func (n *Node) connectLoop(ctx context.Context) {
 				}
 			}()
 		}
+		n.tr.keepFailures(func(addr string) bool {
+			for _, m := range members {
+				if m.QUICAddr == addr && m.State == "alive" {
+					return true
+				}
+			}
+			return false
+		})
 		select {
 		case <-ctx.Done():
 			return

@@ -23,6 +23,28 @@ type Faults struct {
 	partition map[string]int // member name → group; members in different groups are cut off
 	rnd       *rand.Rand
 	stall     <-chan struct{}
+	messages  map[[2]string]uint64 // (from, to) → data-plane messages tried
+}
+
+// Messages counts the data-plane messages from one member to another
+// that were tried, let through or not: broadcasts, and sync requests.
+func (f *Faults) Messages(from, to string) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.messages[[2]string{from, to}]
+}
+
+// tried counts a data-plane message from one member to another.
+func (f *Faults) tried(from, to string) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.messages == nil {
+		f.messages = map[[2]string]uint64{}
+	}
+	f.messages[[2]string{from, to}]++
 }
 
 // DropBroadcasts makes a share (0..1) of outgoing broadcast messages vanish.

@@ -290,10 +290,10 @@ func (m *membership) nameAt(addr string) string {
 	return ""
 }
 
-// members lists the cluster as this member sees it: every member it has
+// members lists the cluster as memberlist sees it: every member it has
 // heard of, with its state (alive, dead or left; memberlist reports no
 // event for suspicion, so a suspect member shows alive until declared
-// dead).
+// dead: Node.members adds the data plane's own).
 func (m *membership) members() []Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -311,23 +311,6 @@ func (m *membership) count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.view)
-}
-
-// states counts members by state; members that left count in none.
-func (m *membership) states() (alive, suspect, dead int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, mem := range m.view {
-		switch mem.State {
-		case "alive":
-			alive++
-		case "suspect":
-			suspect++
-		case "dead":
-			dead++
-		}
-	}
-	return
 }
 
 // joinLoop joins through the bootstrap members, retrying until one

@@ -200,11 +200,41 @@ func (n *Node) GossipAddr() string { return n.ms.addr() }
 func (n *Node) QUICAddr() string { return n.tr.addr() }
 
 // Members lists the cluster as this member sees it, itself included.
-func (n *Node) Members() []Member { return n.ms.members() }
+func (n *Node) Members() []Member { return n.members() }
 
-// MemberStates counts members by SWIM state (members that left gracefully
-// are in none).
-func (n *Node) MemberStates() (alive, suspect, dead int) { return n.ms.states() }
+// members is memberlist's view with the data plane's evidence folded in.
+// memberlist keeps its own suspicion to itself: it reports a member alive
+// until it declares it dead, which takes seconds (longer in large
+// clusters, where it waits for others to confirm). So a member memberlist
+// holds alive is suspect here while this member cannot reach it: its
+// connection was lost and the last dial failed (connectLoop dials again
+// every connectEvery, and a dial that succeeds clears it). Nothing is
+// broadcast to a suspect member, and no sync is started with it.
+func (n *Node) members() []Member {
+	ms := n.ms.members()
+	for i, m := range ms {
+		if m.State == "alive" && m.Name != n.cfg.Name && m.QUICAddr != "" && n.tr.unreachable(m.QUICAddr) {
+			ms[i].State, ms[i].Alive = "suspect", false
+		}
+	}
+	return ms
+}
+
+// MemberStates counts members by state (members that left gracefully are
+// in none).
+func (n *Node) MemberStates() (alive, suspect, dead int) {
+	for _, m := range n.members() {
+		switch m.State {
+		case "alive":
+			alive++
+		case "suspect":
+			suspect++
+		case "dead":
+			dead++
+		}
+	}
+	return alive, suspect, dead
+}
 
 // QueueSize is the number of changesets waiting to be broadcast.
 func (n *Node) QueueSize() int {
@@ -285,7 +315,7 @@ func (n *Node) broadcastLoop(ctx context.Context) {
 // send gives every changeset of the batch to Fanout random alive members,
 // one message per member.
 func (n *Node) send(ctx context.Context, batch []queued) {
-	members := n.ms.members()
+	members := n.members()
 	fanout := EffectiveFanout(n.cfg.Fanout, n.cfg.DirectLimit, len(members))
 	// Encode each changeset once; one too large for a frame is left to
 	// sync, which cannot carry it either (the log says so there).
@@ -329,6 +359,7 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 	}
 	for name, b := range perTarget {
 		m := targets[name]
+		n.faults.tried(n.cfg.Name, m.Name)
 		ok, delay := n.faults.allow(n.cfg.Name, m.Name, true)
 		if !ok {
 			n.Stats.BroadcastFailures.Add(1)
@@ -607,11 +638,11 @@ func (n *Node) syncLoop(ctx context.Context) {
 // syncRound pulls from a few random peers and returns how long to wait
 // before the next round.
 func (n *Node) syncRound(ctx context.Context, beat *watchdog.Beat) time.Duration {
-	if alive, _, _ := n.ms.states(); alive < 2 {
+	if alive, _, _ := n.MemberStates(); alive < 2 {
 		return 100 * time.Millisecond // alone so far: look again soon
 	}
 	n.mu.Lock()
-	peers := pickTargets(n.ms.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd, nil)
+	peers := pickTargets(n.members(), n.cfg.Name, n.cfg.SyncPeers, n.rnd, nil)
 	n.mu.Unlock()
 	for _, p := range peers {
 		// A round that hit the exchange limit means more is waiting:
@@ -691,6 +722,7 @@ func (n *Node) SyncWith(ctx context.Context, peer Member) error {
 
 // syncWith is SyncWith calling progress after each chunk it applies.
 func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error {
+	n.faults.tried(n.cfg.Name, peer.Name)
 	if ok, _ := n.faults.allow(n.cfg.Name, peer.Name, false); !ok {
 		return fmt.Errorf("sync with %s: cut off", peer.Name)
 	}

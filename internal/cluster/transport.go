@@ -60,8 +60,11 @@ type transport struct {
 	log     *slog.Logger
 	sent    *atomic.Uint64 // payload bytes written, when set
 
-	mu     sync.Mutex
-	conns  map[string]*peerConn // by address
+	mu    sync.Mutex
+	conns map[string]*peerConn // by address
+	// failed holds the addresses whose last dial failed, since when: the
+	// data plane's own evidence that a member is down (see Node.members).
+	failed map[string]time.Time
 	closed bool
 	wg     sync.WaitGroup // connection goroutines; Add only under mu while !closed
 }
@@ -98,6 +101,12 @@ type peerConn struct {
 const (
 	helloTimeout = 5 * time.Second
 	dialTimeout  = 3 * time.Second
+	// A connection that hears nothing for idleTimeout is closed. Each side
+	// sends a keep-alive every keepAlive, so only a peer that is gone (a
+	// crash, a lost host or path) goes that long without a packet; the
+	// next dial then finds out whether it is back.
+	idleTimeout = 6 * time.Second
+	keepAlive   = 2 * time.Second
 	// ioTimeout bounds every read and write of a frame on a stream: a
 	// peer that stops reading or writing cannot hold a goroutine, a sync
 	// slot or the broadcast loop.
@@ -126,12 +135,13 @@ func newTransport(addr, cluster, name string, actor crdt.ActorID, creds *Credent
 		cluster: cluster,
 		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name, BroadcastStream: true},
 		tlsConf: tlsConf,
-		qconf:   &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 16, MaxIncomingUniStreams: 256},
+		qconf:   &quic.Config{MaxIdleTimeout: idleTimeout, KeepAlivePeriod: keepAlive, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 16, MaxIncomingUniStreams: 256},
 		udp:     udp,
 		tr:      &quic.Transport{Conn: udp, StatelessResetKey: resetKey},
 		h:       h,
 		log:     log,
 		conns:   map[string]*peerConn{},
+		failed:  map[string]time.Time{},
 	}
 	if t.ln, err = t.tr.Listen(tlsConf, t.qconf); err != nil {
 		udp.Close()
@@ -343,6 +353,16 @@ func (t *transport) peer(ctx context.Context, addr string) (*peerConn, error) {
 	t.mu.Lock()
 	pc.conn, pc.err = conn, err
 	pc.legacy = err == nil && !hello.GetBroadcastStream()
+	switch {
+	case err == nil:
+		delete(t.failed, addr)
+	case ctx.Err() == nil && !t.closed:
+		// Not a dial this member gave up on (a send's deadline, its own
+		// shutdown): the peer did not answer, or refused.
+		if _, ok := t.failed[addr]; !ok {
+			t.failed[addr] = time.Now()
+		}
+	}
 	t.mu.Unlock()
 	close(pc.ready)
 	if pc.err != nil {
@@ -586,6 +606,27 @@ func (t *transport) current(addr string) (pc *peerConn, dialed bool) {
 		return pc, true
 	default:
 		return pc, false
+	}
+}
+
+// unreachable reports whether the last dial to addr failed, with no
+// successful one since.
+func (t *transport) unreachable(addr string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.failed[addr]
+	return ok
+}
+
+// keepFailures forgets the failed dials of addresses keep does not hold,
+// so that members long gone leave nothing behind.
+func (t *transport) keepFailures(keep func(addr string) bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for a := range t.failed {
+		if !keep(a) {
+			delete(t.failed, a)
+		}
 	}
 }
 

@@ -281,3 +281,69 @@ func TestSyncCutsOffAPeerPastTheBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedDialMarksAddressUntilADialSucceeds: a dial that finds nobody
+// marks the address unreachable; one that finds the peer back clears it;
+// a dial given up by the caller marks nothing; only the addresses of
+// members still alive are remembered.
+func TestFailedDialMarksAddressUntilADialSucceeds(t *testing.T) {
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := DevCredentials(ca, "recv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rec := &recorder{from: map[string]bool{}}
+	gone, err := newTransport("127.0.0.1:0", "c", "recv", crdt.ActorID{1}, creds, rec, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := gone.addr()
+	gone.close()
+	send := testTransport(t, ca, "send", &recorder{from: map[string]bool{}})
+	ctx := context.Background()
+
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := send.connect(canceled, addr); err == nil {
+		t.Fatal("dialed a closed address")
+	}
+	if send.unreachable(addr) {
+		t.Fatal("a dial the caller canceled marked the address")
+	}
+	if _, err := send.connect(ctx, addr); err == nil {
+		t.Fatal("dialed a closed address")
+	}
+	if !send.unreachable(addr) {
+		t.Fatal("a failed dial left the address unmarked")
+	}
+	send.keepFailures(func(a string) bool { return a == addr })
+	if !send.unreachable(addr) {
+		t.Fatal("keepFailures forgot an address it was told to keep")
+	}
+	send.keepFailures(func(string) bool { return false })
+	if send.unreachable(addr) {
+		t.Fatal("keepFailures kept an address it was told to forget")
+	}
+	if _, err := send.connect(ctx, addr); err == nil || !send.unreachable(addr) {
+		t.Fatalf("dial of a closed address: %v, marked %v", err, send.unreachable(addr))
+	}
+
+	back, err := newTransport(addr, "c", "recv", crdt.ActorID{1}, creds, rec, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go back.run(rctx)
+	defer back.close()
+	if _, err := send.connect(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	if send.unreachable(addr) {
+		t.Fatal("a successful dial left the address marked")
+	}
+}

@@ -113,7 +113,9 @@ func Region(ctx context.Context, name string, apis []string, heartbeatMS int64, 
 	var wg sync.WaitGroup
 	for i := range r.Agents {
 		a := &r.Agents[i]
-		if a.State != "alive" {
+		// A suspect agent is asked too: it is one this agent's data plane
+		// cannot reach, and its API may still answer.
+		if a.State != "alive" && a.State != "suspect" {
 			a.Error = "not alive"
 			continue
 		}
