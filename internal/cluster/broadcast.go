@@ -132,6 +132,12 @@ func (s *seenSet) see(a crdt.ActorID, v uint64) bool {
 	return true
 }
 
+// has reports whether (a, v) was seen.
+func (s *seenSet) has(a crdt.ActorID, v uint64) bool {
+	rs := s.actors[a]
+	return rs != nil && rs.Contains(v)
+}
+
 // actorIDs lists the actors the set holds versions of.
 func (s *seenSet) actorIDs() []crdt.ActorID {
 	out := make([]crdt.ActorID, 0, len(s.actors))

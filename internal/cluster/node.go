@@ -453,14 +453,16 @@ func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broad
 	}
 	n.mu.Lock()
 	for _, f := range fresh {
-		if !n.seen.see(f.cs.Actor, f.cs.Version) {
+		if n.seen.has(f.cs.Actor, f.cs.Version) {
 			n.Stats.Duplicates.Add(1)
 			continue
 		}
+		// Dropped, it is not seen: a later copy is taken, and relayed.
 		if len(n.inbox) >= inboxLimit {
 			n.Stats.QueueDropped.Add(1)
 			continue
 		}
+		n.seen.see(f.cs.Actor, f.cs.Version)
 		n.inbox = append(n.inbox, f)
 		n.pending[versionKey{f.cs.Actor, f.cs.Version}] = struct{}{}
 	}

@@ -141,3 +141,34 @@ func TestRefusedVersionsAreNotRetried(t *testing.T) {
 		t.Fatalf("refused %d, apply failures %d: want 1 and 2", n.Stats.Refused.Load(), n.Stats.ApplyFailures.Load())
 	}
 }
+
+// knowsNothing is a Store that holds no version.
+type knowsNothing struct{ Store }
+
+func (knowsNothing) Knows(crdt.ActorID, uint64) bool { return false }
+
+// TestVersionDroppedAtAFullInboxIsNotSeen: a version dropped because the
+// inbox is full is not taken as seen, so the next copy that arrives is
+// kept (and relayed); a copy of one kept is a duplicate.
+func TestVersionDroppedAtAFullInboxIsNotSeen(t *testing.T) {
+	n := &Node{st: knowsNothing{}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), seen: newSeenSet(),
+		pending: map[versionKey]struct{}{}, recent: newRecentVersions(recentWindow), applyWake: make(chan struct{}, 1),
+		inbox: make([]queued, inboxLimit)}
+	var a crdt.ActorID
+	a[0] = 7
+	msg := &wirev1.Broadcast{Changesets: []*wirev1.Changeset{{Actor: a[:], Version: 1}}}
+	ctx := context.Background()
+	n.handleBroadcast(ctx, "p1", msg)
+	if n.Stats.QueueDropped.Load() != 1 || len(n.inbox) != inboxLimit {
+		t.Fatalf("dropped %d, inbox %d: want the version dropped", n.Stats.QueueDropped.Load(), len(n.inbox))
+	}
+	n.inbox = n.inbox[:0] // the apply loop took the inbox
+	n.handleBroadcast(ctx, "p2", msg)
+	if len(n.inbox) != 1 || n.inbox[0].from != "p2" {
+		t.Fatalf("inbox %v: want the second copy kept", n.inbox)
+	}
+	n.handleBroadcast(ctx, "p3", msg)
+	if len(n.inbox) != 1 || n.Stats.Duplicates.Load() != 1 {
+		t.Fatalf("inbox %d, duplicates %d: want the third copy taken as a duplicate", len(n.inbox), n.Stats.Duplicates.Load())
+	}
+}
