@@ -30,7 +30,7 @@ func grpcFlags(name, env, usage string) []cli.Flag {
 func dialFlag(c *cli.Context, name string) (*grpc.ClientConn, error) {
 	addr := c.String(name)
 	if addr == "" {
-		return nil, cli.Exit(fmt.Sprintf("--%s is required (host:port of a gRPC endpoint)", name), 1)
+		return nil, cli.Exit(fmt.Sprintf("--%s is required (host:port of a gRPC endpoint)", name), 2)
 	}
 	return rpc.Dial(addr, rpc.DialOptions{Token: c.String("grpc-token"), CAFile: c.String("grpc-ca")})
 }
@@ -105,7 +105,7 @@ func machinesCommand() *cli.Command {
 					return err
 				}
 			} else if c.String("lookup") == "" {
-				return cli.Exit("--lookup, or --region with --global, is required", 1)
+				return cli.Exit("--lookup, or --region with --global, is required", 2)
 			}
 			cc, err := dialFlag(c, flag)
 			if err != nil {

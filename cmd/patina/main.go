@@ -24,7 +24,7 @@ func main() {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:      "patina",
 		Usage:     "SQLite replicated across a fleet without consensus",
 		Writer:    stdout,
@@ -64,19 +64,47 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				fmt.Fprintln(stderr, "patina:", err)
 			}
 		},
+		OnUsageError: usageError,
 	}
+	// A flag that does not parse is a usage error in every command.
+	var walk func([]*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			c.OnUsageError = usageError
+			walk(c.Subcommands)
+		}
+	}
+	walk(app.Commands)
+	return app
+}
+
+// usageError makes a flag that does not parse (unknown, or a bad value)
+// end the process with status 2, as other usage errors do.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := c.App.Name
+	if c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return cli.Exit(fmt.Sprintf("%v (see %s --help)", err, name), 2)
 }
 
 // exitCode is the status the process ends with for err: the code a
 // command chose (region health's 1 for degraded, 2 for down; 2 for a
 // usage error), else 1 after printing the error (an ExitCoder's message
-// was printed by the app already).
+// was printed by the app already). The command line library's own usage
+// errors, a required flag left out and an unknown command, are 2 too.
 func exitCode(err error, stderr io.Writer) int {
 	var ee cli.ExitCoder
 	if errors.As(err, &ee) {
+		if ee.ExitCode() == 3 && strings.HasPrefix(err.Error(), "No help topic for") {
+			return 2 // urfave/cli's code for an unknown command
+		}
 		return ee.ExitCode()
 	}
 	fmt.Fprintln(stderr, "patina:", err)
+	if strings.HasPrefix(err.Error(), "Required flag") {
+		return 2
+	}
 	return 1
 }
 

@@ -164,6 +164,20 @@ func TestExitCodes(t *testing.T) {
 	if _, errOut, code := patina(t, "http://"+freeAddr(t), "query", "SELECT 1"); code != 1 {
 		t.Fatalf("query against nothing: exit %d, want 1\n%s", code, errOut)
 	}
+	// Every kind of usage error is 2: an unknown flag, a bad flag value,
+	// a required flag left out, an unknown command or subcommand.
+	for _, args := range [][]string{
+		{"exec", "--nosuch", "x"},
+		{"bench", "throughput", "--nodes", "x"},
+		{"tls", "cert"},
+		{"apps"},
+		{"nosuchcmd"},
+		{"bench", "nosuch"},
+	} {
+		if _, errOut, code := patina(t, "", args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2\n%s", args, code, errOut)
+		}
+	}
 }
 
 func TestFlagsFirst(t *testing.T) {
