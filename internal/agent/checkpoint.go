@@ -50,8 +50,9 @@ func checkpointLoop(ctx context.Context, st walKeeper, beat *watchdog.Beat, log 
 	defer beat.Stop()
 	failing, writebackFailing := false, false
 	// The first round needs no commit: it covers what the store wrote as
-	// it opened. A round whose checkpoint failed, or found the WAL locked,
-	// is followed by another without waiting for a commit.
+	// it opened. A round whose checkpoint failed, found the WAL locked, or
+	// left frames behind (a reader held them) is followed by another
+	// without waiting for a commit.
 	for again := true; ; {
 		if !again && !watchdog.Wait(ctx, beat, st.Written()) {
 			return
@@ -85,7 +86,11 @@ func checkpointLoop(ctx context.Context, st walKeeper, beat *watchdog.Beat, log 
 				log.Debug("WAL restarted", "frames", res.Log)
 			}
 			failing = err != nil
-			again = err != nil || res.Busy
+			// A reader's snapshot (a backup, a long query) can keep a
+			// PASSIVE checkpoint from copying, and so from syncing,
+			// anything, and SQLite reports no Busy for it: frames left
+			// in the WAL are commits not yet on disk.
+			again = err != nil || res.Busy || res.Done < res.Log
 			break
 		}
 		t.Stop()

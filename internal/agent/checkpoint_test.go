@@ -20,6 +20,7 @@ type fakeWAL struct {
 	writebacks  atomic.Int64
 	checkpoints atomic.Int64
 	failNext    atomic.Bool
+	heldNext    atomic.Bool // a reader keeps the next checkpoint from copying
 }
 
 func (f *fakeWAL) Written() <-chan struct{} {
@@ -36,6 +37,11 @@ func (f *fakeWAL) Checkpoint(context.Context) (store.CheckpointResult, error) {
 	f.checkpoints.Add(1)
 	if f.failNext.Swap(false) {
 		return store.CheckpointResult{}, errors.New("disk on fire")
+	}
+	if f.heldNext.Swap(false) {
+		// What SQLite's PASSIVE checkpoint reports when a reader's
+		// snapshot keeps it from copying (and syncing) anything.
+		return store.CheckpointResult{Log: 10, Done: 0}, nil
 	}
 	return store.CheckpointResult{Log: 10, Done: 10}, nil
 }
@@ -72,4 +78,35 @@ func TestCheckpointLoopSleepsUntilWritten(t *testing.T) {
 	waitIdle(4) // the failed round, then one more without a commit
 	cancel()
 	<-done
+}
+
+// TestCheckpointLoopRetriesACheckpointAReaderHeldBack: a checkpoint that
+// a reader (a backup, a long query) kept from copying the WAL synced
+// nothing, so the commits it was to make durable are not on disk yet;
+// like a failed one, it is followed by another round without waiting for
+// a commit that may never come.
+func TestCheckpointLoopRetriesACheckpointAReaderHeldBack(t *testing.T) {
+	f := &fakeWAL{written: make(chan struct{}, 1), waiting: make(chan struct{}, 16)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		checkpointLoop(ctx, f, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	waitIdle := func(rounds int64) {
+		t.Helper()
+		select {
+		case <-f.waiting:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the loop never went to wait for a commit (%d checkpoints)", f.checkpoints.Load())
+		}
+		if cp := f.checkpoints.Load(); cp != rounds {
+			t.Fatalf("waiting for a commit after %d checkpoints, want %d", cp, rounds)
+		}
+	}
+	waitIdle(1)
+	f.heldNext.Store(true)
+	f.written <- struct{}{}
+	waitIdle(3) // the held-back round, then one more without a commit
 }

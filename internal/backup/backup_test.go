@@ -3,7 +3,10 @@ package backup_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -185,5 +188,177 @@ func TestRestore(t *testing.T) {
 	defer st.Close()
 	if d, _ := st.Digest(ctx); d != want {
 		t.Fatal("the forced restore holds other data than the source")
+	}
+}
+
+// TestRestoreRefusesATruncatedBackup: a backup file that lost its last
+// bytes (a copy cut short by a full disk, an interrupted scp) is refused,
+// not restored with the end of its last page read as zeros: SQLite's
+// integrity check does not see those bytes go, and the restored node
+// would serve, and replicate from, other data and clocks than the
+// source's.
+func TestRestoreRefusesATruncatedBackup(t *testing.T) {
+	_, c, data := startAgent(t)
+	for i := 0; i < 50; i++ {
+		write(t, data, `INSERT INTO machines (id, app) VALUES (?, 'web')`, "m"+strings.Repeat("x", i))
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "b.db")
+	if _, err := backup.Fetch(ctx, c, in); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []int{1, 2} {
+		short := filepath.Join(dir, "short.db")
+		if err := os.WriteFile(short, b[:len(b)-cut], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		node := filepath.Join(dir, "node")
+		os.RemoveAll(node)
+		os.Mkdir(node, 0o755)
+		db := filepath.Join(node, "patina.db")
+		if _, err := backup.Restore(ctx, short, db, backup.RestoreOptions{}); err == nil {
+			t.Fatalf("a backup missing its last %d bytes was restored", cut)
+		}
+		if _, err := os.Stat(db); !os.IsNotExist(err) {
+			t.Fatalf("a refused restore left %s: %v", db, err)
+		}
+	}
+}
+
+// TestRestoreThroughASymlink: db.path may be a symbolic link to the file
+// on another volume (the store supports it: SQLite keeps the WAL beside
+// the file the link names). A forced restore replaces that file, and the
+// WAL beside it, not the link: otherwise the restored database lands on
+// the link's volume and the old one, with its WAL, stays behind on the
+// data volume.
+func TestRestoreThroughASymlink(t *testing.T) {
+	a, c, data := startAgent(t)
+	write(t, data, `INSERT INTO machines (id, app) VALUES ('m1', 'web')`)
+	ctx := context.Background()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "b.db")
+	if _, err := backup.Fetch(ctx, c, in); err != nil {
+		t.Fatal(err)
+	}
+	volume := filepath.Join(dir, "volume")
+	os.Mkdir(volume, 0o755)
+	real := filepath.Join(volume, "patina.db")
+	st, err := store.Open(ctx, store.Config{Path: real})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	os.WriteFile(real+"-wal", []byte("stale"), 0o644)
+	etc := filepath.Join(dir, "etc")
+	os.Mkdir(etc, 0o755)
+	link := filepath.Join(etc, "patina.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Restore(ctx, in, link, backup.RestoreOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the symbolic link %s was replaced: %v %v", link, fi.Mode(), err)
+	}
+	if _, err := os.Stat(real + "-wal"); !os.IsNotExist(err) {
+		t.Fatal("the old WAL beside the database is still there")
+	}
+	st, err = store.Open(ctx, store.Config{Path: real})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	want, _ := a.Store().Digest(ctx)
+	if d, _ := st.Digest(ctx); d != want {
+		t.Fatal("the file the link names does not hold the restored data")
+	}
+}
+
+// TestFetchNeverOverwritesAFileThatAppearsMeanwhile: "an existing OUT is
+// never overwritten" holds for an OUT that appears while the snapshot
+// streams (another job's file, a backup moved into place), not only for
+// one there when Fetch began: the final step must not replace it.
+func TestFetchNeverOverwritesAFileThatAppearsMeanwhile(t *testing.T) {
+	_, c, data := startAgent(t)
+	write(t, data, `INSERT INTO machines (id, app) VALUES ('m1', 'web')`)
+	ctx := context.Background()
+	dir := t.TempDir()
+	first := filepath.Join(dir, "first.db")
+	if _, err := backup.Fetch(ctx, c, first); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "b.db")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Someone else's file lands at out while the snapshot streams.
+		if err := os.WriteFile(out, []byte("precious"), 0o600); err != nil {
+			t.Error(err)
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(snap)))
+		w.Write(snap)
+	}))
+	defer srv.Close()
+	cl, _ := client.New(srv.URL, "admin")
+	_, err = backup.Fetch(ctx, cl, out)
+	if b, _ := os.ReadFile(out); string(b) != "precious" {
+		t.Fatalf("fetch (err %v) overwrote a file that appeared at %s meanwhile", err, out)
+	}
+	if err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("fetch onto a file that appeared meanwhile: %v", err)
+	}
+	if _, err := os.Stat(out + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("left %s.tmp: %v", out, err)
+	}
+}
+
+// TestRestoreRefusesADatabaseWithItsWAL: pointed at another agent's
+// live database file instead of a backup (or at a copy of a data
+// directory whose agent crashed), restore must not copy the main file
+// alone: the commits in the WAL beside it, and any checkpoint it was in
+// the middle of, would be silently left out, and the restored node would
+// believe in bookkeeping its rows do not match.
+func TestRestoreRefusesADatabaseWithItsWAL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live", "patina.db")
+	os.Mkdir(filepath.Dir(live), 0o755)
+	st, err := store.Open(ctx, store.Config{Path: live, ManualCheckpoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.ApplySchemaSQL(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT '')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := st.Transact(ctx, []store.Statement{{SQL: "INSERT INTO t (id) VALUES (?)", Args: []any{i}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := filepath.Join(dir, "node", "patina.db")
+	os.Mkdir(filepath.Dir(db), 0o755)
+	got, err := backup.Restore(ctx, live, db, backup.RestoreOptions{})
+	if err == nil {
+		restored, oerr := store.Open(ctx, store.Config{Path: db})
+		if oerr != nil {
+			t.Fatal(oerr)
+		}
+		defer restored.Close()
+		t.Fatalf("restored %+v from a database whose WAL holds %d versions: it knows %d of them", got, st.Head(), restored.Bookkeeping().Head(st.Actor()))
+	}
+	if _, err := os.Stat(db); !os.IsNotExist(err) {
+		t.Fatalf("a refused restore left %s", db)
 	}
 }

@@ -61,8 +61,8 @@ func Fetch(ctx context.Context, src *client.Client, out string) (*Fetched, error
 	if err != nil {
 		return nil, fmt.Errorf("backup: the snapshot received is unusable: %w", err)
 	}
-	if err := os.Rename(tmp, out); err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
+	if err := publish(tmp, out); err != nil {
+		return nil, err
 	}
 	done = true
 	if err := syncDir(filepath.Dir(out)); err != nil {
@@ -79,4 +79,28 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// publish gives the finished copy tmp its name out. A link, not a
+// rename: it fails if out appeared meanwhile, where a rename would
+// replace it. On a file system without hard links it renames, after
+// looking once more.
+func publish(tmp, out string) error {
+	err := os.Link(tmp, out)
+	switch {
+	case errors.Is(err, os.ErrExist):
+		return fmt.Errorf("backup: %s exists; choose another name or remove it", out)
+	case err == nil:
+		if err := os.Remove(tmp); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		return nil
+	}
+	if _, serr := os.Lstat(out); serr == nil {
+		return fmt.Errorf("backup: %s exists; choose another name or remove it", out)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	return nil
 }

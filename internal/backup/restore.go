@@ -52,6 +52,12 @@ func Restore(ctx context.Context, in, dbPath string, opts RestoreOptions) (*Rest
 	} else if dst, err := os.Stat(dbPath); err == nil && os.SameFile(fi, dst) {
 		return nil, fmt.Errorf("restore: %s is the database itself", in)
 	}
+	// A backup is one file. One with a WAL beside it is a database in use
+	// (or left by a crash): its latest commits are in the WAL, which the
+	// copy would leave out.
+	if wal, err := os.Stat(in + "-wal"); err == nil && wal.Size() > 0 {
+		return nil, fmt.Errorf("restore: %s has a WAL beside it (%s): it is a live agent's database, not a backup; take one with patina backup", in, in+"-wal")
+	}
 	lock, err := store.LockDatabase(dbPath)
 	if err != nil {
 		if errors.Is(err, store.ErrInUse) {
@@ -66,8 +72,17 @@ func Restore(ctx context.Context, in, dbPath string, opts RestoreOptions) (*Rest
 	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	// Through a symbolic link, the file it names is replaced, and the WAL
+	// beside that file (where SQLite keeps it) goes; the link stays. The
+	// lock stays the configured path's, the one the agent takes.
+	target := dbPath
+	if resolved, err := filepath.EvalSymlinks(dbPath); err == nil {
+		target = resolved
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 
-	tmp := dbPath + ".restore.tmp"
+	tmp := target + ".restore.tmp"
 	// A restore that died midway may have left its copy, with a journal
 	// SQLite would roll back into the next copy.
 	removeDatabase(tmp)
@@ -92,15 +107,15 @@ func Restore(ctx context.Context, in, dbPath string, opts RestoreOptions) (*Rest
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
-		if err := os.Remove(dbPath + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(target + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 	}
-	if err := os.Rename(tmp, dbPath); err != nil {
+	if err := os.Rename(tmp, target); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	done = true
-	if err := syncDir(filepath.Dir(dbPath)); err != nil {
+	if err := syncDir(filepath.Dir(target)); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	return &Restored{Path: dbPath, From: from, Actor: actor, Tables: info.Tables}, nil

@@ -127,7 +127,24 @@ func CheckFile(ctx context.Context, path string) (*FileInfo, error) {
 	}
 	defer db.Close()
 	defer conn.Close()
-	return checkConn(ctx, conn, path)
+	info, err := checkConn(ctx, conn, path)
+	if err != nil {
+		return nil, err
+	}
+	// SQLite reads a page the file ends inside of as if the rest were
+	// zeros, and the integrity check cannot tell those zeros from data:
+	// a file cut short inside its last page passes it.
+	var pageSize, pageCount int64
+	if err := queryRow(ctx, conn, `PRAGMA page_size`, nil, &pageSize); err != nil {
+		return nil, fmt.Errorf("check %s: %w", path, err)
+	}
+	if err := queryRow(ctx, conn, `PRAGMA page_count`, nil, &pageCount); err != nil {
+		return nil, fmt.Errorf("check %s: %w", path, err)
+	}
+	if want := pageSize * pageCount; fi.Size() < want || fi.Size()%pageSize != 0 {
+		return nil, fmt.Errorf("check %s: truncated: %d bytes, want %d (%d pages of %d)", path, fi.Size(), want, pageCount, pageSize)
+	}
+	return info, nil
 }
 
 // openFile opens one connection to a database file outside any store.

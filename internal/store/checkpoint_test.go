@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -158,5 +159,46 @@ func TestWrittenAnnouncesCommits(t *testing.T) {
 	}
 	if !announced() {
 		t.Fatal("a schema change was not announced")
+	}
+}
+
+// A checkpoint that a reader keeps from copying new frames (a backup's
+// VACUUM INTO, a long query) is not Busy: SQLite's PASSIVE checkpoint
+// reports success and copies, and syncs, nothing. Only Done < Log says
+// the commits since are not on disk yet.
+func TestCheckpointHeldByReaderIsNotBusy(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "c.db")
+	s := openManual(t, path)
+	defer s.Close()
+	if _, err := s.Transact(ctx, []Statement{{SQL: "INSERT INTO t (id) VALUES (1)"}}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Checkpoint(ctx); err != nil || res.Done != res.Log {
+		t.Fatalf("first checkpoint %+v %v", res, err)
+	}
+	// A reader, like a backup, holds a snapshot from before the next commit.
+	r := openSQLite(t, path, url.Values{})
+	tx, err := r.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Transact(ctx, []Statement{{SQL: "INSERT INTO t (id) VALUES (2)"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("checkpoint under a reader: %+v", res)
+	// What the agent's checkpoint loop must recognise: not Busy, and
+	// frames left in the WAL.
+	if res.Busy || res.Done >= res.Log {
+		t.Fatalf("checkpoint %+v: want not Busy and Done < Log", res)
 	}
 }
