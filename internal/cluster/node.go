@@ -204,8 +204,8 @@ func (n *Node) Members() []Member { return n.members() }
 
 // members is memberlist's view with the data plane's evidence folded in.
 // memberlist keeps its own suspicion to itself: it reports a member alive
-// until it declares it dead, which takes seconds (longer in large
-// clusters, where it waits for others to confirm). So a member memberlist
+// until it declares it dead, which takes seconds to a minute (longer in
+// large clusters, and while too few others confirm the suspicion). So a member memberlist
 // holds alive is suspect here while this member cannot reach it: its
 // connection was lost and the last dial failed (connectLoop dials again
 // every connectEvery, and a dial that succeeds clears it). Nothing is
