@@ -381,3 +381,31 @@ func TestPackValuesHasNoKeyBound(t *testing.T) {
 		t.Fatalf("a huge count: %v", err)
 	}
 }
+
+// TestRangeSetSubtractAtMaxVersion: a range ending at the largest version
+// (a peer may announce any head) must not wrap around to version 0.
+func TestRangeSetSubtractAtMaxVersion(t *testing.T) {
+	const top = ^uint64(0)
+	s := RangeSetOf(Range{1, top})
+	o := RangeSetOf(Range{5, top})
+	if got, want := s.Subtract(o), []Range{{1, 4}}; len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("{1..max} - {5..max} = %v, want %v", got, want)
+	}
+	// A peer announcing head max with its top version missing knows 1..max-1.
+	hg := HeadAndGaps(top, []Range{{top, top}})
+	if hg.Contains(top) || !hg.Contains(1) || hg.Contains(0) {
+		t.Fatalf("HeadAndGaps(max, [max]) = %v", hg.Ranges())
+	}
+}
+
+// TestRangeSetNeighborsAtMaxVersion: the ranges that adding v merges with,
+// next to the largest version.
+func TestRangeSetNeighborsAtMaxVersion(t *testing.T) {
+	const top = ^uint64(0)
+	if got := RangeSetOf(Range{5, top}).Neighbors(4); len(got) != 1 || got[0] != (Range{5, top}) {
+		t.Fatalf("Neighbors(4) of {5..max} = %v", got)
+	}
+	if got := RangeSetOf(Range{1, top - 1}).Neighbors(top); len(got) != 1 || got[0] != (Range{1, top - 1}) {
+		t.Fatalf("Neighbors(max) of {1..max-1} = %v", got)
+	}
+}

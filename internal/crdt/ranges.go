@@ -99,8 +99,9 @@ func (s *RangeSet) Equal(o *RangeSet) bool {
 // ending at v-1 and the one starting at v+1, when present.
 func (s *RangeSet) Neighbors(v uint64) []Range {
 	var out []Range
-	i := sort.Search(len(s.ranges), func(i int) bool { return s.ranges[i].End+1 >= v })
-	for ; i < len(s.ranges) && s.ranges[i].Start <= v+1; i++ {
+	// End >= v-1 and Start <= v+1, written so that neither end wraps.
+	i := sort.Search(len(s.ranges), func(i int) bool { return v == 0 || s.ranges[i].End >= v-1 })
+	for ; i < len(s.ranges) && (v == ^uint64(0) || s.ranges[i].Start <= v+1); i++ {
 		out = append(out, s.ranges[i])
 	}
 	return out
@@ -117,18 +118,19 @@ func (s *RangeSet) Subtract(o *RangeSet) []Range {
 			j++
 		}
 		k := j
+		covered := false // the rest of r is in o (r.End+1 may not exist)
 		for k < len(o.ranges) && o.ranges[k].Start <= r.End {
 			if o.ranges[k].Start > start {
 				out = append(out, Range{start, o.ranges[k].Start - 1})
 			}
 			if o.ranges[k].End >= r.End {
-				start = r.End + 1
+				covered = true
 				break
 			}
 			start = o.ranges[k].End + 1
 			k++
 		}
-		if start <= r.End {
+		if !covered && start <= r.End {
 			out = append(out, Range{start, r.End})
 		}
 	}
