@@ -319,3 +319,146 @@ func TestChangesRangeMatchesChanges(t *testing.T) {
 		}
 	}
 }
+
+// drawStatementRekey is drawStatement, or now and then a key change that
+// may replace another row.
+func drawStatementRekey(t *rapid.T) Statement {
+	if rapid.IntRange(0, 4).Draw(t, "rk") == 0 {
+		id := rapid.SampledFrom(propIDs).Draw(t, "id")
+		id2 := rapid.SampledFrom(propIDs).Draw(t, "id2")
+		k := rapid.SampledFrom(propKs).Draw(t, "k")
+		return stmt(`UPDATE OR REPLACE t SET id = ? WHERE id = ? AND k = ?`, id2, id, k)
+	}
+	return drawStatement(t)
+}
+
+// TestSurvivorsConvergeOnPartialReplicas: what sync sends (each version
+// as the store holds it now, its overwritten cells gone) makes replicas
+// that already hold some of the versions converge.
+func TestSurvivorsConvergeOnPartialReplicas(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		rs := newReplicaSet(t, 3)
+		defer rs.close()
+		n := len(rs.stores)
+		for step, steps := 0, rapid.IntRange(1, 30).Draw(t, "steps"); step < steps; step++ {
+			i := rapid.IntRange(0, n-1).Draw(t, "replica")
+			if len(rs.pool) == 0 || rapid.Bool().Draw(t, "write") {
+				s := rs.stores[i]
+				res, err := s.Transact(context.Background(), []Statement{drawStatementRekey(t)})
+				if err != nil {
+					t.Fatalf("replica %d: %v", i, err)
+				}
+				if res.Version != 0 {
+					cs, _, err := s.Changes(context.Background(), s.Actor(), res.Version)
+					if err != nil {
+						t.Fatal(err)
+					}
+					rs.pool = append(rs.pool, cs)
+				}
+				continue
+			}
+			subset := rapid.SliceOfNDistinct(rapid.IntRange(0, len(rs.pool)-1), 1, len(rs.pool), rapid.ID[int]).Draw(t, "subset")
+			var css []*crdt.Changeset
+			for _, j := range subset {
+				css = append(css, rs.pool[j])
+			}
+			rs.deliver(t, i, css)
+		}
+		// Replica 0 gets everything; 1 and 2 get the survivors read from 0
+		// (as sync sends them) on top of whatever they had.
+		rs.deliver(t, 0, rs.pool)
+		src := rs.stores[0]
+		book := src.Bookkeeping()
+		var survivors []*crdt.Changeset
+		for _, a := range book.Actors() {
+			for v := uint64(1); v <= book.Head(a); v++ {
+				cs, _, err := src.Changes(context.Background(), a, v)
+				if err != nil {
+					t.Fatalf("changes %s/%d: %v", a, v, err)
+				}
+				survivors = append(survivors, cs)
+			}
+		}
+		for i := 1; i < n; i++ {
+			rs.deliver(t, i, shuffled(t, survivors, fmt.Sprint("surv", i)))
+		}
+		rs.assertConverged(t)
+	})
+}
+
+// syncFrom is what sync sends dst from src: every version src knows and
+// dst does not, as src holds it now.
+func syncFrom(t *rapid.T, src, dst *Store) []*crdt.Changeset {
+	book := src.Bookkeeping()
+	var out []*crdt.Changeset
+	for _, a := range book.Actors() {
+		for v := uint64(1); v <= book.Head(a); v++ {
+			if !book.Knows(a, v) || dst.Knows(a, v) {
+				continue
+			}
+			cs, _, err := src.Changes(context.Background(), a, v)
+			if err != nil {
+				t.Fatalf("changes %s/%d: %v", a, v, err)
+			}
+			out = append(out, cs)
+		}
+	}
+	return out
+}
+
+// TestConvergenceWithSyncInterleaved: writes (key changes among them),
+// partial broadcasts and pairwise syncs interleaved at random, then
+// anti-entropy rounds: every replica converges.
+func TestConvergenceWithSyncInterleaved(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		rs := newReplicaSet(t, 4)
+		defer rs.close()
+		n := len(rs.stores)
+		for step, steps := 0, rapid.IntRange(1, 40).Draw(t, "steps"); step < steps; step++ {
+			i := rapid.IntRange(0, n-1).Draw(t, "replica")
+			switch op := rapid.IntRange(0, 2).Draw(t, "op"); {
+			case len(rs.pool) == 0 || op == 0:
+				s := rs.stores[i]
+				res, err := s.Transact(context.Background(), []Statement{drawStatementRekey(t)})
+				if err != nil {
+					t.Fatalf("replica %d: %v", i, err)
+				}
+				if res.Version != 0 {
+					cs, _, err := s.Changes(context.Background(), s.Actor(), res.Version)
+					if err != nil {
+						t.Fatal(err)
+					}
+					rs.pool = append(rs.pool, cs)
+				}
+			case op == 1:
+				subset := rapid.SliceOfNDistinct(rapid.IntRange(0, len(rs.pool)-1), 1, len(rs.pool), rapid.ID[int]).Draw(t, "subset")
+				var css []*crdt.Changeset
+				for _, j := range subset {
+					css = append(css, rs.pool[j])
+				}
+				rs.deliver(t, i, css)
+			default:
+				j := rapid.IntRange(0, n-1).Draw(t, "src")
+				if j != i {
+					css := syncFrom(t, rs.stores[j], rs.stores[i])
+					if len(css) > 0 {
+						rs.deliver(t, i, shuffled(t, css, "sync"))
+					}
+				}
+			}
+		}
+		// Anti-entropy rounds until everyone knows everything.
+		for round := 0; round < 3; round++ {
+			for i := range rs.stores {
+				for j := range rs.stores {
+					if i != j {
+						if css := syncFrom(t, rs.stores[j], rs.stores[i]); len(css) > 0 {
+							rs.deliver(t, i, css)
+						}
+					}
+				}
+			}
+		}
+		rs.assertConverged(t)
+	})
+}
