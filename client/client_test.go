@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -164,5 +165,31 @@ func TestClientAdminCalls(t *testing.T) {
 	var ce *client.Error
 	if _, err := wrong.Backup(ctx, &buf); !errors.As(err, &ce) || ce.Status != 401 {
 		t.Fatalf("backup with a wrong token: %v", err)
+	}
+}
+
+// Parameters keep their type and value over the wire: a float32 is a REAL
+// (docs/api.md: a REAL keeps its decimal point), and an unsigned integer
+// too large for INTEGER is refused rather than bound as another number.
+func TestClientParameterTypes(t *testing.T) {
+	base := startAgent(t, "")
+	c := mustClient(t, base, "")
+	ctx := context.Background()
+	typeOf := func(v any) ([]any, error) {
+		rows, err := c.Query(ctx, client.Statement{Query: "SELECT typeof(?1), ?1", Params: []any{v}})
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			t.Fatalf("no row: %v", rows.Err())
+		}
+		return rows.Row(), nil
+	}
+	if r, err := typeOf(float32(2)); err != nil || r[0] != "real" || r[1] != 2.0 {
+		t.Errorf("float32(2) bound as %#v (%v), want a REAL 2", r, err)
+	}
+	if r, err := typeOf(uint64(math.MaxUint64)); err == nil {
+		t.Errorf("uint64 %d bound as %#v: another number", uint64(math.MaxUint64), r)
 	}
 }

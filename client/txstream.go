@@ -86,6 +86,11 @@ func (c *Client) OpenTxStream(ctx context.Context) (*TxStream, error) {
 // Transact runs statements as one transaction, sent on the stream behind
 // those already sent.
 func (s *TxStream) Transact(ctx context.Context, stmts ...Statement) (*api.ExecResponse, error) {
+	// A context that has already ended sends nothing: once queued, the
+	// transaction is on its way and may commit.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	line, err := json.Marshal(stmts)
 	if err != nil {
 		return nil, fmt.Errorf("client: encode transaction: %w", err)

@@ -124,3 +124,25 @@ func countApp(t *testing.T, c *client.Client, app string) int64 {
 	n, _ := rows.Row()[0].(int64)
 	return n
 }
+
+// A Transact called with a context that has already ended sends nothing:
+// it returns the context's error, and its transaction does not commit.
+func TestTxStreamEndedContextSendsNothing(t *testing.T) {
+	base := startAgent(t, "")
+	c := mustClient(t, base, "")
+	st, err := c.OpenTxStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := st.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app) VALUES ('late', 'canceled')"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("transact with a canceled context: %v", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countApp(t, c, "canceled"); n != 0 {
+		t.Fatalf("a transaction whose Transact was called with a canceled context committed (%d rows)", n)
+	}
+}

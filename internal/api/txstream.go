@@ -257,7 +257,11 @@ func readLine(br *bufio.Reader, limit int64) ([]byte, error) {
 	var line []byte
 	for {
 		chunk, err := br.ReadSlice('\n')
-		if int64(len(line)+len(chunk)) > limit {
+		n := len(line) + len(chunk)
+		if err == nil {
+			n-- // the newline ends the line; it is not part of it
+		}
+		if int64(n) > limit {
 			line = nil
 			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = br.ReadSlice('\n')

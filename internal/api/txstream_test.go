@@ -297,3 +297,26 @@ func TestTransactionStreamClosesCleanlyAfterIdling(t *testing.T) {
 		t.Fatalf("close after idling: %v", err)
 	}
 }
+
+// A line exactly max_body_bytes long is not longer than the limit: the
+// stream takes it, as /v1/transactions takes a body of that length.
+func TestTransactionStreamLineAtTheLimit(t *testing.T) {
+	const limit = 2048
+	f := newFixture(t, api.Options{MaxBodyBytes: limit})
+	prefix, suffix := `["SELECT '`, `'"]`
+	tx := prefix + strings.Repeat("x", limit-len(prefix)-len(suffix)) + suffix
+	if len(tx) != limit {
+		t.Fatalf("length %d", len(tx))
+	}
+	if code, raw := f.do("POST", "/v1/transactions", tx); code != http.StatusOK {
+		t.Fatalf("/v1/transactions: %d %s", code, raw)
+	}
+	code, raw := f.do("POST", "/v1/transactions/stream", tx+"\n")
+	var got api.TxStreamResult
+	if err := json.Unmarshal([]byte(raw), &got); code != 200 || err != nil {
+		t.Fatalf("stream: %d %s %v", code, raw, err)
+	}
+	if got.Status != http.StatusOK {
+		t.Fatalf("a transaction of %d bytes on a stream limited to %d: %s", len(tx), limit, raw)
+	}
+}

@@ -256,21 +256,46 @@ func (s Statement) marshalJSON() ([]byte, error) {
 		NamedParams map[string]any `json:"named_params,omitempty"`
 	}
 	p := plain{Query: s.Query}
-	for _, v := range s.Params {
+	for i, v := range s.Params {
+		if err := checkParam(v); err != nil {
+			return nil, fmt.Errorf("parameter %d: %w", i+1, err)
+		}
 		p.Params = append(p.Params, EncodeValue(v))
 	}
 	if len(s.NamedParams) > 0 {
 		p.NamedParams = make(map[string]any, len(s.NamedParams))
 		for k, v := range s.NamedParams {
+			if err := checkParam(v); err != nil {
+				return nil, fmt.Errorf("parameter %q: %w", k, err)
+			}
 			p.NamedParams[k] = EncodeValue(v)
 		}
 	}
 	return json.Marshal(p)
 }
 
+// checkParam refuses a parameter the wire cannot carry as itself: an
+// unsigned integer beyond int64 would arrive as a REAL, another number.
+func checkParam(v any) error {
+	switch x := v.(type) {
+	case uint64:
+		if x > math.MaxInt64 {
+			return fmt.Errorf("integer %d does not fit in SQLite's INTEGER (int64)", x)
+		}
+	case uint:
+		if uint64(x) > math.MaxInt64 {
+			return fmt.Errorf("integer %d does not fit in SQLite's INTEGER (int64)", x)
+		}
+	}
+	return nil
+}
+
 // EncodeValue prepares a SQLite value for JSON: BLOBs become arrays of
 // byte values, so they stay distinct from TEXT.
 func EncodeValue(v any) any {
+	if f, ok := v.(float32); ok {
+		v = float64(f) // a REAL, as database/sql binds it, not "2"
+	}
 	if b, ok := v.([]byte); ok {
 		out := make([]int, len(b))
 		for i, c := range b {
