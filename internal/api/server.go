@@ -317,7 +317,12 @@ func (s *Server) txResponse(res *store.TxResult, err error) (int, ExecResponse) 
 		} else {
 			results = []ExecResult{{Error: err.Error()}}
 		}
-		if status >= 500 {
+		switch {
+		case status >= 500 && errors.Is(err, context.Canceled):
+			// The client went away (or the agent is stopping) before it
+			// ran: nothing failed.
+			s.opts.Logger.Debug("transaction abandoned", "err", err)
+		case status >= 500:
 			s.opts.Logger.Error("transaction failed", "err", err)
 		}
 		return status, ExecResponse{Results: results, ActorID: s.store.Actor().String()}
