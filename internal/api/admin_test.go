@@ -116,7 +116,7 @@ func TestReloadAppliesTheSchemaFilesAdditively(t *testing.T) {
 	reload := func() (int, string) { return f.do("POST", "/v1/admin/reload", "") }
 
 	// The fixture starts from the regional schema, which the file lacks.
-	if code, raw := reload(); code != 400 || !strings.Contains(raw, `table \"hosts\": dropping a table is refused`) {
+	if code, raw := reload(); code != 400 || !strings.Contains(raw, `table \"hosts\": the database has it and the schema files do not; dropping a table is refused`) {
 		t.Fatalf("reload dropping tables: %d %s", code, raw)
 	}
 	if len(f.st.Schema().Tables) != 3 {
@@ -160,7 +160,7 @@ func TestReloadAppliesTheSchemaFilesAdditively(t *testing.T) {
 	// Destructive edits: 400 naming the column, nothing applied.
 	before := f.st.Schema()
 	for edit, msg := range map[string]string{
-		`CREATE TABLE apps (name TEXT NOT NULL PRIMARY KEY, tier INTEGER NOT NULL DEFAULT 1);`:                                                        `table \"apps\" column \"owner\": dropping or renaming a column is refused`,
+		`CREATE TABLE apps (name TEXT NOT NULL PRIMARY KEY, tier INTEGER NOT NULL DEFAULT 1);`:                                                        `table \"apps\" column \"owner\": the database has it and the schema files do not; dropping or renaming a column is refused`,
 		`CREATE TABLE apps (name TEXT NOT NULL PRIMARY KEY, owner INTEGER, tier INTEGER NOT NULL DEFAULT 1);`:                                         `column \"owner\": changing the type`,
 		`CREATE TABLE apps (name TEXT NOT NULL PRIMARY KEY, owner TEXT, tier INTEGER NOT NULL DEFAULT 1, x TEXT, y TEXT); CREATE TABLE bad (a TEXT);`: `table \"bad\": a replicated table needs a PRIMARY KEY`,
 	} {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -200,7 +201,19 @@ func (s *Store) ApplySchemaSQL(ctx context.Context, text string) error {
 	if err != nil {
 		return err
 	}
-	return s.migrateTo(ctx, s.Schema(), want)
+	err = s.migrateTo(ctx, s.Schema(), want)
+	// Here the schema is the whole of it: what it lacks is most often a
+	// table or column added by a migration and not to the files.
+	var se *SchemaError
+	if errors.As(err, &se) {
+		switch se.Reason {
+		case reasonDropTable:
+			se.Reason = "the database has it and the schema files do not; " + reasonDropTable + " (a table added by POST /v1/migrations must be added to the files too)"
+		case reasonDropColumn:
+			se.Reason = "the database has it and the schema files do not; " + reasonDropColumn + " (a column added by POST /v1/migrations must be added to the files too)"
+		}
+	}
+	return err
 }
 
 // ReadSchemaFiles concatenates the .sql files named by paths, expanding

@@ -377,6 +377,13 @@ func (p *migrationPlan) empty() bool {
 	return len(p.newTables) == 0 && len(p.newColumns) == 0 && len(p.dropIndexes) == 0 && len(p.createIndex) == 0
 }
 
+// The reasons planMigration gives for a table or column the desired
+// schema lacks.
+const (
+	reasonDropTable  = "dropping a table is refused"
+	reasonDropColumn = "dropping or renaming a column is refused"
+)
+
 // planMigration compares the current schema with the desired one and
 // returns the additive steps, or a SchemaError naming the first destructive
 // change: a dropped table or column, a changed type, a changed key.
@@ -384,7 +391,7 @@ func planMigration(cur, want *Schema) (*migrationPlan, error) {
 	p := &migrationPlan{newColumns: map[string][]Column{}, changedTable: map[string]bool{}}
 	for _, name := range cur.TableNames() {
 		if _, ok := want.Tables[name]; !ok {
-			return nil, &SchemaError{Table: name, Reason: "dropping a table is refused"}
+			return nil, &SchemaError{Table: name, Reason: reasonDropTable}
 		}
 	}
 	for _, name := range want.TableNames() {
@@ -398,7 +405,7 @@ func planMigration(cur, want *Schema) (*migrationPlan, error) {
 		for _, cc := range ct.Columns {
 			wc := wt.Column(cc.Name)
 			if wc == nil {
-				return nil, &SchemaError{Table: name, Column: cc.Name, Reason: "dropping or renaming a column is refused"}
+				return nil, &SchemaError{Table: name, Column: cc.Name, Reason: reasonDropColumn}
 			}
 			if !strings.EqualFold(strings.TrimSpace(wc.Type), strings.TrimSpace(cc.Type)) {
 				return nil, &SchemaError{Table: name, Column: cc.Name, Reason: fmt.Sprintf("changing the type from %q to %q is refused", cc.Type, wc.Type)}
