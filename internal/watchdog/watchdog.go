@@ -60,6 +60,10 @@ type Watchdog struct {
 	mu      sync.Mutex
 	beats   map[*Beat]struct{}
 	stalled map[*Beat]bool
+	// lastCheck is when Check last ran, resumed when it last found the
+	// process had stood still (see Check); both in w.now's terms, 0 for
+	// never.
+	lastCheck, resumed int64
 }
 
 // New returns a watchdog; Run makes it watch.
@@ -144,9 +148,19 @@ func (w *Watchdog) Check() {
 	now := w.now()
 	var stall Stall
 	w.mu.Lock()
+	// Checks come every quarter of the timeout. Two checks further apart
+	// than half of it mean the whole process stood still (frozen by
+	// SIGSTOP, a cgroup freezer or docker pause; a suspended machine):
+	// its loops could not tick either, and that time is nobody's stall.
+	// Beats are judged from then on; a loop that was stuck before still
+	// shows, a timeout later.
+	if w.lastCheck != 0 && time.Duration(now-w.lastCheck) > w.opts.Timeout/2 {
+		w.resumed = now
+	}
+	w.lastCheck = now
 	for b := range w.beats {
 		last := b.last.Load()
-		late := time.Duration(now - last)
+		late := time.Duration(now - max(last, w.resumed))
 		if last == 0 || late <= w.opts.Timeout {
 			delete(w.stalled, b)
 			continue

@@ -30,15 +30,14 @@ func TestStallsOnAFakeClock(t *testing.T) {
 	w := New(Options{Timeout: 10 * time.Second, Now: clock.Now, Log: quiet(), Dump: io.Discard, OnStall: func(s Stall) { stalls = append(stalls, s) }})
 	a, b, writer := w.Register("a"), w.Register("b"), w.Register("writer")
 	writer.Rest()
+	run := runner(w, clock)
 
-	clock.Advance(9 * time.Second)
-	w.Check()
+	run(9 * time.Second)
 	if len(stalls) != 0 || !w.Healthy() {
 		t.Fatalf("stall inside the timeout: %+v", stalls)
 	}
 	b.Tick()
-	clock.Advance(2 * time.Second) // a: 11s without a tick, b: 2s
-	w.Check()
+	run(2 * time.Second) // a: 11s without a tick, b: 2s
 	if len(stalls) != 1 || !slices.Equal(stalls[0].Loops, []string{"a"}) || stalls[0].For != 11*time.Second {
 		t.Fatalf("stalls %+v", stalls)
 	}
@@ -62,23 +61,63 @@ func TestStallsOnAFakeClock(t *testing.T) {
 	// A write that holds its lock past the timeout stalls; one that
 	// ended does not, however long ago.
 	writer.Tick()
-	clock.Advance(11 * time.Second)
-	a.Tick()
-	b.Tick()
-	w.Check()
+	run(11*time.Second, a, b)
 	if len(stalls) != 2 || !slices.Equal(stalls[1].Loops, []string{"writer"}) || w.Stalls() != 2 {
 		t.Fatalf("stalls %+v", stalls)
 	}
 	writer.Rest()
-	clock.Advance(time.Hour)
-	a.Tick()
 	b.Stop()
-	w.Check()
+	run(time.Hour, a)
 	if len(stalls) != 2 || !w.Healthy() {
 		t.Fatalf("a resting or stopped beat stalled: %+v", stalls[2:])
 	}
 	if b.Due() != nil {
 		t.Fatal("a stopped beat is due")
+	}
+}
+
+// runner returns a function that moves the clock on by d as Run would see
+// it, checking every quarter of the timeout, with the given beats ticking
+// before each check.
+func runner(w *Watchdog, clock *fakeClock) func(d time.Duration, ticking ...*Beat) {
+	return func(d time.Duration, ticking ...*Beat) {
+		for done := time.Duration(0); done < d; {
+			step := min(checkEvery(w.opts.Timeout), d-done)
+			clock.Advance(step)
+			done += step
+			for _, b := range ticking {
+				b.Tick()
+			}
+			w.Check()
+		}
+	}
+}
+
+// TestProcessPauseIsNoStall: a process that stood still (frozen, or its
+// machine suspended) finds its loops late by the pause when it resumes,
+// which is not a stall; a loop that stopped ticking before the pause is
+// still found, a timeout after the process resumed.
+func TestProcessPauseIsNoStall(t *testing.T) {
+	clock := &fakeClock{}
+	clock.now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	var stalls []Stall
+	w := New(Options{Timeout: 10 * time.Second, Now: clock.Now, Log: quiet(), Dump: io.Discard, OnStall: func(s Stall) { stalls = append(stalls, s) }})
+	a, b := w.Register("a"), w.Register("b")
+	run := runner(w, clock)
+	run(20*time.Second, a, b)
+	run(5*time.Second, a) // b stops ticking
+	clock.Advance(time.Minute)
+	w.Check()
+	if len(stalls) != 0 {
+		t.Fatalf("a pause of the whole process taken for a stall: %+v", stalls[0].Loops)
+	}
+	run(9*time.Second, a)
+	if len(stalls) != 0 {
+		t.Fatalf("b stalled %v after the process resumed, inside the timeout", 9*time.Second)
+	}
+	run(2*time.Second, a)
+	if len(stalls) != 1 || !slices.Equal(stalls[0].Loops, []string{"b"}) {
+		t.Fatalf("stalls %+v: want b, a timeout after the process resumed", stalls)
 	}
 }
 
