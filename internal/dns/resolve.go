@@ -234,21 +234,26 @@ func (r *resolver) srv(q miekg.Question, app string, ans locate.Answer, degraded
 	if q.Qtype == miekg.TypeSRV || q.Qtype == miekg.TypeANY {
 		prio := 0 // counts only regions that answer with machines
 		for _, rm := range ans.Regions {
-			healthy := healthyMachines(rm.Machines)
-			if len(healthy) == 0 {
-				continue
-			}
-			for _, m := range healthy {
+			listed := false
+			for _, m := range healthyMachines(rm.Machines) {
+				// A machine with no address to give for its target, or no
+				// port, cannot be reached through this answer: left out,
+				// as the A and AAAA answers leave it out.
+				a, err := netip.ParseAddr(m.GetAddress())
+				if err != nil || m.GetPort() < 1 || m.GetPort() > 65535 {
+					continue
+				}
 				target := m.GetId() + ".vm." + app + "." + r.zone
 				answer = append(answer, &miekg.SRV{
 					Hdr:      r.header(q.Name, miekg.TypeSRV),
 					Priority: uint16(min(prio, 65535)), Weight: 10, Port: uint16(m.GetPort()), Target: target,
 				})
-				if a, err := netip.ParseAddr(m.GetAddress()); err == nil {
-					extra = append(extra, r.addresses(target, []netip.Addr{a.Unmap()})...)
-				}
+				extra = append(extra, r.addresses(target, []netip.Addr{a.Unmap()})...)
+				listed = true
 			}
-			prio++
+			if listed {
+				prio++
+			}
 		}
 	}
 	res := r.only(q, answer, extra)
