@@ -2,7 +2,6 @@ package regionhealth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -91,10 +90,10 @@ func Region(ctx context.Context, name string, apis []string, heartbeatMS int64, 
 	if heartbeatMS > 0 {
 		r.BridgeHeartbeatAge = max(0, o.Now().Sub(time.UnixMilli(heartbeatMS)).Seconds())
 	}
-	members, err := membersOf(ctx, apis, o)
-	if err != nil {
-		for _, a := range apis {
-			r.Agents = append(r.Agents, Agent{Name: a, API: a, State: "unknown", Error: err.Error()})
+	members, errs := membersOf(ctx, apis, o)
+	if members == nil {
+		for i, a := range apis {
+			r.Agents = append(r.Agents, Agent{Name: a, API: a, State: "unknown", Error: errs[i].Error()})
 		}
 		Judge(&r, o.Limits)
 		return r
@@ -139,13 +138,14 @@ func Region(ctx context.Context, name string, apis []string, heartbeatMS int64, 
 	return r
 }
 
-// membersOf asks the given agents, in turn, for the region's members.
-func membersOf(ctx context.Context, apis []string, o Options) ([]api.Member, error) {
-	var errs []error
-	for _, a := range apis {
+// membersOf asks the given agents, in turn, for the region's members;
+// when none answers, nil and each one's error.
+func membersOf(ctx context.Context, apis []string, o Options) ([]api.Member, []error) {
+	errs := make([]error, len(apis))
+	for i, a := range apis {
 		c, err := client.New(a, o.Token)
 		if err != nil {
-			errs = append(errs, err)
+			errs[i] = err
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -153,14 +153,14 @@ func membersOf(ctx context.Context, apis []string, o Options) ([]api.Member, err
 		cancel()
 		if err == nil {
 			sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+			if ms == nil {
+				ms = []api.Member{}
+			}
 			return ms, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", a, err))
+		errs[i] = err
 	}
-	if len(errs) == 0 {
-		return nil, errors.New("the directory lists no agent API for the region")
-	}
-	return nil, errors.Join(errs...)
+	return nil, errs
 }
 
 // agentFigures reads one agent's health and row counts.

@@ -3,6 +3,7 @@ package regionhealth_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -113,6 +114,30 @@ func TestRegionHealth(t *testing.T) {
 	rep = waitVerdict("a host silent", regionhealth.Degraded, nil)
 	if !strings.Contains(strings.Join(rep.Reasons, ";"), "host h1 has not re-published for 10m") {
 		t.Fatalf("reasons: %v", rep.Reasons)
+	}
+}
+
+// TestNoAgentAnswersNamesEachOnesError: a region none of whose agents
+// answers is down, and each agent's row carries its own error alone.
+func TestNoAgentAnswersNamesEachOnesError(t *testing.T) {
+	var apis []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		apis = append(apis, "http://"+ln.Addr().String())
+		ln.Close()
+	}
+	rep := regionhealth.Region(context.Background(), "ams", apis, 0, 0, regionhealth.Options{Timeout: time.Second})
+	if rep.Verdict != regionhealth.Down || len(rep.Agents) != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	for i, a := range rep.Agents {
+		other := strings.TrimPrefix(apis[1-i], "http://")
+		if !strings.Contains(a.Error, strings.TrimPrefix(apis[i], "http://")) || strings.Contains(a.Error, other) || strings.Contains(a.Error, "\n") {
+			t.Fatalf("agent %s: error %q, want its own alone", a.API, a.Error)
+		}
 	}
 }
 
