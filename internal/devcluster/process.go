@@ -64,6 +64,7 @@ func (p *Process) spawn() (<-chan error, error) {
 		cmd.Env = append(os.Environ(), p.Env...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("devcluster: start %s: %w", p.Binary, err)
