@@ -35,9 +35,12 @@ const (
 // maxOutput bounds a check's published output.
 const maxOutput = 200
 
-// Outputs of checks that do not run.
+// Outputs of checks that have no result of their own: the machine does
+// not run, or it has just started and the check has yet to run. Either
+// is critical; a check's first result replaces them whatever its status.
 const (
 	outputNotRunning = "machine is not running"
+	outputNotChecked = "not checked since the machine started"
 )
 
 // checkResult is one run's outcome.
@@ -157,7 +160,8 @@ func (h *Host) checkLoop(ctx context.Context, id string, gen uint64, address str
 
 // checkResult records a check's outcome. Only a change of status changes
 // the record (a new output alone does not), so a steady check consumes
-// no version in the regional cluster.
+// no version in the regional cluster; but the first result after a start
+// replaces the placeholder, so that a failing check says why.
 func (h *Host) checkResult(id string, gen uint64, name string, res checkResult) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -169,7 +173,10 @@ func (h *Host) checkResult(id string, gen uint64, name string, res checkResult) 
 		return // not this machine: resume recorded why its checks fail
 	}
 	i := checkIndex(m.rec.Checks, name)
-	if i < 0 || m.rec.Checks[i].Status == res.status {
+	if i < 0 {
+		return
+	}
+	if cur := m.rec.Checks[i]; cur.Status == res.status && cur.Output != outputNotChecked && cur.Output != outputNotRunning {
 		return
 	}
 	next := cloneMachine(m.rec)

@@ -247,3 +247,42 @@ func TestStaleCheckOfAnEarlierMachineIsIgnored(t *testing.T) {
 		t.Fatalf("a check of the destroyed machine changed the new one: %+v", rec.Checks[0])
 	}
 }
+
+// TestFirstCheckResultReplacesThePlaceholder: a machine created started
+// does not say its checks fail because it is not running; and its first
+// check result is recorded even when it is critical as before, so that
+// the output says why the check fails.
+func TestFirstCheckResultReplacesThePlaceholder(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, hostConfig(t, filepath.Join(t.TempDir(), "h.db"), []string{"http://127.0.0.1:1"}))
+	// The machine's server (a ServeMux) redirects a path to clean it, and
+	// a check does not follow redirects: critical.
+	spec := MachineSpec{ID: "x", App: "web", Start: true, Checks: []CheckSpec{{Name: "c", Kind: "http", Path: "/a/../", IntervalMS: 3_600_000}}}
+	rec, err := h.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := rec.Checks[0]; c.Status != regional.CheckCritical || c.Output != outputNotChecked {
+		t.Fatalf("a machine created started: check %+v, want critical and not checked yet", c)
+	}
+	waitFor(t, "the first check result", func() bool {
+		rec, err := h.Get("x")
+		c := rec.Checks[0]
+		return err == nil && c.Status == regional.CheckCritical && c.Output != outputNotChecked && c.Output != outputNotRunning
+	})
+	if _, err := h.Stop(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err = h.Start(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := rec.Checks[0]; c.Status != regional.CheckCritical || c.Output != outputNotChecked {
+		t.Fatalf("a machine started again: check %+v, want critical and not checked yet", c)
+	}
+	waitFor(t, "the first check result after the start", func() bool {
+		rec, err := h.Get("x")
+		c := rec.Checks[0]
+		return err == nil && c.Status == regional.CheckCritical && c.Output != outputNotChecked && c.Output != outputNotRunning
+	})
+}

@@ -304,6 +304,9 @@ func (h *Host) Create(ctx context.Context, spec MachineSpec) (regional.Machine, 
 	}
 	if spec.Start {
 		rec.State = regional.StateStarted
+		for i := range rec.Checks {
+			rec.Checks[i].Output = outputNotChecked
+		}
 	} else if ln != nil {
 		ln.Close()
 		ln = nil
@@ -427,7 +430,12 @@ func (h *Host) Start(ctx context.Context, id string) (regional.Machine, error) {
 		return regional.Machine{}, fmt.Errorf("machine %q: start: %w", id, err)
 	}
 	next := cloneMachine(m.rec)
-	next.State, next.UpdatedAt = regional.StateStarted, h.stamp()
+	now := h.stamp()
+	next.State, next.UpdatedAt = regional.StateStarted, now
+	for i := range next.Checks {
+		c := &next.Checks[i]
+		c.Status, c.Output, c.UpdatedAt = regional.CheckCritical, outputNotChecked, now
+	}
 	if err := h.db.put(&next); err != nil {
 		ln.Close()
 		return regional.Machine{}, err
