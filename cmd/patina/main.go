@@ -61,7 +61,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			}
 			var ee cli.ExitCoder
 			if errors.As(err, &ee) && err.Error() != "" {
-				fmt.Fprintln(stderr, "patina:", err)
+				msg := err.Error()
+				// urfave/cli's words for an unknown command.
+				if name, ok := strings.CutPrefix(msg, "No help topic for '"); ok {
+					help := "patina"
+					if c.Command != nil && c.Command.HelpName != "" {
+						help = c.Command.HelpName
+					}
+					msg = fmt.Sprintf("unknown command %q (see %s --help)", strings.TrimSuffix(name, "'"), help)
+				}
+				fmt.Fprintln(stderr, "patina:", msg)
 			}
 		},
 		OnUsageError: usageError,

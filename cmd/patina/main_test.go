@@ -178,6 +178,12 @@ func TestExitCodes(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2\n%s", args, code, errOut)
 		}
 	}
+	if _, errOut, _ := patina(t, "", "bench", "nosuch"); !strings.Contains(errOut, `unknown command "nosuch" (see patina bench --help)`) {
+		t.Errorf("unknown subcommand: %s", errOut)
+	}
+	if _, errOut, _ := patina(t, "", "region", "health"); !strings.Contains(errOut, "--global") || !strings.Contains(errOut, "--endpoints") {
+		t.Errorf("region health without a directory: %s", errOut)
+	}
 }
 
 func TestFlagsFirst(t *testing.T) {

@@ -48,6 +48,9 @@ func regionHealth(c *cli.Context) error {
 			return err
 		}
 	}
+	if c.String("global") == "" {
+		return cli.Exit("--global (a global agent's gRPC address) or --endpoints (patina dev's endpoints.json) is required", 2)
+	}
 	cc, err := dialFlag(c, "global")
 	if err != nil {
 		return err

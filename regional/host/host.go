@@ -374,6 +374,13 @@ func (h *Host) buildChecks(specs []CheckSpec, now int64) ([]regional.Check, erro
 	for _, s := range specs {
 		c := regional.Check{Name: s.Name, Kind: s.Kind, Path: s.Path, IntervalMS: s.IntervalMS,
 			Status: regional.CheckCritical, Output: outputNotRunning, UpdatedAt: now}
+		// Named before it is checked, so that errors name it.
+		if c.Name == "" {
+			c.Name = c.Kind
+			for n := 2; names[c.Name]; n++ {
+				c.Name = fmt.Sprintf("%s-%d", s.Kind, n)
+			}
+		}
 		switch c.Kind {
 		case "http":
 			if c.Path == "" {
@@ -400,12 +407,6 @@ func (h *Host) buildChecks(specs []CheckSpec, now int64) ([]regional.Check, erro
 		}
 		if len(c.Path) > maxCheckPath {
 			errs = append(errs, fmt.Errorf("check %q: path longer than %d bytes", c.Name, maxCheckPath))
-		}
-		if c.Name == "" {
-			c.Name = c.Kind
-			for n := 2; names[c.Name]; n++ {
-				c.Name = fmt.Sprintf("%s-%d", s.Kind, n)
-			}
 		}
 		names[c.Name] = true
 		out = append(out, c)

@@ -151,7 +151,7 @@ func TestAPIErrors(t *testing.T) {
 		"bad port":       {MachineSpec{App: "web", Port: 70000}, 400, "port 70000"},
 		"bad check kind": {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "udp"}}}, 400, `kind "udp"`},
 		"fast check":     {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "tcp", IntervalMS: 1}}}, 400, "interval_ms 1"},
-		"slow check":     {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "tcp", IntervalMS: 1e13}}}, 400, "interval_ms 10000000000000"},
+		"slow check":     {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "tcp", IntervalMS: 1e13}}}, 400, `check "tcp": interval_ms 10000000000000`},
 		"many checks":    {MachineSpec{App: "web", Checks: make([]CheckSpec, maxChecks+1)}, 400, "17 checks"},
 		"long image":     {MachineSpec{App: "web", Image: strings.Repeat("i", maxImage+1)}, 400, "image longer"},
 		"long path":      {MachineSpec{App: "web", Checks: []CheckSpec{{Kind: "http", Path: "/" + strings.Repeat("p", maxCheckPath)}}}, 400, "path longer"},
