@@ -54,7 +54,7 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 	}
 	loaded := make(chan result, 1)
 	go func() {
-		elapsed, err := bench.Pace(loadCtx, rate, rate*seconds, func(seq int) error {
+		elapsed, err := bench.Pace(loadCtx, rate, rate*seconds, func(seq int, _ time.Time) error {
 			cs := *targets.Load()
 			_, err := cs[seq%len(cs)].Transact(loadCtx, client.Statement{
 				Query:  `INSERT INTO machines (id, app, port) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET app = excluded.app, port = excluded.port`,

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/patina-db/patina/client"
@@ -22,8 +24,12 @@ type CatchUpResult struct {
 	Nodes     int  `json:"nodes"`
 	Processes bool `json:"processes"`
 	// Procs is each agent process's GOMAXPROCS (0: agents in process).
-	Procs    int     `json:"procs,omitempty"`
+	Procs int `json:"procs,omitempty"`
+	// Versions is the versions the node missed, at least the Versions
+	// asked for; Rows the transactions (one row each) written to make
+	// them: transactions committed together share a version.
 	Versions int     `json:"versions"`
+	Rows     int64   `json:"rows"`
 	CatchUpS float64 `json:"catch_up_s"`
 	WriteSec float64 `json:"write_s"`
 }
@@ -58,16 +64,35 @@ func CatchUp(ctx context.Context, opts CatchUpOptions, progress io.Writer) (*Cat
 	var wg sync.WaitGroup
 	var firstErr error
 	var once sync.Once
+	var mu sync.Mutex
+	versions := map[string]struct{}{} // actor/version
+	var rows atomic.Int64
 	const conc = 16
+	// Concurrent transactions on one agent commit as one group and share
+	// a version: write until the versions, not the rows, number
+	// opts.Versions.
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c := writers[w%len(writers)]
-			for i := w; i < opts.Versions; i += conc {
-				if _, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app) VALUES (?, 'catchup')", Params: []any{fmt.Sprintf("c%d", i)}}); err != nil {
+			for {
+				mu.Lock()
+				enough := len(versions) >= opts.Versions
+				mu.Unlock()
+				if enough {
+					return
+				}
+				i := rows.Add(1) - 1
+				res, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, app) VALUES (?, 'catchup')", Params: []any{fmt.Sprintf("c%d", i)}})
+				if err != nil {
 					once.Do(func() { firstErr = err })
 					return
+				}
+				if res.Version != nil {
+					mu.Lock()
+					versions[res.ActorID+"/"+strconv.FormatUint(*res.Version, 10)] = struct{}{}
+					mu.Unlock()
 				}
 			}
 		}()
@@ -76,8 +101,8 @@ func CatchUp(ctx context.Context, opts CatchUpOptions, progress io.Writer) (*Cat
 	if firstErr != nil {
 		return nil, fmt.Errorf("bench: write: %w", firstErr)
 	}
-	res := &CatchUpResult{Nodes: len(region.Nodes), Processes: opts.Binary != "", Procs: opts.agentProcs(), Versions: opts.Versions, WriteSec: time.Since(start).Seconds()}
-	fmt.Fprintf(progress, "wrote %d versions in %.1fs; starting %s\n", opts.Versions, res.WriteSec, behind.Name)
+	res := &CatchUpResult{Nodes: len(region.Nodes), Processes: opts.Binary != "", Procs: opts.agentProcs(), Versions: len(versions), Rows: rows.Load(), WriteSec: time.Since(start).Seconds()}
+	fmt.Fprintf(progress, "wrote %d rows as %d versions in %.1fs; starting %s\n", res.Rows, res.Versions, res.WriteSec, behind.Name)
 	t0 := time.Now()
 	if err := behind.Start(); err != nil {
 		return nil, err
@@ -89,7 +114,7 @@ func CatchUp(ctx context.Context, opts CatchUpOptions, progress io.Writer) (*Cat
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		n, err := countRows(ctx, c, "catchup")
-		if err == nil && n == int64(opts.Versions) {
+		if err == nil && n == res.Rows {
 			if h, err := c.Health(ctx, ""); err == nil && h.Gaps == 0 {
 				break
 			}

@@ -63,7 +63,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	}
 	defer peer.stop()
 	n := len(peer.conns)
-	total := int(float64(rate) * duration.Seconds())
+	total := max(int(float64(rate)*duration.Seconds()), 1)
 	fmt.Fprintf(progress, "etcd cluster of %d members up; writing %d keys at %d/s\n", n, total, rate)
 
 	sent := make([]time.Time, total)
@@ -100,8 +100,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 		waits = append(waits, wait)
 	}
 	value := make([]byte, 100) // about a machine row's size on the wire
-	elapsed, err := Pace(ctx, rate, total, func(seq int) error {
-		t0 := time.Now()
+	elapsed, err := Pace(ctx, rate, total, func(seq int, t0 time.Time) error {
 		mu.Lock()
 		sent[seq] = t0
 		mu.Unlock()
@@ -115,6 +114,7 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	if err := awaitSeen(ctx, allSeen); err != nil {
 		return nil, err
 	}
+	waited := time.Now()
 	stopWatch()
 	for _, wait := range waits {
 		if err := wait(); err != nil {
@@ -124,15 +124,8 @@ func EtcdPropagation(ctx context.Context, opts EtcdOptions, rate int, duration t
 	mu.Lock()
 	defer mu.Unlock()
 	res := &EtcdPropagationResult{Members: n, Procs: opts.procs(), Rate: rate, DurationSec: duration.Seconds(), Writes: total, AchievedRate: float64(total) / elapsed.Seconds()}
-	var visible []time.Duration
-	for seq := range total {
-		last, complete := lastSeen(seen[seq])
-		if !complete {
-			res.NotVisible++
-			continue
-		}
-		visible = append(visible, last.Sub(sent[seq]))
-	}
+	visible, notVisible := visibility(sent, seen, waited)
+	res.NotVisible = notVisible
 	res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs = ms(pct(visible, 0.50)), ms(pct(visible, 0.99)), ms(pct(visible, 1))
 	res.AckP50Ms, res.AckP99Ms = ms(pct(acked, 0.50)), ms(pct(acked, 0.99))
 	return res, nil

@@ -41,10 +41,13 @@ type PropagationResult struct {
 	Nodes     int  `json:"nodes"`
 	Processes bool `json:"processes"`
 	// Procs is each agent process's GOMAXPROCS (0: agents in process).
-	Procs        int     `json:"procs,omitempty"`
-	Rate         int     `json:"rate"`
-	Stream       bool    `json:"stream"`
-	DurationSec  float64 `json:"duration_s"`
+	Procs       int     `json:"procs,omitempty"`
+	Rate        int     `json:"rate"`
+	Stream      bool    `json:"stream"`
+	DurationSec float64 `json:"duration_s"`
+	// Writes is the transactions written; Versions the versions they
+	// became (transactions committed together share one).
+	Writes       int     `json:"writes"`
 	Versions     int     `json:"versions"`
 	AchievedRate float64 `json:"achieved_rate"`
 	VisibleP50Ms float64 `json:"visible_all_p50_ms"`
@@ -178,9 +181,9 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 		return nil, err
 	}
 
-	elapsed, err := Pace(ctx, opts.Rate, total, func(seq int) error {
+	versions := map[string]struct{}{} // actor/version: writes that commit together share one
+	elapsed, err := Pace(ctx, opts.Rate, total, func(seq int, t0 time.Time) error {
 		transact := transact[seq%n]
-		t0 := time.Now()
 		mu.Lock()
 		sent[seq] = t0
 		mu.Unlock()
@@ -193,12 +196,21 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 			return fmt.Errorf("bench: write %d: the answer has no commit time", seq)
 		}
 		committed[seq] = *res.CommittedAt
+		if res.Version != nil {
+			mu.Lock()
+			versions[res.ActorID+"/"+strconv.FormatUint(*res.Version, 10)] = struct{}{}
+			mu.Unlock()
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	if err := awaitSeen(ctx, allSeen); err != nil {
+		return nil, err
+	}
+	waited := time.Now()
+	if err := follow.Err(); err != nil {
 		return nil, err
 	}
 	after, err := bytesSent(ctx, clients)
@@ -214,19 +226,12 @@ func Propagation(ctx context.Context, opts PropagationOptions, progress io.Write
 	mu.Lock()
 	defer mu.Unlock()
 	res := &PropagationResult{Nodes: n, Processes: opts.Binary != "", Procs: opts.agentProcs(), Rate: opts.Rate, Stream: opts.Stream, DurationSec: opts.Duration.Seconds(),
-		Versions: total, AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(total),
+		Writes: total, Versions: len(versions), AchievedRate: float64(total) / elapsed.Seconds(), BytesPerVersion: float64(after-before) / float64(max(len(versions), 1)),
 		ApplyLagP99Ms: lag * 1000}
-	var visible, fromCommit, acks []time.Duration
-	for seq := 0; seq < total; seq++ {
-		last, complete := lastSeen(seen[seq])
-		acks = append(acks, acked[seq])
-		if !complete {
-			res.NotVisible++
-			continue
-		}
-		visible = append(visible, last.Sub(sent[seq]))
-		fromCommit = append(fromCommit, last.Sub(committed[seq]))
-	}
+	visible, notVisible := visibility(sent, seen, waited)
+	fromCommit, _ := visibility(committed, seen, waited)
+	acks := acked
+	res.NotVisible = notVisible
 	res.VisibleP50Ms, res.VisibleP99Ms, res.VisibleMaxMs = ms(pct(visible, 0.50)), ms(pct(visible, 0.99)), ms(pct(visible, 1))
 	res.CommitVisibleP50Ms, res.CommitVisibleP99Ms, res.CommitVisibleMaxMs = ms(pct(fromCommit, 0.50)), ms(pct(fromCommit, 0.99)), ms(pct(fromCommit, 1))
 	res.AckP50Ms, res.AckP99Ms = ms(pct(acks, 0.50)), ms(pct(acks, 0.99))
@@ -259,7 +264,6 @@ func applyLag(ctx context.Context, clients []*client.Client) (float64, error) {
 	return worst, nil
 }
 
-// pct is the p-quantile (0..1) of ds, by the nearest-rank method.
 // awaitSeen waits until all is closed (every write seen everywhere), 30 s
 // at most: what is missing then is counted, not waited for.
 func awaitSeen(ctx context.Context, all <-chan struct{}) error {
@@ -270,6 +274,24 @@ func awaitSeen(ctx context.Context, all <-chan struct{}) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// visibility is, for each write, the time from start[seq] until the last
+// node saw it. A write some node never saw is not left out, which would
+// drop the slowest writes from the quantiles: it counts as at least
+// waited-start[seq] (waited: when the benchmark stopped waiting for it),
+// and notVisible counts such writes.
+func visibility(start []time.Time, seen [][]time.Time, waited time.Time) (ds []time.Duration, notVisible int) {
+	ds = make([]time.Duration, 0, len(start))
+	for seq := range start {
+		last, complete := lastSeen(seen[seq])
+		if !complete {
+			notVisible++
+			last = waited
+		}
+		ds = append(ds, last.Sub(start[seq]))
+	}
+	return ds, notVisible
 }
 
 // lastSeen is when the last node saw a write, and whether every node did.
@@ -285,6 +307,7 @@ func lastSeen(seen []time.Time) (last time.Time, complete bool) {
 	return last, true
 }
 
+// pct is the p-quantile (0..1) of ds, by the nearest-rank method.
 func pct(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
@@ -300,16 +323,16 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // followRows follows every node's machines updates and calls seen for each
 // row named prefix+seq (0 <= seq < total), with the node and the time it
 // was reported. Wait on the group after ending ctx.
-func followRows(ctx context.Context, clients []*client.Client, prefix string, total int, seen func(node, seq int, now time.Time)) (*sync.WaitGroup, error) {
-	var wg sync.WaitGroup
+func followRows(ctx context.Context, clients []*client.Client, prefix string, total int, seen func(node, seq int, now time.Time)) (*followers, error) {
+	f := &followers{}
 	for i, c := range clients {
 		stream, err := c.Updates(ctx, "machines")
 		if err != nil {
-			return &wg, err
+			return f, err
 		}
-		wg.Add(1)
+		f.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer f.wg.Done()
 			defer stream.Close()
 			for stream.Next() {
 				now := time.Now()
@@ -317,9 +340,37 @@ func followRows(ctx context.Context, clients []*client.Client, prefix string, to
 					seen(i, seq, now)
 				}
 			}
+			// A stream that ended before the benchmark ended it (the
+			// agent cut off a consumer that fell behind, a broken
+			// connection) would leave the rest of its node's writes
+			// unseen: an error, not a slow write.
+			if ctx.Err() == nil {
+				f.mu.Lock()
+				if f.err == nil {
+					f.err = fmt.Errorf("bench: update stream of node %d ended: %v", i, stream.Err())
+				}
+				f.mu.Unlock()
+			}
 		}()
 	}
-	return &wg, nil
+	return f, nil
+}
+
+// followers are followRows' goroutines.
+type followers struct {
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error
+}
+
+// Wait waits for the followers, once their context has ended.
+func (f *followers) Wait() { f.wg.Wait() }
+
+// Err is why a stream ended early, nil while all follow.
+func (f *followers) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // rowSeq reads the sequence number of a benchmark row id (prefix+seq).

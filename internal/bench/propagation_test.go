@@ -31,8 +31,8 @@ func TestPropagationRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%+v", res)
-		if res.Versions != int(float64(rate)*dur.Seconds()) || res.NotVisible != 0 || res.Stream != stream {
-			t.Fatalf("versions %d, not visible %d, stream %v", res.Versions, res.NotVisible, res.Stream)
+		if res.Writes != int(float64(rate)*dur.Seconds()) || res.Versions < 1 || res.Versions > res.Writes || res.NotVisible != 0 || res.Stream != stream {
+			t.Fatalf("writes %d, versions %d, not visible %d, stream %v", res.Writes, res.Versions, res.NotVisible, res.Stream)
 		}
 		if !(res.VisibleP50Ms > 0 && res.VisibleP50Ms <= res.VisibleP99Ms && res.VisibleP99Ms <= res.VisibleMaxMs) {
 			t.Fatalf("quantiles out of order: %+v", res)

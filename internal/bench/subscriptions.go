@@ -160,8 +160,7 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 			}()
 		}
 	}
-	elapsed, err := Pace(ctx, opts.Rate, total, func(seq int) error {
-		t0 := time.Now()
+	elapsed, err := Pace(ctx, opts.Rate, total, func(seq int, t0 time.Time) error {
 		mu.Lock()
 		sent[seq] = t0
 		mu.Unlock()
@@ -188,6 +187,9 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if err := follow.Err(); err != nil {
+		return nil, err
+	}
 	stop()
 	mu.Lock()
 	defer mu.Unlock()
@@ -213,9 +215,16 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 
 // Pace calls write for seq 0..total-1 at rate a second, from a pool of
 // workers so that a slow request does not delay the next, and returns how
-// long it took.
-func Pace(ctx context.Context, rate, total int, write func(seq int) error) (time.Duration, error) {
-	jobs := make(chan int, total)
+// long it took. due is when the schedule says write seq goes out: a
+// latency is timed from it, not from when a worker got to it, so that
+// writes that queued behind slow ones (every worker busy) or behind a late
+// dispatcher count their wait (no coordinated omission).
+func Pace(ctx context.Context, rate, total int, write func(seq int, due time.Time) error) (time.Duration, error) {
+	type job struct {
+		seq int
+		due time.Time
+	}
+	jobs := make(chan job, total)
 	var workers sync.WaitGroup
 	var writeErr error
 	var errOnce sync.Once
@@ -223,8 +232,8 @@ func Pace(ctx context.Context, rate, total int, write func(seq int) error) (time
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			for seq := range jobs {
-				if err := write(seq); err != nil {
+			for j := range jobs {
+				if err := write(j.seq, j.due); err != nil {
 					errOnce.Do(func() { writeErr = err })
 				}
 			}
@@ -236,10 +245,11 @@ func Pace(ctx context.Context, rate, total int, write func(seq int) error) (time
 		if ctx.Err() != nil {
 			break
 		}
-		if d := time.Until(start.Add(time.Duration(seq) * interval)); d > 0 {
+		due := start.Add(time.Duration(seq) * interval)
+		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
 		}
-		jobs <- seq
+		jobs <- job{seq, due}
 	}
 	close(jobs)
 	workers.Wait()
