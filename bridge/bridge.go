@@ -60,6 +60,9 @@ type Stats struct {
 	Reconciles int
 	// FlushTicks counts the flush intervals that passed.
 	FlushTicks int
+	// GlobalTries counts the requests started to global agents, answered
+	// or not: each is bounded by [global] timeout.
+	GlobalTries uint64
 	// Unflushed is true when the counts changed since the last flush.
 	Unflushed bool
 	// Flushes counts the transactions that wrote counts; Versions those of
@@ -124,7 +127,18 @@ func (b *Bridge) Stats() Stats {
 		s.Rows = b.agg.Len()
 	}
 	s.GlobalAgent = b.global.Current()
+	s.GlobalTries = b.global.tries.Load()
 	return s
+}
+
+// Progress advances while the bridge works: at every flush interval, and
+// with every request to a global agent. A global tier that does not
+// answer blocks the write loop for up to [global] timeout per agent and
+// operation, which is not the bridge hanging; progress goes on with each
+// attempt.
+func (b *Bridge) Progress() uint64 {
+	s := b.Stats()
+	return uint64(s.FlushTicks) + s.GlobalTries
 }
 
 // Apps returns the per-app counts the bridge holds for its region; nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -571,4 +572,46 @@ func TestOneBadRowDoesNotStopTheRegion(t *testing.T) {
 	if s := b.Stats(); s.Failovers != 0 {
 		t.Fatalf("the bridge gave up an agent over one row: %+v", s)
 	}
+}
+
+// TestProgressWhileGlobalAgentsHang: global agents that accept
+// connections and never answer hold the write loop, a timeout per agent
+// and operation, and no flush tick comes; the bridge's progress (what its
+// systemd watchdog pings on) advances with each attempt all the same.
+func TestProgressWhileGlobalAgentsHang(t *testing.T) {
+	region, global := clusters(t)
+	cfg := testConfig(region, global, "hung-global")
+	cfg.Bridge.FlushInterval = time.Hour // no flush tick in this test
+	cfg.Global.Agents = nil
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() }) // held open, never answered
+			}
+		}()
+		cfg.Global.Agents = append(cfg.Global.Agents, "http://"+ln.Addr().String())
+	}
+	cfg.Global.Timeout = 200 * time.Millisecond
+	b, err := bridge.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Reconcile, flush and heartbeat at start, each trying three agents.
+	waitFor(t, "progress through the attempts alone", func() (bool, string) {
+		s := b.Stats()
+		return b.Progress() >= 6 && s.FlushTicks == 0, fmt.Sprintf("progress %d, %+v", b.Progress(), s)
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/api"
@@ -19,6 +20,9 @@ type globalAgents struct {
 	urls    []string
 	clients []*client.Client
 	log     *slog.Logger
+
+	// tries counts the requests started, whatever came of them.
+	tries atomic.Uint64
 
 	mu      sync.Mutex
 	current int
@@ -62,6 +66,7 @@ func (g *globalAgents) do(ctx context.Context, what string, fn func(*client.Clie
 	var errs []error
 	for i := range g.clients {
 		idx := (start + i) % len(g.clients)
+		g.tries.Add(1)
 		err := fn(g.clients[idx])
 		if err == nil {
 			g.mu.Lock()

@@ -28,8 +28,9 @@ func bridgeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			// Alive while its write loop turns (a flush tick per interval).
-			defer watchdog.Serve(c.Context, watchdog.Advances(func() uint64 { return uint64(b.Stats().FlushTicks) }), logger)()
+			// Alive while its write loop turns (a flush tick per interval)
+			// or tries the global agents.
+			defer watchdog.Serve(c.Context, watchdog.Advances(b.Progress), logger)()
 			return b.Run(c.Context)
 		},
 	}
