@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/patina-db/patina/client"
@@ -360,5 +361,44 @@ func TestRestoreRefusesADatabaseWithItsWAL(t *testing.T) {
 	}
 	if _, err := os.Stat(db); !os.IsNotExist(err) {
 		t.Fatalf("a refused restore left %s", db)
+	}
+}
+
+// TestRestoreLeavesFilesTheAgentsUserOwns: run as root (as an operator
+// with sudo does), a restore gives the database, and the lock file it
+// created, the owner of the directory they are in: the agent's user,
+// which could not otherwise open them.
+func TestRestoreLeavesFilesTheAgentsUserOwns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	_, c, data := startAgent(t)
+	write(t, data, `INSERT INTO machines (id, app) VALUES ('m1', 'web')`)
+	ctx := context.Background()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "b.db")
+	if _, err := backup.Fetch(ctx, c, in); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(dir, "node")
+	if err := os.Mkdir(node, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const uid, gid = 4242, 4343
+	if err := os.Chown(node, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(node, "patina.db")
+	if _, err := backup.Restore(ctx, in, db, backup.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{db, store.LockPath(db)} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+			t.Fatalf("%s belongs to %d:%d, want the directory's %d:%d", f, st.Uid, st.Gid, uid, gid)
+		}
 	}
 }

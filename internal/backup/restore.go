@@ -103,6 +103,18 @@ func Restore(ctx context.Context, in, dbPath string, opts RestoreOptions) (*Rest
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	// The file replaced, or the directory of a new one, says whose the
+	// database is: the agent's user, whoever runs the restore.
+	ownerRef := target
+	if _, err := os.Stat(target); err != nil {
+		ownerRef = filepath.Dir(target)
+	}
+	if err := matchOwner(tmp, ownerRef); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if err := matchOwner(store.LockPath(dbPath), filepath.Dir(dbPath)); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 	if err := syncFile(tmp); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
