@@ -21,6 +21,7 @@ func regionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "dir", Usage: "working directory (default: a temporary one, removed after)"},
 		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 		&cli.IntFlag{Name: "procs", Usage: "GOMAXPROCS of each agent process (default: the machine's cores ÷ nodes, at least 1)"},
+		&cli.StringFlag{Name: "agent-binary", Usage: "run the agents from this patina binary (default: this one), to compare two builds under one benchmark client"},
 	}
 }
 
@@ -269,7 +270,17 @@ func benchOptions(c *cli.Context) (bench.Options, func(), error) {
 		return bench.Options{}, nil, err
 	}
 	opts := bench.Options{Nodes: c.Int("nodes"), Dir: filepath.Join(dir, "region"), SchemaPaths: []string{schemaDir}, Procs: c.Int("procs")}
-	if !c.Bool("in-process") {
+	switch agents := c.String("agent-binary"); {
+	case agents != "" && c.Bool("in-process"):
+		cleanup()
+		return bench.Options{}, nil, cli.Exit("--agent-binary runs agents as processes: it does not go with --in-process", 2)
+	case agents != "":
+		if _, err := os.Stat(agents); err != nil {
+			cleanup()
+			return bench.Options{}, nil, cli.Exit(fmt.Sprintf("--agent-binary: %v", err), 2)
+		}
+		opts.Binary = agents
+	case !c.Bool("in-process"):
 		exe, err := os.Executable()
 		if err != nil {
 			return bench.Options{}, nil, err

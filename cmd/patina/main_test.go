@@ -193,6 +193,20 @@ func TestFlagsFirst(t *testing.T) {
 	}
 }
 
+// --agent-binary names a binary that exists, and does not go with
+// --in-process.
+func TestBenchAgentBinaryIsChecked(t *testing.T) {
+	for args, want := range map[string]string{
+		"--agent-binary /nonexistent/patina":            "--agent-binary: stat /nonexistent/patina",
+		"--agent-binary " + patinaBin + " --in-process": "does not go with --in-process",
+	} {
+		_, errOut, code := patina(t, "", append([]string{"bench", "throughput"}, strings.Fields(args)...)...)
+		if code != 2 || !strings.Contains(errOut, want) {
+			t.Errorf("%s: exit %d, %q", args, code, errOut)
+		}
+	}
+}
+
 // A negative --procs is refused before anything starts, by every bench
 // command that takes it.
 func TestBenchRefusesNegativeProcs(t *testing.T) {
