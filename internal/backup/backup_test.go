@@ -111,11 +111,7 @@ func TestRestore(t *testing.T) {
 	write(t, data, `INSERT INTO machines (id, app) VALUES ('m1', 'web')`)
 	write(t, data, `UPDATE machines SET state = 'started' WHERE id = 'm1'`)
 	ctx := context.Background()
-	dir := t.TempDir()
-	in := filepath.Join(dir, "b.db")
-	if _, err := backup.Fetch(ctx, c, in); err != nil {
-		t.Fatal(err)
-	}
+	dir, in := takeBackup(t, c)
 	db := filepath.Join(dir, "node", "patina.db")
 	os.Mkdir(filepath.Dir(db), 0o755)
 
@@ -204,11 +200,7 @@ func TestRestoreRefusesATruncatedBackup(t *testing.T) {
 		write(t, data, `INSERT INTO machines (id, app) VALUES (?, 'web')`, "m"+strings.Repeat("x", i))
 	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	in := filepath.Join(dir, "b.db")
-	if _, err := backup.Fetch(ctx, c, in); err != nil {
-		t.Fatal(err)
-	}
+	dir, in := takeBackup(t, c)
 	b, err := os.ReadFile(in)
 	if err != nil {
 		t.Fatal(err)
@@ -241,11 +233,7 @@ func TestRestoreThroughASymlink(t *testing.T) {
 	a, c, data := startAgent(t)
 	write(t, data, `INSERT INTO machines (id, app) VALUES ('m1', 'web')`)
 	ctx := context.Background()
-	dir := t.TempDir()
-	in := filepath.Join(dir, "b.db")
-	if _, err := backup.Fetch(ctx, c, in); err != nil {
-		t.Fatal(err)
-	}
+	dir, in := takeBackup(t, c)
 	volume := filepath.Join(dir, "volume")
 	os.Mkdir(volume, 0o755)
 	real := filepath.Join(volume, "patina.db")
@@ -375,11 +363,7 @@ func TestRestoreLeavesFilesTheAgentsUserOwns(t *testing.T) {
 	_, c, data := startAgent(t)
 	write(t, data, `INSERT INTO machines (id, app) VALUES ('m1', 'web')`)
 	ctx := context.Background()
-	dir := t.TempDir()
-	in := filepath.Join(dir, "b.db")
-	if _, err := backup.Fetch(ctx, c, in); err != nil {
-		t.Fatal(err)
-	}
+	dir, in := takeBackup(t, c)
 	node := filepath.Join(dir, "node")
 	if err := os.Mkdir(node, 0o755); err != nil {
 		t.Fatal(err)
@@ -401,4 +385,16 @@ func TestRestoreLeavesFilesTheAgentsUserOwns(t *testing.T) {
 			t.Fatalf("%s belongs to %d:%d, want the directory's %d:%d", f, st.Uid, st.Gid, uid, gid)
 		}
 	}
+}
+
+// takeBackup fetches a backup of c's agent into a new temporary
+// directory, as dir/b.db.
+func takeBackup(t *testing.T, c *client.Client) (dir, in string) {
+	t.Helper()
+	dir = t.TempDir()
+	in = filepath.Join(dir, "b.db")
+	if _, err := backup.Fetch(context.Background(), c, in); err != nil {
+		t.Fatal(err)
+	}
+	return dir, in
 }

@@ -180,16 +180,7 @@ func TestEarlierPeerGetsAStreamPerMessage(t *testing.T) {
 // next packet with a stateless reset, so the sender drops that connection
 // at once instead of writing into it until the idle timeout (30 s).
 func TestRestartedPeerResetsOldConnection(t *testing.T) {
-	ca, err := NewCA("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := DevCredentials(ca, "recv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rec := &recorder{from: map[string]bool{}}
+	ca, creds, rec, logger := receiverParts(t)
 	recv, err := newTransport("127.0.0.1:0", "c", "recv", crdt.ActorID{1}, creds, rec, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -287,16 +278,7 @@ func TestSyncCutsOffAPeerPastTheBounds(t *testing.T) {
 // a dial given up by the caller marks nothing; only the addresses of
 // members still alive are remembered.
 func TestFailedDialMarksAddressUntilADialSucceeds(t *testing.T) {
-	ca, err := NewCA("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := DevCredentials(ca, "recv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rec := &recorder{from: map[string]bool{}}
+	ca, creds, rec, logger := receiverParts(t)
 	gone, err := newTransport("127.0.0.1:0", "c", "recv", crdt.ActorID{1}, creds, rec, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -346,4 +328,20 @@ func TestFailedDialMarksAddressUntilADialSucceeds(t *testing.T) {
 	if send.unreachable(addr) {
 		t.Fatal("a successful dial left the address marked")
 	}
+}
+
+// receiverParts are what a test needs to start a receiving transport,
+// stop it and start it again on the same address: a CA, the receiver's
+// credentials, a recorder and a quiet logger.
+func receiverParts(t *testing.T) (*CA, *Credentials, *recorder, *slog.Logger) {
+	t.Helper()
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := DevCredentials(ca, "recv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, creds, &recorder{from: map[string]bool{}}, slog.New(slog.NewTextHandler(io.Discard, nil))
 }

@@ -68,6 +68,8 @@ type replicaSet struct {
 	dir    string
 	stores []*Store
 	pool   []*crdt.Changeset
+	// draw draws a statement of a write (default drawStatement).
+	draw func(*rapid.T) Statement
 }
 
 func newReplicaSet(t *rapid.T, n int) *replicaSet {
@@ -75,7 +77,7 @@ func newReplicaSet(t *rapid.T, n int) *replicaSet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := &replicaSet{dir: dir}
+	rs := &replicaSet{dir: dir, draw: drawStatement}
 	for i := 0; i < n; i++ {
 		rs.stores = append(rs.stores, openTestStore(t, dir, fmt.Sprint("r", i), propSchema))
 	}
@@ -94,7 +96,7 @@ func (rs *replicaSet) write(t *rapid.T, i int) {
 	n := rapid.IntRange(1, 3).Draw(t, "stmts")
 	stmts := make([]Statement, n)
 	for j := range stmts {
-		stmts[j] = drawStatement(t)
+		stmts[j] = rs.draw(t)
 	}
 	res, err := s.Transact(context.Background(), stmts)
 	if err != nil {
@@ -118,6 +120,37 @@ func (rs *replicaSet) deliver(t *rapid.T, i int, css []*crdt.Changeset) {
 	if len(res.Failed) > 0 {
 		t.Fatalf("replica %d: apply: %v", i, res.Failed[0])
 	}
+}
+
+// deliverSubset gives replica i a random subset of the pool: a partial,
+// early delivery.
+func (rs *replicaSet) deliverSubset(t *rapid.T, i int) {
+	subset := rapid.SliceOfNDistinct(rapid.IntRange(0, len(rs.pool)-1), 1, len(rs.pool), rapid.ID[int]).Draw(t, "subset")
+	var css []*crdt.Changeset
+	for _, j := range subset {
+		css = append(css, rs.pool[j])
+	}
+	rs.deliver(t, i, css)
+}
+
+// survivors is what sync would send from src: the surviving changes of
+// every version src knows (and dst does not, when dst is not nil).
+func survivors(t *rapid.T, src, dst *Store) []*crdt.Changeset {
+	book := src.Bookkeeping()
+	var out []*crdt.Changeset
+	for _, a := range book.Actors() {
+		for v := uint64(1); v <= book.Head(a); v++ {
+			if !book.Knows(a, v) || (dst != nil && dst.Knows(a, v)) {
+				continue
+			}
+			cs, _, err := src.Changes(context.Background(), a, v)
+			if err != nil {
+				t.Fatalf("changes %s/%d: %v", a, v, err)
+			}
+			out = append(out, cs)
+		}
+	}
+	return out
 }
 
 // shuffled returns the pool in a random order with random duplicates.
@@ -172,13 +205,7 @@ func TestConvergenceProperty(t *testing.T) {
 				rs.write(t, i)
 				continue
 			}
-			// Partial, early delivery of a random subset.
-			subset := rapid.SliceOfNDistinct(rapid.IntRange(0, len(rs.pool)-1), 1, len(rs.pool), rapid.ID[int]).Draw(t, "subset")
-			var css []*crdt.Changeset
-			for _, j := range subset {
-				css = append(css, rs.pool[j])
-			}
-			rs.deliver(t, i, css)
+			rs.deliverSubset(t, i)
 		}
 		for i := range rs.stores {
 			all := shuffled(t, rs.pool, fmt.Sprint("order", i))
@@ -195,18 +222,7 @@ func TestConvergenceProperty(t *testing.T) {
 		src := rs.stores[rapid.IntRange(0, n-1).Draw(t, "source")]
 		fresh := openTestStore(t, rs.dir, "fresh", propSchema)
 		rs.stores = append(rs.stores, fresh)
-		book := src.Bookkeeping()
-		var survivors []*crdt.Changeset
-		for _, a := range book.Actors() {
-			for v := uint64(1); v <= book.Head(a); v++ {
-				cs, _, err := src.Changes(context.Background(), a, v)
-				if err != nil {
-					t.Fatalf("changes %s/%d: %v", a, v, err)
-				}
-				survivors = append(survivors, cs)
-			}
-		}
-		rs.deliver(t, len(rs.stores)-1, shuffled(t, survivors, "survivors"))
+		rs.deliver(t, len(rs.stores)-1, shuffled(t, survivors(t, src, nil), "survivors"))
 		rs.assertConverged(t)
 	})
 }
@@ -339,71 +355,25 @@ func TestSurvivorsConvergeOnPartialReplicas(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		rs := newReplicaSet(t, 3)
 		defer rs.close()
+		rs.draw = drawStatementRekey
 		n := len(rs.stores)
 		for step, steps := 0, rapid.IntRange(1, 30).Draw(t, "steps"); step < steps; step++ {
 			i := rapid.IntRange(0, n-1).Draw(t, "replica")
 			if len(rs.pool) == 0 || rapid.Bool().Draw(t, "write") {
-				s := rs.stores[i]
-				res, err := s.Transact(context.Background(), []Statement{drawStatementRekey(t)})
-				if err != nil {
-					t.Fatalf("replica %d: %v", i, err)
-				}
-				if res.Version != 0 {
-					cs, _, err := s.Changes(context.Background(), s.Actor(), res.Version)
-					if err != nil {
-						t.Fatal(err)
-					}
-					rs.pool = append(rs.pool, cs)
-				}
+				rs.write(t, i)
 				continue
 			}
-			subset := rapid.SliceOfNDistinct(rapid.IntRange(0, len(rs.pool)-1), 1, len(rs.pool), rapid.ID[int]).Draw(t, "subset")
-			var css []*crdt.Changeset
-			for _, j := range subset {
-				css = append(css, rs.pool[j])
-			}
-			rs.deliver(t, i, css)
+			rs.deliverSubset(t, i)
 		}
 		// Replica 0 gets everything; 1 and 2 get the survivors read from 0
 		// (as sync sends them) on top of whatever they had.
 		rs.deliver(t, 0, rs.pool)
-		src := rs.stores[0]
-		book := src.Bookkeeping()
-		var survivors []*crdt.Changeset
-		for _, a := range book.Actors() {
-			for v := uint64(1); v <= book.Head(a); v++ {
-				cs, _, err := src.Changes(context.Background(), a, v)
-				if err != nil {
-					t.Fatalf("changes %s/%d: %v", a, v, err)
-				}
-				survivors = append(survivors, cs)
-			}
-		}
+		all := survivors(t, rs.stores[0], nil)
 		for i := 1; i < n; i++ {
-			rs.deliver(t, i, shuffled(t, survivors, fmt.Sprint("surv", i)))
+			rs.deliver(t, i, shuffled(t, all, fmt.Sprint("surv", i)))
 		}
 		rs.assertConverged(t)
 	})
-}
-
-// syncFrom is what sync sends dst from src: every version src knows and
-// dst does not, as src holds it now.
-func syncFrom(t *rapid.T, src, dst *Store) []*crdt.Changeset {
-	book := src.Bookkeeping()
-	var out []*crdt.Changeset
-	for _, a := range book.Actors() {
-		for v := uint64(1); v <= book.Head(a); v++ {
-			if !book.Knows(a, v) || dst.Knows(a, v) {
-				continue
-			}
-			cs, _, err := src.Changes(context.Background(), a, v)
-			if err != nil {
-				t.Fatalf("changes %s/%d: %v", a, v, err)
-			}
-			out = append(out, cs)
-		}
-	}
-	return out
 }
 
 // TestConvergenceWithSyncInterleaved: writes (key changes among them),
@@ -413,48 +383,28 @@ func TestConvergenceWithSyncInterleaved(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		rs := newReplicaSet(t, 4)
 		defer rs.close()
+		rs.draw = drawStatementRekey
 		n := len(rs.stores)
 		for step, steps := 0, rapid.IntRange(1, 40).Draw(t, "steps"); step < steps; step++ {
 			i := rapid.IntRange(0, n-1).Draw(t, "replica")
 			switch op := rapid.IntRange(0, 2).Draw(t, "op"); {
 			case len(rs.pool) == 0 || op == 0:
-				s := rs.stores[i]
-				res, err := s.Transact(context.Background(), []Statement{drawStatementRekey(t)})
-				if err != nil {
-					t.Fatalf("replica %d: %v", i, err)
-				}
-				if res.Version != 0 {
-					cs, _, err := s.Changes(context.Background(), s.Actor(), res.Version)
-					if err != nil {
-						t.Fatal(err)
-					}
-					rs.pool = append(rs.pool, cs)
-				}
+				rs.write(t, i)
 			case op == 1:
-				subset := rapid.SliceOfNDistinct(rapid.IntRange(0, len(rs.pool)-1), 1, len(rs.pool), rapid.ID[int]).Draw(t, "subset")
-				var css []*crdt.Changeset
-				for _, j := range subset {
-					css = append(css, rs.pool[j])
-				}
-				rs.deliver(t, i, css)
+				rs.deliverSubset(t, i)
 			default:
 				j := rapid.IntRange(0, n-1).Draw(t, "src")
-				if j != i {
-					css := syncFrom(t, rs.stores[j], rs.stores[i])
-					if len(css) > 0 {
-						rs.deliver(t, i, shuffled(t, css, "sync"))
-					}
+				if css := survivors(t, rs.stores[j], rs.stores[i]); j != i && len(css) > 0 {
+					rs.deliver(t, i, shuffled(t, css, "sync"))
 				}
 			}
 		}
 		// Anti-entropy rounds until everyone knows everything.
-		for round := 0; round < 3; round++ {
+		for range 3 {
 			for i := range rs.stores {
 				for j := range rs.stores {
-					if i != j {
-						if css := syncFrom(t, rs.stores[j], rs.stores[i]); len(css) > 0 {
-							rs.deliver(t, i, css)
-						}
+					if css := survivors(t, rs.stores[j], rs.stores[i]); i != j && len(css) > 0 {
+						rs.deliver(t, i, css)
 					}
 				}
 			}
