@@ -114,8 +114,11 @@ func benchCommand() *cli.Command {
 					fmt.Fprintf(w, "  applied, with subscriptions  p50 %.2f ms  p99 %.2f ms\n", res.AppliedP50Ms, res.AppliedP99Ms)
 					fmt.Fprintf(w, "  subscription event           p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", res.EventP50Ms, res.EventP99Ms, res.EventMaxMs)
 					fmt.Fprintf(w, "  added to propagation         p99 %.2f ms (per write: p99 %.2f ms)\n", res.AddedP99Ms, res.PerWriteAddedP99Ms)
+					if res.NotApplied > 0 {
+						fmt.Fprintf(w, "  %d writes not reported by their node after 30 s (in the quantiles as the time waited, a lower bound)\n", res.NotApplied)
+					}
 					if res.Missing > 0 {
-						fmt.Fprintf(w, "  %d events missing after 30 s\n", res.Missing)
+						fmt.Fprintf(w, "  %d events missing after 30 s (in the quantiles as the time waited, a lower bound)\n", res.Missing)
 					}
 				}),
 			},

@@ -21,7 +21,7 @@ type SubscriptionsOptions struct {
 }
 
 // SubscriptionsResult is what `patina bench subscriptions` reports. Every
-// latency starts when the write is sent. Two phases run under the same
+// latency starts when the write was due (see Pace). Two phases run under the same
 // load in the same region: the first without subscriptions (the
 // baseline), the second with them.
 type SubscriptionsResult struct {
@@ -49,7 +49,11 @@ type SubscriptionsResult struct {
 	// minus applied on the same node in the same phase.
 	AddedP99Ms         float64 `json:"added_p99_ms"`
 	PerWriteAddedP99Ms float64 `json:"per_write_added_p99_ms"`
-	Missing            int     `json:"missing_events"`
+	// Missing counts the events, and NotApplied the update notifications
+	// (in both phases), that had not come 30 s after the last write. They
+	// are in the quantiles as the time waited for them, a lower bound.
+	Missing    int `json:"missing_events"`
+	NotApplied int `json:"not_applied,omitempty"`
 }
 
 const subsBenchQuery = `SELECT m.id, m.state, c.status FROM machines m LEFT JOIN machine_checks c ON c.machine_id = m.id WHERE m.app = ?`
@@ -80,6 +84,7 @@ func Subscriptions(ctx context.Context, opts SubscriptionsOptions, progress io.W
 		return nil, err
 	}
 	res.BaselineP50Ms, res.BaselineP99Ms = ms(pct(base.applied, 0.50)), ms(pct(base.applied, 0.99))
+	res.NotApplied = base.notApplied
 
 	fmt.Fprintf(progress, "with %d subscriptions: %d writes/s for %s\n", opts.Subscriptions, opts.Rate, opts.Duration)
 	with, err := subsPhase(ctx, region, clients, opts, "b", true)
@@ -92,12 +97,13 @@ func Subscriptions(ctx context.Context, opts SubscriptionsOptions, progress io.W
 	res.AddedP99Ms = res.EventP99Ms - res.BaselineP99Ms
 	res.PerWriteAddedP99Ms = ms(pct(with.added, 0.99))
 	res.Missing = with.missing
+	res.NotApplied += with.notApplied
 	return res, nil
 }
 
 type subsPhaseResult struct {
 	applied, events, added []time.Duration
-	missing                int
+	missing, notApplied    int
 	rate                   float64
 }
 
@@ -113,6 +119,7 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 	applied := make([]time.Time, total)
 	event := make([]time.Time, total)
 	var mu sync.Mutex
+	var subErr error // a subscription that ended before the phase did
 	fctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	follow, err := followRows(fctx, clients, prefix, total, func(node, seq int, now time.Time) {
@@ -157,6 +164,13 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 						mu.Unlock()
 					}
 				}
+				if fctx.Err() == nil {
+					mu.Lock()
+					if subErr == nil {
+						subErr = fmt.Errorf("bench: the subscription of app%03d ended: %v", a, sub.Err())
+					}
+					mu.Unlock()
+				}
 			}()
 		}
 	}
@@ -187,26 +201,38 @@ func subsPhase(ctx context.Context, region *devcluster.Region, clients []*client
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	waited := time.Now()
 	if err := follow.Err(); err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	err = subErr
+	mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	stop()
 	mu.Lock()
 	defer mu.Unlock()
+	// What never came stays in the quantiles, as the time waited for it.
 	out := &subsPhaseResult{rate: float64(total) / elapsed.Seconds()}
 	for seq := 0; seq < total; seq++ {
-		if !applied[seq].IsZero() {
-			out.applied = append(out.applied, applied[seq].Sub(sent[seq]))
+		gotApplied := !applied[seq].IsZero()
+		if !gotApplied {
+			out.notApplied++
+			applied[seq] = waited
 		}
+		out.applied = append(out.applied, applied[seq].Sub(sent[seq]))
 		if !withSubs {
 			continue
 		}
 		if event[seq].IsZero() {
 			out.missing++
+			out.events = append(out.events, waited.Sub(sent[seq]))
 			continue
 		}
 		out.events = append(out.events, event[seq].Sub(sent[seq]))
-		if !applied[seq].IsZero() {
+		if gotApplied {
 			out.added = append(out.added, max(event[seq].Sub(applied[seq]), 0))
 		}
 	}
