@@ -1,8 +1,21 @@
 package cluster
 
+import (
+	"time"
+
+	"github.com/patina-db/patina/internal/crdt"
+)
+
 // CrashTransport closes this member's data-plane socket as a crash would:
 // no CONNECTION_CLOSE reaches its peers, and gossip goes on.
 func (n *Node) CrashTransport() {
 	n.tr.udp.Close()
 	n.tr.tr.Close()
+}
+
+// LeftOutOfSync reports whether sync leaves version v of actor a out for
+// now, as one on its way by broadcast.
+func (n *Node) LeftOutOfSync(a crdt.ActorID, v uint64) bool {
+	rs := n.recent.of(a, time.Now())
+	return rs != nil && rs.Contains(v)
 }

@@ -357,6 +357,17 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 			}
 		}
 	}
+	// A suspect member gets none of the batch: sync is not to leave the
+	// batch out for it as versions on their way (see recentVersions).
+	for _, m := range members {
+		if m.State == "suspect" {
+			now := time.Now()
+			for _, q := range batch {
+				n.recent.lost(q.cs.Actor, q.cs.Version, now)
+			}
+			break
+		}
+	}
 	for name, b := range perTarget {
 		m := targets[name]
 		n.faults.tried(n.cfg.Name, m.Name)
