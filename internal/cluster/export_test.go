@@ -13,9 +13,20 @@ func (n *Node) CrashTransport() {
 	n.tr.tr.Close()
 }
 
+// HoldRecent sets how long this member leaves versions it wrote or
+// received by broadcast out of sync (see recentVersions).
+func (n *Node) HoldRecent(window time.Duration) {
+	n.recent.mu.Lock()
+	n.recent.window = window
+	n.recent.mu.Unlock()
+}
+
 // LeftOutOfSync reports whether sync leaves version v of actor a out for
 // now, as one on its way by broadcast.
 func (n *Node) LeftOutOfSync(a crdt.ActorID, v uint64) bool {
 	rs := n.recent.of(a, time.Now())
 	return rs != nil && rs.Contains(v)
 }
+
+// RecentWindow is how long a member leaves recent versions out of sync.
+const RecentWindow = recentWindow
