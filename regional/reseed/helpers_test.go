@@ -174,6 +174,7 @@ func waitTables(t *testing.T, r *devcluster.Region, tables ...table) {
 			return
 		}
 		if time.Now().After(deadline) {
+			logClusterState(t, r)
 			t.Fatalf("agents did not converge within %s: %s", timeout, behind)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -214,4 +215,27 @@ func (r *recorder) events() []reseed.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.evs)
+}
+
+// logClusterState logs what each agent says of its members and its
+// replication counters, to tell a stuck agent from a slow one.
+func logClusterState(t *testing.T, r *devcluster.Region) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range r.Nodes {
+		ms, err := n.Client().Members(ctx)
+		if err != nil {
+			t.Logf("%s: members: %v", n.Name, err)
+		}
+		var states []string
+		for _, m := range ms {
+			states = append(states, m.Name+"="+m.State)
+		}
+		stats, err := n.Client().ClusterStats(ctx)
+		if err != nil {
+			t.Logf("%s: cluster stats: %v", n.Name, err)
+		}
+		t.Logf("%s: members %v; stats %v", n.Name, states, stats)
+	}
 }
