@@ -144,6 +144,7 @@ func waitTables(t *testing.T, r *devcluster.Region, tables ...table) {
 	}
 	ctx := context.Background()
 	deadline := time.Now().Add(timeout)
+	logged := time.Now()
 	for {
 		behind := ""
 	check:
@@ -172,6 +173,10 @@ func waitTables(t *testing.T, r *devcluster.Region, tables ...table) {
 		}
 		if behind == "" {
 			return
+		}
+		if time.Since(logged) >= time.Minute {
+			t.Logf("waiting for convergence: %s", behind)
+			logged = time.Now()
 		}
 		if time.Now().After(deadline) {
 			logClusterState(t, r)
