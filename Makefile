@@ -20,8 +20,8 @@ test: lint
 RAPID_PKGS = $(shell $(GO) list -f '{{.ImportPath}}{{range .TestImports}}{{if eq . "pgregory.net/rapid"}} rapid{{end}}{{end}}{{range .XTestImports}}{{if eq . "pgregory.net/rapid"}} rapid{{end}}{{end}}' $(PKGS) | awk '$$2 == "rapid" {print $$1}')
 OTHER_PKGS = $(filter-out $(RAPID_PKGS),$(shell $(GO) list $(PKGS)))
 test-long:
-	PATINA_LONG=1 $(GO) test -race -timeout 60m $(RAPID_PKGS) -rapid.checks=2000
-	PATINA_LONG=1 $(GO) test -race -timeout 60m $(OTHER_PKGS)
+	PATINA_LONG=1 $(GO) test -race -timeout 90m $(RAPID_PKGS) -rapid.checks=2000
+	PATINA_LONG=1 $(GO) test -race -timeout 90m $(OTHER_PKGS)
 
 # Benchmarks named by the issues; figures in docs/performance.md.
 bench:

@@ -140,7 +140,12 @@ func waitTables(t *testing.T, r *devcluster.Region, tables ...table) {
 	t.Helper()
 	timeout := 3 * time.Minute
 	if os.Getenv("PATINA_LONG") != "" {
-		timeout = 15 * time.Minute
+		// A million machines under the race detector: the agents apply
+		// what their peers wrote about thirteen times slower than a
+		// release build does, and the write phase leaves them minutes
+		// behind (a release build converges within about 35 s of the
+		// last write). The bound is for an agent that is stuck.
+		timeout = 30 * time.Minute
 	}
 	ctx := context.Background()
 	deadline := time.Now().Add(timeout)
