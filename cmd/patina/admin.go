@@ -78,7 +78,7 @@ func restoreCommand() *cli.Command {
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
-			res, err := backup.Restore(c.Context, c.Args().First(), cfg.DB.Path, backup.RestoreOptions{Force: c.Bool("force")})
+			res, err := backup.Restore(c.Context, c.Args().First(), cfg.DB.Path, backup.RestoreOptions{Force: c.Bool("force"), SchemaPaths: cfg.DB.SchemaPaths})
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}

@@ -223,6 +223,68 @@ func TestRestoreRefusesATruncatedBackup(t *testing.T) {
 	}
 }
 
+// TestRestoreRefusesABackupTheSchemaFilesDoNotFit: a backup the agent
+// would refuse to start on (one of the other tier, or holding a column
+// its schema files lack) is refused before the database is replaced;
+// one to which the files only add is restored.
+func TestRestoreRefusesABackupTheSchemaFilesDoNotFit(t *testing.T) {
+	_, c, data := startAgent(t)
+	write(t, data, `INSERT INTO machines (id, app) VALUES ('m1', 'web')`)
+	ctx := context.Background()
+	dir, in := takeBackup(t, c)
+	db := filepath.Join(dir, "node", "patina.db")
+	if err := os.Mkdir(filepath.Dir(db), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The files add a table: the agent adds it when it starts.
+	extra := filepath.Join(dir, "extra.sql")
+	if err := os.WriteFile(extra, []byte(`CREATE TABLE notes (id TEXT PRIMARY KEY NOT NULL, body TEXT);`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Restore(ctx, in, db, backup.RestoreOptions{SchemaPaths: []string{schemaDir(), extra}}); err != nil {
+		t.Fatalf("a backup the schema files only add to: %v", err)
+	}
+	before, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	lacking := filepath.Join(dir, "lacking")
+	if err := os.Mkdir(lacking, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The regional files without the image column.
+	for _, f := range []string{"hosts.sql", "machines.sql"} {
+		b, err := os.ReadFile(filepath.Join(schemaDir(), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = bytes.Replace(b, []byte("image      TEXT NOT NULL DEFAULT '',"), nil, 1)
+		if err := os.WriteFile(filepath.Join(lacking, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, tc := range map[string]struct {
+		paths []string
+		want  string
+	}{
+		"global tier":     {[]string{filepath.Join(schemaDir(), "..", "global")}, `table "hosts"`},
+		"a column lacked": {[]string{lacking}, `table "machines" column "image"`},
+	} {
+		_, err := backup.Restore(ctx, in, db, backup.RestoreOptions{Force: true, SchemaPaths: tc.paths})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "the database has it and the schema files do not") {
+			t.Fatalf("%s: restore: %v, want a refusal naming %s", name, err, tc.want)
+		}
+		after, rerr := os.ReadFile(db)
+		if rerr != nil || !bytes.Equal(before, after) {
+			t.Fatalf("%s: a refused restore changed the database (%v)", name, rerr)
+		}
+		if left, _ := filepath.Glob(db + ".restore.tmp*"); len(left) > 0 {
+			t.Fatalf("%s: a refused restore left %v", name, left)
+		}
+	}
+}
+
 // TestRestoreThroughASymlink: db.path may be a symbolic link to the file
 // on another volume (the store supports it: SQLite keeps the WAL beside
 // the file the link names). A forced restore replaces that file, and the

@@ -16,6 +16,11 @@ import (
 type RestoreOptions struct {
 	// Force replaces an existing database (and its -wal and -shm files).
 	Force bool
+	// SchemaPaths are the agent's schema files: a backup the agent could
+	// not start on (one of another tier, or with a table or column the
+	// files lack) is refused before anything is replaced. None: not
+	// checked.
+	SchemaPaths []string
 }
 
 // Restored describes a database Restore put in place.
@@ -32,7 +37,8 @@ type Restored struct {
 // Restore puts the backup file in at dbPath, the database of an agent that
 // is not running, under a new actor id (see store.Reidentify for why).
 // It copies the file beside dbPath, checks the copy (SQLite's integrity
-// check, a patina database of this version's format), gives it the new
+// check, a patina database of this version's format, and, given the
+// agent's schema files, one the agent can start on), gives it the new
 // identity, removes the old database's -wal and -shm files (a WAL left
 // behind would be replayed into the new file) and renames the copy over
 // dbPath. It holds the database's lock throughout, so it refuses to run
@@ -98,6 +104,11 @@ func Restore(ctx context.Context, in, dbPath string, opts RestoreOptions) (*Rest
 	info, err := store.CheckFile(ctx, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %s: %w", in, err)
+	}
+	if len(opts.SchemaPaths) > 0 {
+		if err := store.CheckSchemaFiles(ctx, tmp, opts.SchemaPaths); err != nil {
+			return nil, fmt.Errorf("restore: %s does not fit the agent's schema files, which it would refuse to start on: %w", in, err)
+		}
 	}
 	from, actor, err := store.Reidentify(ctx, tmp)
 	if err != nil {

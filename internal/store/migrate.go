@@ -186,24 +186,61 @@ func (s *Store) ApplySchemaFiles(ctx context.Context, paths []string) error {
 
 // ApplySchemaSQL is ApplySchemaFiles for schema text.
 func (s *Store) ApplySchemaSQL(ctx context.Context, text string) error {
+	want, err := schemaOf(ctx, text)
+	if err != nil {
+		return err
+	}
+	return wholeSchema(s.migrateTo(ctx, s.Schema(), want))
+}
+
+// CheckSchemaFiles reports whether an agent with the given schema files
+// could start on the database file at path, without changing the file:
+// the files may add tables, columns and indexes (the agent applies them
+// when it starts); a table or column the database has and the files lack,
+// or hold otherwise, is refused as it would be at start.
+func CheckSchemaFiles(ctx context.Context, path string, paths []string) error {
+	text, err := ReadSchemaFiles(paths)
+	if err != nil {
+		return err
+	}
+	want, err := schemaOf(ctx, text)
+	if err != nil {
+		return err
+	}
+	db, conn, err := openFile(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer conn.Close()
+	cur, err := readSchema(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	_, err = planMigration(cur, want)
+	return wholeSchema(err)
+}
+
+// schemaOf is the schema that schema text describes.
+func schemaOf(ctx context.Context, text string) (*Schema, error) {
 	if strings.Contains(strings.ToLower(text), internalPrefix) {
-		return &SchemaError{Reason: "names starting with " + internalPrefix + " are reserved"}
+		return nil, &SchemaError{Reason: "names starting with " + internalPrefix + " are reserved"}
 	}
 	sc, err := newScratch(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer sc.close()
 	if _, err := sc.conn.ExecContext(ctx, text); err != nil {
-		return &SchemaError{Reason: err.Error()}
+		return nil, &SchemaError{Reason: err.Error()}
 	}
-	want, err := readSchema(ctx, sc.conn)
-	if err != nil {
-		return err
-	}
-	err = s.migrateTo(ctx, s.Schema(), want)
-	// Here the schema is the whole of it: what it lacks is most often a
-	// table or column added by a migration and not to the files.
+	return readSchema(ctx, sc.conn)
+}
+
+// wholeSchema words a refused migration to schema files, which are the
+// whole schema: what they lack is most often a table or column added by
+// a migration and not to the files.
+func wholeSchema(err error) error {
 	var se *SchemaError
 	if errors.As(err, &se) {
 		switch se.Reason {
