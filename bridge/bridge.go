@@ -215,17 +215,25 @@ func (b *Bridge) write(ctx context.Context) error {
 	defer heartbeat.Stop()
 	reconcile := time.NewTicker(b.cfg.Bridge.ReconcileInterval)
 	defer reconcile.Stop()
+	// announced: the region's first heartbeat went out. It goes once the
+	// first rows are in and the global cluster's were read, whichever
+	// branch reads them: a flush tick can get there before the branch
+	// for the first rows runs.
+	announced := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-b.replaced:
-			if b.written == nil {
+			if !announced {
 				// The first rows are in: start from what the global
 				// cluster holds, correct it, and announce the region.
-				b.reconcile(ctx)
+				if b.written == nil {
+					b.reconcile(ctx)
+				}
 				b.flush(ctx)
 				b.heartbeat(ctx)
+				announced = true
 			}
 		case <-flush.C:
 			b.mu.Lock()
@@ -235,6 +243,10 @@ func (b *Bridge) write(ctx context.Context) error {
 				b.reconcile(ctx)
 			}
 			b.flush(ctx)
+			if !announced && b.written != nil {
+				b.heartbeat(ctx)
+				announced = true
+			}
 		case <-reconcile.C:
 			// Corrections go out with the next flush.
 			b.reconcile(ctx)

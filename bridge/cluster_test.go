@@ -495,6 +495,9 @@ func TestFailover(t *testing.T) {
 	})
 	publish(t, region.Nodes[2], machine("failover-2", "failover", regional.StateStopped))
 	waitGlobal(t, global, "failover", "syd", counts(2, 1))
+	// The rows show on the global agents before the bridge has read the
+	// answer and noted which agent took them.
+	settle(t, "failover", counts(2, 1), b)
 	if s := b.Stats(); s.GlobalAgent == global.Nodes[0].API {
 		t.Fatalf("still writing to the stopped global agent: %+v", s)
 	}

@@ -88,7 +88,9 @@ func TestStalledApplyLoopFiresTheWatchdog(t *testing.T) {
 	if got.node != peer.name {
 		t.Fatalf("stall reported by %s, want %s", got.node, peer.name)
 	}
-	if dogs[peer.name].Healthy() || dogs[peer.name].Stalls() == 0 {
+	// Only the count, which never goes back (see the watchdog package's
+	// real-clock test).
+	if dogs[peer.name].Stalls() == 0 {
 		t.Fatal("the peer's watchdog does not count the stall")
 	}
 	close(release)

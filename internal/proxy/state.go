@@ -102,7 +102,8 @@ func (t *appTable) view(ctx context.Context, app string) (*appState, *view, erro
 		return nil, nil, err
 	}
 	st := v.(*appState)
-	st.lastUsed.Store(now.UnixNano())
+	// Used now, when the load ends: a slow load is no idle time.
+	st.lastUsed.Store(time.Now().UnixNano())
 	return st, st.view.Load(), nil
 }
 
