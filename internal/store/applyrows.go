@@ -293,15 +293,14 @@ func (s *Store) readValues(ctx context.Context, ts *tableSQL, keys [][]any) (map
 // the key columns, then width more columns, handed to fn by packed key.
 func (s *Store) readByKeys(ctx context.Context, ts *tableSQL, keys [][]any, query func(n int) string, width int, fn func(pk string, cols []any)) error {
 	nPK := len(ts.t.PK)
-	chunk := rowsPerStmt(nPK)
 	dest := make([]any, nPK+width)
 	ptrs := make([]any, len(dest))
 	for i := range dest {
 		ptrs[i] = &dest[i]
 	}
 	vals := make([]crdt.Value, nPK)
-	for start := 0; start < len(keys); start += chunk {
-		end := min(start+chunk, len(keys))
+	for start, end := 0, 0; start < len(keys); start = end {
+		end = start + chunkRows(len(keys)-start, nPK)
 		args := make([]any, 0, (end-start)*nPK)
 		for _, k := range keys[start:end] {
 			args = append(args, k...)
@@ -599,9 +598,9 @@ func groupPlans(plans []*rowPlan, key func(p *rowPlan) (string, bool)) [][]*rowP
 // statement's parameters bounded: prefix, then width parameters per row
 // appended by rowArgs.
 func (s *Store) execChunks(ctx context.Context, rows []*rowPlan, width int, prefix []any, query func(n int) string, rowArgs func(p *rowPlan, args []any) []any) error {
-	chunk := rowsPerStmt(width)
-	for start := 0; start < len(rows); start += chunk {
-		part := rows[start:min(start+chunk, len(rows))]
+	for start := 0; start < len(rows); {
+		part := rows[start : start+chunkRows(len(rows)-start, width)]
+		start += len(part)
 		args := make([]any, 0, len(prefix)+len(part)*width)
 		args = append(args, prefix...)
 		for _, p := range part {

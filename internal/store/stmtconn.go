@@ -12,6 +12,8 @@ import (
 type stmtConn struct {
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt
+	// prepared counts the statements prepared, kept ones included.
+	prepared int
 }
 
 // maxStmts bounds the cache; the applier's statements vary with the
@@ -33,6 +35,7 @@ func (c *stmtConn) prepare(ctx context.Context, q string) (*sql.Stmt, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.prepared++
 	c.stmts[q] = st
 	return st, nil
 }

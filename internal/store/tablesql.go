@@ -166,6 +166,21 @@ func (ts *tableSQL) clockCols() []string {
 // rowsPerStmt is how many rows of perRow parameters fit one statement.
 func rowsPerStmt(perRow int) int { return max(1, maxStmtParams/max(1, perRow)) }
 
+// chunkRows is how many of the remaining rows the next multi-row statement
+// takes: the largest power of two that fits both. Statements are prepared
+// once per row count and kept, so batches of every size from 1 to a few
+// hundred would otherwise prepare (and evict) a statement per size; in
+// powers of two a batch of any size takes at most a statement per bit of
+// its size, from about ten texts per kind.
+func chunkRows(remaining, perRow int) int {
+	n := min(remaining, rowsPerStmt(perRow))
+	p := 1
+	for p*2 <= n {
+		p *= 2
+	}
+	return p
+}
+
 // keyIn matches n keys: "a" IN (?, ?) or ("a", "b") IN (VALUES (?, ?), (?, ?)).
 func (ts *tableSQL) keyIn(alias string, n int) string {
 	if len(ts.pkCols) == 1 {
