@@ -689,3 +689,27 @@ func TestGossipKeyRotation(t *testing.T) {
 		t.Fatal("a member with a key nobody accepts joined")
 	}
 }
+
+// TestPartitionDataLeavesGossip: Partition cuts data and gossip between
+// groups, PartitionData data alone, and no partition cuts nothing.
+func TestPartitionDataLeavesGossip(t *testing.T) {
+	f := &cluster.Faults{}
+	check := func(what string, from, to string, wantData, wantGossip bool) {
+		t.Helper()
+		if data, gossip := f.Cuts(from, to); data != wantData || gossip != wantGossip {
+			t.Fatalf("%s, %s to %s: data cut %v, gossip cut %v; want %v, %v", what, from, to, data, gossip, wantData, wantGossip)
+		}
+	}
+	f.Partition([]string{"n0", "n1"}, []string{"n2"})
+	check("Partition", "n0", "n2", true, true)
+	check("Partition", "n2", "n1", true, true)
+	check("Partition", "n0", "n1", false, false)
+	f.PartitionData([]string{"n0", "n1"}, []string{"n2"})
+	check("PartitionData", "n0", "n2", true, false)
+	check("PartitionData", "n2", "n1", true, false)
+	check("PartitionData", "n0", "n1", false, false)
+	f.Partition([]string{"n0"}, []string{"n2"})
+	check("Partition after PartitionData", "n0", "n2", true, true)
+	f.Partition()
+	check("healed", "n0", "n2", false, false)
+}

@@ -30,3 +30,10 @@ func (n *Node) LeftOutOfSync(a crdt.ActorID, v uint64) bool {
 
 // RecentWindow is how long a member leaves recent versions out of sync.
 const RecentWindow = recentWindow
+
+// Cuts tells whether the faults keep data, and gossip, from one member
+// from reaching another.
+func (f *Faults) Cuts(from, to string) (data, gossip bool) {
+	ok, _ := f.allow(from, to, false)
+	return !ok, f.gossipCut(from, to)
+}

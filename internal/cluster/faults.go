@@ -13,14 +13,15 @@ import (
 
 // Faults injects failures, for tests and benchmarks: dropping a share of
 // broadcasts, delaying messages, partitioning the members into groups
-// that cannot reach each other (on the data plane and in gossip alike),
-// and stalling the apply loop. The zero value (and a nil *Faults) injects
+// that cannot reach each other (on the data plane and in gossip alike,
+// or on the data plane alone), and stalling the apply loop. The zero value (and a nil *Faults) injects
 // nothing.
 type Faults struct {
 	mu        sync.Mutex
 	dropRate  float64
 	delay     time.Duration
 	partition map[string]int // member name → group; members in different groups are cut off
+	dataOnly  bool           // the partition leaves gossip alone
 	rnd       *rand.Rand
 	stall     <-chan struct{}
 	messages  map[[2]string]uint64 // (from, to) → data-plane messages tried
@@ -64,9 +65,17 @@ func (f *Faults) Delay(d time.Duration) {
 // Partition cuts the named members into groups; members not named are in
 // group 0 with each other. Neither data nor gossip crosses between groups.
 // Partition() with no groups heals.
-func (f *Faults) Partition(groups ...[]string) {
+func (f *Faults) Partition(groups ...[]string) { f.cut(false, groups) }
+
+// PartitionData cuts the named members into groups as Partition does, on
+// the data plane only: broadcasts and syncs do not cross, gossip does, so
+// membership keeps every member alive while the cut-off ones fall behind.
+func (f *Faults) PartitionData(groups ...[]string) { f.cut(true, groups) }
+
+func (f *Faults) cut(dataOnly bool, groups [][]string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.dataOnly = dataOnly
 	f.partition = map[string]int{}
 	for i, g := range groups {
 		for _, name := range g {
@@ -147,8 +156,18 @@ func (g *gossipTransport) cut(to memberlist.Address) bool {
 	if name == "" {
 		return false
 	}
-	ok, _ := g.faults.allow(g.self, name, false)
-	return !ok
+	return g.faults.gossipCut(g.self, name)
+}
+
+// gossipCut tells whether a partition keeps gossip from one member from
+// reaching another.
+func (f *Faults) gossipCut(from, to string) bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.dataOnly && f.partition[from] != f.partition[to]
 }
 
 func (g *gossipTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
