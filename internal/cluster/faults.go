@@ -14,8 +14,8 @@ import (
 // Faults injects failures, for tests and benchmarks: dropping a share of
 // broadcasts, delaying messages, partitioning the members into groups
 // that cannot reach each other (on the data plane and in gossip alike,
-// or on the data plane alone), and stalling the apply loop. The zero value (and a nil *Faults) injects
-// nothing.
+// or on the data plane alone), and stalling the apply loop. The zero
+// value (and a nil *Faults) injects nothing.
 type Faults struct {
 	mu        sync.Mutex
 	dropRate  float64
