@@ -2,6 +2,7 @@ package reseed_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -247,5 +248,47 @@ func logClusterState(t *testing.T, r *devcluster.Region) {
 			t.Logf("%s: cluster stats: %v", n.Name, err)
 		}
 		t.Logf("%s: members %v; stats %v", n.Name, states, stats)
+		if h, err := n.Client().Health(ctx, ""); err == nil {
+			t.Logf("%s: gaps %d, queue %d", n.Name, h.Gaps, h.QueueSize)
+		}
+		logVersions(t, n.Name, n.DBPath)
+	}
+}
+
+// logVersions logs, from an agent's database file opened read-only
+// beside it, the versions its bookkeeping holds per actor and those of
+// which it has machine rows: a version held without rows (or rows the
+// bookkeeping lacks) tells why sync does not repair an agent.
+func logVersions(t *testing.T, name, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Logf("%s: open %s: %v", name, path, err)
+		return
+	}
+	defer db.Close()
+	for _, q := range []string{
+		`SELECT s.rowid, hex(s.actor), b.cleared, b.start, b."end" FROM __patina_bookkeeping b JOIN __patina_sites s ON s.rowid = b.actor ORDER BY 1, 4`,
+		`SELECT __patina_site, count(DISTINCT __patina_version), min(__patina_version), max(__patina_version) FROM __patina_vx_machines GROUP BY 1`,
+	} {
+		rows, err := db.Query(q)
+		if err != nil {
+			t.Logf("%s: %s: %v", name, q, err)
+			continue
+		}
+		var out []string
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err == nil {
+				out = append(out, strings.TrimSpace(fmt.Sprintln(vals...)))
+			}
+		}
+		rows.Close()
+		t.Logf("%s: %s:\n  %s", name, q, strings.Join(out, "\n  "))
 	}
 }
