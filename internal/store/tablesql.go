@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,12 +174,7 @@ func rowsPerStmt(perRow int) int { return max(1, maxStmtParams/max(1, perRow)) }
 // powers of two a batch of any size takes at most a statement per bit of
 // its size, from about ten texts per kind.
 func chunkRows(remaining, perRow int) int {
-	n := min(remaining, rowsPerStmt(perRow))
-	p := 1
-	for p*2 <= n {
-		p *= 2
-	}
-	return p
+	return 1 << (bits.Len(uint(min(max(remaining, 1), rowsPerStmt(perRow)))) - 1)
 }
 
 // keyIn matches n keys: "a" IN (?, ?) or ("a", "b") IN (VALUES (?, ?), (?, ?)).
