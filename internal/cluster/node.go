@@ -102,7 +102,11 @@ type Node struct {
 	recent    *recentVersions
 	applyWake chan struct{}
 	inFlight  map[string]int // broadcast messages on their way, per member
-	sends     sync.WaitGroup
+
+	// parts are versions coming by broadcast in parts (see splitWire).
+	partsMu sync.Mutex
+	parts   *assembler
+	sends   sync.WaitGroup
 
 	// refusedLog lets through one warning a minute about refused versions.
 	refusedLog *rate.Limiter
@@ -131,6 +135,7 @@ func Start(ctx context.Context, cfg Config, st Store, faults *Faults, log *slog.
 		inFlight:   map[string]int{},
 		pending:    map[versionKey]struct{}{},
 		recent:     newRecentVersions(recentWindow),
+		parts:      newAssembler(maxVersionBytes),
 		refusedLog: rate.NewLimiter(rate.Every(time.Minute), 1),
 	}
 	actor := st.Actor()
@@ -317,17 +322,17 @@ func (n *Node) broadcastLoop(ctx context.Context) {
 func (n *Node) send(ctx context.Context, batch []queued) {
 	members := n.members()
 	fanout := EffectiveFanout(n.cfg.Fanout, n.cfg.DirectLimit, len(members))
-	// Encode each changeset once; one too large for a frame is left to
-	// sync, which cannot carry it either (the log says so there).
-	wires := map[*crdt.Changeset]*wirev1.Changeset{}
+	// Encode each changeset once, in parts if it is larger than a
+	// message (see splitWire).
+	wires := map[*crdt.Changeset][]*wirev1.Changeset{}
 	kept := batch[:0]
 	for _, q := range batch {
-		w := toWire(q.cs, q.hops, false, q.committed)
-		if proto.Size(w) > maxPart {
-			n.log.Warn("version too large to broadcast", "actor", q.cs.Actor, "version", q.cs.Version)
+		parts, err := splitWire(toWire(q.cs, q.hops, false, q.committed), partBudget)
+		if err != nil {
+			n.log.Error("version not broadcast", "actor", q.cs.Actor, "version", q.cs.Version, "err", err)
 			continue
 		}
-		wires[q.cs] = w
+		wires[q.cs] = parts
 		kept = append(kept, q)
 	}
 	batch = kept
@@ -343,7 +348,7 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 				perTarget[m.Name] = b
 				targets[m.Name] = m
 			}
-			b.Changesets = append(b.Changesets, wires[q.cs])
+			b.Changesets = append(b.Changesets, wires[q.cs]...)
 		}
 	}
 	n.mu.Unlock()
@@ -381,7 +386,7 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 		// a goroutine per member and message costs more than the send.
 		if delay == 0 && n.tr.tryBroadcast(m.QUICAddr, b) {
 			n.Stats.BroadcastsSent.Add(1)
-			n.Stats.ChangesetsSent.Add(uint64(len(b.Changesets)))
+			n.Stats.ChangesetsSent.Add(versionsIn(b.Changesets))
 			continue
 		}
 		// Other sends run on their own: a slow or unreachable member
@@ -411,10 +416,41 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 					return
 				}
 				n.Stats.BroadcastsSent.Add(1)
-				n.Stats.ChangesetsSent.Add(uint64(len(part.Changesets)))
+				n.Stats.ChangesetsSent.Add(versionsIn(part.Changesets))
 			}
 		}()
 	}
+}
+
+// joinPart keeps one part of a version that came by broadcast and
+// returns the whole version once its last part is here, else nil.
+func (n *Node) joinPart(from string, w *wirev1.Changeset) *wirev1.Changeset {
+	if a, err := crdt.ActorIDFromBytes(w.GetActor()); err == nil && n.st.Knows(a, w.GetVersion()) {
+		if w.GetPart() == 0 {
+			n.Stats.Duplicates.Add(1)
+		}
+		return nil
+	}
+	n.partsMu.Lock()
+	whole, err := n.parts.add(from, w, time.Now())
+	n.partsMu.Unlock()
+	if err != nil {
+		n.Stats.Invalid.Add(1)
+		n.log.Debug("invalid part of a version", "from", from, "err", err)
+	}
+	return whole
+}
+
+// versionsIn counts the versions among changesets, a version sent in
+// parts once.
+func versionsIn(ws []*wirev1.Changeset) uint64 {
+	var k uint64
+	for _, w := range ws {
+		if wholeVersion(w) {
+			k++
+		}
+	}
+	return k
 }
 
 // maxInFlight bounds the broadcast messages on their way to one member.
@@ -445,6 +481,11 @@ const inboxLimit = 50_000
 func (n *Node) handleBroadcast(ctx context.Context, from string, b *wirev1.Broadcast) {
 	var fresh []queued
 	for _, w := range b.GetChangesets() {
+		if w.GetParts() > 1 {
+			if w = n.joinPart(from, w); w == nil {
+				continue
+			}
+		}
 		n.Stats.Received.Add(1)
 		cs, err := fromWire(w)
 		if err != nil {
@@ -751,9 +792,22 @@ func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error
 		book.MarkKnown(k.actor, k.version)
 	}
 	n.mu.Unlock()
+	// A version in parts comes as consecutive parts of this exchange.
+	parts := newAssembler(maxVersionBytes)
 	return n.tr.sync(ctx, peer.QUICAddr, syncState(book, maxSyncGaps, n.Stats.SyncRounds.Load()), n.cfg.SyncMaxVersions, func(c *wirev1.SyncChunk) error {
 		var css []*crdt.Changeset
 		for _, w := range c.GetChangesets() {
+			if w.GetParts() > 1 {
+				whole, err := parts.add(peer.Name, w, time.Now())
+				if err != nil {
+					n.Stats.Invalid.Add(1)
+					return fmt.Errorf("sync with %s: %w", peer.Name, err)
+				}
+				if whole == nil {
+					continue
+				}
+				w = whole
+			}
 			cs, err := fromWire(w)
 			if err != nil {
 				n.Stats.Invalid.Add(1)
@@ -855,21 +909,21 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 					return fmt.Errorf("sync serve %s/%d-%d: %w", a, start, end, err)
 				}
 				for j := len(vcs) - 1; j >= 0; j-- {
-					w := toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0)
-					size := proto.Size(w)
-					if size > maxPart {
-						// Too large for any frame: the requester gets it by
-						// no other way either; say so.
-						n.log.Warn("version too large to sync", "actor", a, "version", vcs[j].Changeset.Version, "bytes", size)
+					parts, err := splitWire(toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0), partBudget)
+					if err != nil {
+						n.log.Error("version not synced", "actor", a, "version", vcs[j].Changeset.Version, "err", err)
 						continue
 					}
-					if chunkBytes+size > maxPart || len(chunk.Changesets) >= syncChunkSize {
-						if err := flush(false); err != nil {
-							return err
+					for _, w := range parts {
+						size := proto.Size(w)
+						if chunkBytes+size > maxPart || len(chunk.Changesets) >= syncChunkSize {
+							if err := flush(false); err != nil {
+								return err
+							}
 						}
+						chunk.Changesets = append(chunk.Changesets, w)
+						chunkBytes += size
 					}
-					chunk.Changesets = append(chunk.Changesets, w)
-					chunkBytes += size
 					sent++
 					n.Stats.SyncServed.Add(1)
 				}

@@ -569,7 +569,7 @@ func (t *transport) sync(ctx context.Context, addr string, state *wirev1.SyncSta
 			}
 			return fmt.Errorf("sync with %s: %w", addr, err)
 		}
-		received += len(chunk.GetChangesets())
+		received += int(versionsIn(chunk.GetChangesets()))
 		if len(chunk.GetChangesets()) == 0 && !chunk.GetDone() {
 			empty++
 		}

@@ -423,8 +423,16 @@ type Changeset struct {
 	// committed_unix_nano is the writer's wall clock at commit, carried by
 	// broadcasts to measure replication lag. It never decides anything.
 	CommittedUnixNano int64 `protobuf:"varint,6,opt,name=committed_unix_nano,json=committedUnixNano,proto3" json:"committed_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// A version whose encoding is larger than one message travels in
+	// parts: part is this one's index, parts how many there are (0 or 1:
+	// the whole version). Every part carries the fields above; its rows
+	// (and changes) are a stretch of the version's, and a row too large
+	// for one part continues in the next at a later seq. The receiver
+	// joins the parts it got from one sender in index order.
+	Part          uint32 `protobuf:"varint,8,opt,name=part,proto3" json:"part,omitempty"`
+	Parts         uint32 `protobuf:"varint,9,opt,name=parts,proto3" json:"parts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Changeset) Reset() {
@@ -502,6 +510,20 @@ func (x *Changeset) GetCleared() bool {
 func (x *Changeset) GetCommittedUnixNano() int64 {
 	if x != nil {
 		return x.CommittedUnixNano
+	}
+	return 0
+}
+
+func (x *Changeset) GetPart() uint32 {
+	if x != nil {
+		return x.Part
+	}
+	return 0
+}
+
+func (x *Changeset) GetParts() uint32 {
+	if x != nil {
+		return x.Parts
 	}
 	return 0
 }
@@ -965,7 +987,7 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\x04real\x18\x04 \x01(\x01R\x04real\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\fR\x05bytes\x12\x1f\n" +
 	"\vcol_version\x18\x06 \x01(\x04R\n" +
-	"colVersion\"\xf4\x01\n" +
+	"colVersion\"\x9e\x02\n" +
 	"\tChangeset\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\fR\x05actor\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x120\n" +
@@ -973,7 +995,9 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\x04rows\x18\a \x03(\v2\x13.patina.wire.v1.RowR\x04rows\x12\x12\n" +
 	"\x04hops\x18\x04 \x01(\rR\x04hops\x12\x18\n" +
 	"\acleared\x18\x05 \x01(\bR\acleared\x12.\n" +
-	"\x13committed_unix_nano\x18\x06 \x01(\x03R\x11committedUnixNano\"v\n" +
+	"\x13committed_unix_nano\x18\x06 \x01(\x03R\x11committedUnixNano\x12\x12\n" +
+	"\x04part\x18\b \x01(\rR\x04part\x12\x14\n" +
+	"\x05parts\x18\t \x01(\rR\x05parts\"v\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\fR\x05actor\x12\x12\n" +
