@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/patina-db/patina/client"
+	"github.com/patina-db/patina/internal/store"
 	"github.com/patina-db/patina/regional"
+	"github.com/patina-db/patina/schemas"
 )
 
 func TestSplitPointsAreEven(t *testing.T) {
@@ -167,9 +169,6 @@ func TestHostStatementsNameEachLiveHostOnce(t *testing.T) {
 	if !reflect.DeepEqual(stmts[0].Params, want) {
 		t.Fatalf("params %v, want %v", stmts[0].Params, want)
 	}
-	if !strings.HasSuffix(stmts[0].Query, "ON CONFLICT (name) DO NOTHING") {
-		t.Fatalf("a host's own row must win: %s", stmts[0].Query)
-	}
 	if got := hostStatements(ms[2:4], at); len(got) != 0 {
 		t.Fatalf("statements for no live named host: %v", got)
 	}
@@ -191,6 +190,60 @@ func TestHostStatementsNameEachLiveHostOnce(t *testing.T) {
 	}
 	if total != 3*len(many) {
 		t.Fatalf("%d parameters, want %d", total, 3*len(many))
+	}
+}
+
+// TestHostStatementsLeaveHostsRowsBe runs the statements on a store with
+// the regional schema: a host's own row (it publishes) stays as it is; a
+// row the reseed made is stamped again once its stamp is older than
+// restampAfter, not at every batch; a host without a row gets one.
+func TestHostStatementsLeaveHostsRowsBe(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{Path: filepath.Join(t.TempDir(), "a.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.ApplySchemaSQL(ctx, schemas.Regional()); err != nil {
+		t.Fatal(err)
+	}
+	at := time.UnixMilli(1_700_000_000_000)
+	old, recent := at.Add(-2*restampAfter).UnixMilli(), at.Add(-restampAfter/2).UnixMilli()
+	_, err = st.Transact(ctx, []store.Statement{{SQL: `INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES
+		('publishes', 'ams', ?1, 30000), ('reseeded', 'ams', ?1, 0), ('reseeded-lately', 'ams', ?2, 0)`, Args: []any{old, recent}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []regional.Machine
+	for _, h := range []string{"publishes", "reseeded", "reseeded-lately", "new"} {
+		ms = append(ms, regional.Machine{ID: "m-" + h, Host: h, Region: "ams", State: regional.StateStarted})
+	}
+	var stmts []store.Statement
+	for _, c := range hostStatements(ms, at) {
+		stmts = append(stmts, store.Statement{SQL: c.Query, Args: c.Params})
+	}
+	if _, err := st.Transact(ctx, stmts); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.Query(ctx, store.Statement{SQL: `SELECT name, seen_at, republish_ms FROM hosts ORDER BY name`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var name string
+		var seen, ms int64
+		if err := rows.Scan(&name, &seen, &ms); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %d %d", name, seen, ms))
+	}
+	now := at.UnixMilli()
+	want := []string{fmt.Sprintf("new %d 0", now), fmt.Sprintf("publishes %d 30000", old),
+		fmt.Sprintf("reseeded %d 0", now), fmt.Sprintf("reseeded-lately %d 0", recent)}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("hosts:\n got %q\nwant %q", got, want)
 	}
 }
 

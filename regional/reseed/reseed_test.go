@@ -50,7 +50,10 @@ func TestReseedBBoltConverges(t *testing.T) {
 		client.Statement{Query: "INSERT INTO machines (id, app, host) VALUES (?, 'stale', 'old-host')", Params: []any{ms[0].ID}},
 		client.Statement{Query: "INSERT INTO machine_checks (machine_id, name, status) VALUES (?, 'gone', 'critical')", Params: []any{ms[0].ID}},
 		// A host that publishes has its row, which the reseed leaves be.
-		client.Statement{Query: "INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES ('host-0', 'ams', 12345, 30000)"})
+		// Its stamp stands still here, so its interval is longer than the
+		// test: with 30 s, the agents would rightly forget it, and its
+		// machines, five minutes into a slow run.
+		client.Statement{Query: "INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES ('host-0', 'ams', 12345, 3600000)"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +95,7 @@ func TestReseedBBoltConverges(t *testing.T) {
 	for h := range o.Hosts {
 		want = append(want, []any{fmt.Sprintf("host-%d", h), int64(1)})
 	}
-	hosts := fmt.Sprintf("SELECT name, CASE WHEN name = 'host-0' THEN seen_at = 12345 AND republish_ms = 30000 ELSE seen_at BETWEEN %d AND %d AND republish_ms = 0 END FROM hosts ORDER BY name", before, after)
+	hosts := fmt.Sprintf("SELECT name, CASE WHEN name = 'host-0' THEN seen_at = 12345 AND republish_ms = 3600000 ELSE seen_at BETWEEN %d AND %d AND republish_ms = 0 END FROM hosts ORDER BY name", before, after)
 	waitTables(t, r, table{"SELECT count(*) FROM hosts", hosts, int64(o.Hosts), digest(want)})
 }
 

@@ -373,8 +373,24 @@ func machineStatements(ms []regional.Machine) []client.Statement {
 // publishes is then forgotten, its machines with it, forget_after later,
 // as if it had stopped then, instead of its machines staying for good
 // (the region's agents forget only hosts that have a row). A host that
-// publishes has a row already, which this leaves alone. The interval is
-// 0: not known here.
+// publishes has a row already, with its interval, which this leaves
+// alone. The interval is 0: not known here.
+//
+// A row the reseed made (interval 0) is stamped again while the reseed
+// goes on writing the host's machines, at most every restampAfter: a
+// reseed that takes longer than forget_after must not see the machines
+// it wrote forgotten while it writes the rest. The host is forgotten
+// forget_after after the reseed last wrote its machines.
+// restampAfter is how old a reseed's own stamp gets before a batch
+// stamps it again; well under any sensible forget_after, and rare enough
+// that a batch seldom rewrites a host's row.
+const restampAfter = 30 * time.Second
+
+// restampHosts ends the hosts insert: a host's own row wins, and a
+// reseed's row is stamped again once older than restampAfter.
+var restampHosts = fmt.Sprintf(" ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at"+
+	" WHERE hosts.republish_ms = 0 AND excluded.republish_ms = 0 AND hosts.seen_at < excluded.seen_at - %d", restampAfter.Milliseconds())
+
 func hostStatements(ms []regional.Machine, at time.Time) []client.Statement {
 	seen := map[string]bool{}
 	var vals []any
@@ -392,7 +408,7 @@ func hostStatements(ms []regional.Machine, at time.Time) []client.Statement {
 		end := min(start+perStmt*width, len(vals))
 		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, 0), ", (end-start)/width), ", ")
 		out = append(out, client.Statement{
-			Query:  "INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES " + rows + " ON CONFLICT (name) DO NOTHING",
+			Query:  "INSERT INTO hosts (name, region, seen_at, republish_ms) VALUES " + rows + restampHosts,
 			Params: vals[start:end:end],
 		})
 	}
