@@ -93,7 +93,7 @@ func NewWithOptions(ctx context.Context, cfg Config, logOut io.Writer, opts Opti
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	st, err := store.Open(ctx, store.Config{Path: cfg.DB.Path, Readers: cfg.DB.Readers, ManualCheckpoint: true})
+	st, err := store.Open(ctx, store.Config{Path: cfg.DB.Path, Readers: cfg.DB.Readers, ManualCheckpoint: true, MaxValueBytes: cluster.MaxValueBytes})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/patina-db/patina/client"
 	"github.com/patina-db/patina/internal/agent"
 	"github.com/patina-db/patina/internal/api"
+	"github.com/patina-db/patina/internal/store"
 )
 
 func TestConfigErrorsNameTheKey(t *testing.T) {
@@ -149,5 +152,34 @@ func TestSQLiteCLIReadsWhileRunning(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("write after CLI read: %d", resp.StatusCode)
+	}
+}
+
+// TestValuesNoMessageCarriesAreRefused: a write making a cell larger
+// than one message between agents carries gets 400 and changes nothing;
+// a megabyte is taken.
+func TestValuesNoMessageCarriesAreRefused(t *testing.T) {
+	a := startConfigured(t, "[api]\naddr = \"127.0.0.1:0\"\n", agent.Options{})
+	c, err := client.New("http://"+a.APIAddr(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err = c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, image) VALUES ('big', zeroblob(5 * 1024 * 1024))"})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusBadRequest || !strings.Contains(err.Error(), "too big") {
+		t.Fatalf("a 5 MiB cell: %v, want 400 saying it is too big", err)
+	}
+	if _, err := c.Transact(ctx, client.Statement{Query: "INSERT INTO machines (id, image) VALUES ('fits', zeroblob(1024 * 1024))"}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := a.Store().Query(ctx, store.Statement{SQL: "SELECT group_concat(id) FROM machines"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids string
+	if !rows.Next() || rows.Scan(&ids) != nil || ids != "fits" {
+		t.Fatalf("machines %q, want only the one that fits", ids)
 	}
 }

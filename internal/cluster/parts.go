@@ -41,6 +41,12 @@ const (
 	partsTTL = time.Minute
 )
 
+// MaxValueBytes is the largest string, blob or row a local write should
+// make (the store's MaxValueBytes): a cell with its row's key and
+// names then fits in one part, so every version that stays under
+// maxVersionBytes replicates.
+const MaxValueBytes = partBudget - 48<<10
+
 // errVersionTooLarge is a version whose encoding exceeds maxVersionBytes.
 var errVersionTooLarge = errors.New("version too large to replicate")
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -216,5 +217,32 @@ func TestAssemblerRefusesAndForgets(t *testing.T) {
 	}
 	if !errors.Is(err, errVersionTooLarge) || a.kept() != 0 {
 		t.Fatalf("a version over the limit: %v, %d bytes kept", err, a.kept())
+	}
+}
+
+// TestLargestCellFitsAPart: a row as large as a local write may make
+// (MaxValueBytes for its key and values), with long names, still goes in
+// a part, beside rows before it and after it.
+func TestLargestCellFitsAPart(t *testing.T) {
+	long := string(make([]byte, 255))
+	pk := crdt.PackPK([]crdt.Value{crdt.TextValue(string(make([]byte, 1024)))})
+	value := crdt.BlobValue(make([]byte, MaxValueBytes-1024))
+	cs := &crdt.Changeset{Actor: crdt.ActorID{1}, Version: math.MaxInt64}
+	for i := range 3 {
+		cs.Changes = append(cs.Changes, crdt.Change{Table: long, PK: pk, CL: math.MaxUint32, Column: long, ColVersion: crdt.MaxCounter, Value: value, Seq: math.MaxUint32 - 3 + uint32(i)})
+		pk = append([]byte(nil), pk...)
+		pk[len(pk)-1]++
+	}
+	parts, err := splitWire(toWire(cs, math.MaxUint32, true, math.MaxInt64), partBudget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 3 {
+		t.Fatalf("%d parts, want 3", len(parts))
+	}
+	for i, p := range parts {
+		if n := proto.Size(p); n > maxPart {
+			t.Fatalf("part %d: %d bytes, above %d", i, n, maxPart)
+		}
 	}
 }

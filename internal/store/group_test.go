@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/patina-db/patina/internal/crdt"
+	"github.com/patina-db/patina/schemas"
 )
 
 // queued runs each transaction in a goroutine while the store's lock is
@@ -206,5 +209,45 @@ func TestSubmitKeepsOrder(t *testing.T) {
 			t.Fatalf("round %d: m1 app %q %v, want c", round, app, err)
 		}
 		exec(t, s, stmt(`DELETE FROM machines`))
+	}
+}
+
+// TestValuesAboveTheLimitFailAlone: with MaxValueBytes set, a write that
+// makes a larger string or blob, given as a parameter or made in SQL,
+// fails as the client's error and is rolled back alone; the transactions
+// grouped with it commit, and values up to the limit are taken.
+func TestValuesAboveTheLimitFailAlone(t *testing.T) {
+	s, err := Open(context.Background(), Config{Path: filepath.Join(t.TempDir(), "a.db"), MaxValueBytes: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.ApplySchemaSQL(context.Background(), schemas.Regional()); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, s, stmt(`INSERT INTO machines (id, image) VALUES ('fits', ?)`, strings.Repeat("x", 9_000)))
+	txs := [][]Statement{
+		{stmt(`INSERT INTO machines (id, app) VALUES ('lead', 'g')`)},
+		{stmt(`INSERT INTO machines (id, app) VALUES ('half', 'g')`), stmt(`INSERT INTO machines (id, image) VALUES ('param', ?)`, strings.Repeat("x", 10_001))},
+		{stmt(`INSERT INTO machines (id, app) VALUES ('a', 'g')`)},
+		{stmt(`UPDATE machines SET image = image || image WHERE id = 'fits'`)},
+		{stmt(`INSERT INTO machines (id, image) VALUES ('blob', zeroblob(20000))`)},
+		{stmt(`INSERT INTO machines (id, app) VALUES ('b', 'g')`)},
+	}
+	_, errs := queued(t, s, make([]context.Context, len(txs)), txs)
+	for _, i := range []int{1, 3, 4} {
+		var se *StatementError
+		if !errors.As(errs[i], &se) || !se.Client || !strings.Contains(se.Error(), "too big") {
+			t.Fatalf("tx %d: %v, want a client error saying the value is too big", i, errs[i])
+		}
+	}
+	for _, i := range []int{0, 2, 5} {
+		if errs[i] != nil {
+			t.Fatalf("tx %d: %v", i, errs[i])
+		}
+	}
+	got := dumpQuery(t, s, `SELECT group_concat(id || ':' || length(image), ' ') FROM (SELECT id, image FROM machines ORDER BY id)`)
+	if want := "a:0 b:0 fits:9000 lead:0\n"; got != want {
+		t.Fatalf("rows %q, want %q", got, want)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/mattn/go-sqlite3"
+
 	"github.com/patina-db/patina/internal/crdt"
 )
 
@@ -27,6 +29,13 @@ type Config struct {
 	// WAL passes 1000 pages, which stalls the single writer for longer the
 	// larger the database grows.
 	ManualCheckpoint bool
+	// MaxValueBytes bounds the strings, blobs and rows a local write may
+	// make: SQLite's length limit on the writer connection (0 leaves
+	// SQLite's default, a billion bytes). A node whose messages cannot
+	// carry a larger cell sets it, so that such a write fails alone
+	// ("string or blob too big"), a client error, instead of committing
+	// a version that cannot replicate.
+	MaxValueBytes int
 	// maxActors bounds the actors the store records (default MaxActors);
 	// tests lower it.
 	maxActors int
@@ -154,6 +163,19 @@ func (s *Store) open(ctx context.Context) error {
 	}
 	if s.writer, err = s.writeDB.Conn(ctx); err != nil {
 		return fmt.Errorf("open %s: %w", s.cfg.Path, err)
+	}
+	if s.cfg.MaxValueBytes > 0 {
+		err := s.writer.Raw(func(dc any) error {
+			c, ok := dc.(*sqlite3.SQLiteConn)
+			if !ok {
+				return fmt.Errorf("writer is a %T", dc)
+			}
+			c.SetLimit(sqlite3.SQLITE_LIMIT_LENGTH, s.cfg.MaxValueBytes)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("open %s: limit values: %w", s.cfg.Path, err)
+		}
 	}
 	if err := s.initInternal(ctx); err != nil {
 		return err
