@@ -3,15 +3,17 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/patina-db/patina/internal/devcluster"
 )
 
 var patinaBin string
@@ -31,14 +33,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testPorts hands out ports below the kernel's ephemeral range, in
+// blocks no other test process holds: a port given to a child process
+// cannot be taken meanwhile by another socket's ephemeral bind.
+var (
+	portsMu   sync.Mutex
+	testPorts devcluster.Ports
+)
+
+// freeAddr is a loopback address (TCP and UDP) nothing listens on, for a
+// child process to bind.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	ports, err := testPorts.Take(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
 // startAgentProcess runs `patina agent` with the regional schema and
