@@ -1,12 +1,21 @@
 package cluster_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/patina-db/patina/internal/cluster"
 	"github.com/patina-db/patina/internal/store"
+	wirev1 "github.com/patina-db/patina/proto/patina/wire/v1"
 )
 
 // TestLargeVersionsReplicate: a version whose encoding is larger than
@@ -58,5 +67,114 @@ func TestLargeVersionsReplicate(t *testing.T) {
 		if n != 4001 {
 			t.Errorf("%s: %d machines, want 4001", tn.name, n)
 		}
+	}
+}
+
+// rawSync runs one sync exchange with a member as a peer of the given
+// hello would, asking for everything, and returns the changesets it got.
+func rawSync(t *testing.T, c *testCluster, tn *testNode, parts bool) []*wirev1.Changeset {
+	t.Helper()
+	creds, err := cluster.DevCredentials(c.ca, "raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(creds.CertPEM, creds.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true, NextProtos: []string{"patina-wire/1"}, MinVersion: tls.VersionTLS13}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, tn.node.QUICAddr(), tlsConf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	frame := func(m proto.Message) []byte {
+		data, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(binary.AppendUvarint(nil, uint64(len(data))), data...)
+	}
+	hs, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Write(frame(&wirev1.Hello{Cluster: c.name, Name: "raw", Actor: bytes.Repeat([]byte{9}, 16), BroadcastStream: true, VersionParts: parts}))
+	r := bufio.NewReader(hs)
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.CopyN(io.Discard, r, int64(n))
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(append([]byte{'S'}, frame(&wirev1.SyncState{VersionParts: parts})...))
+	st.Close()
+	var got []*wirev1.Changeset
+	r = bufio.NewReader(st)
+	for {
+		n, err := binary.ReadUvarint(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, n)
+		if _, err := io.ReadFull(r, data); err != nil {
+			t.Fatal(err)
+		}
+		var chunk wirev1.SyncChunk
+		if err := proto.Unmarshal(data, &chunk); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, chunk.GetChangesets()...)
+		if chunk.GetDone() {
+			return got
+		}
+	}
+}
+
+// TestEarlierMembersGetNoParts: a member of an earlier release, which
+// would take a part for the whole version, is served no parts by sync
+// (nor sent any by broadcast); the versions that fit one message it
+// gets. A member that joins parts gets the large version in parts.
+func TestEarlierMembersGetNoParts(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	ctx := context.Background()
+	big := store.Statement{SQL: `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000)
+		INSERT INTO machines (id, image) SELECT printf('m%06d', i), printf('%0400d', i) FROM n`}
+	small := func(id string) store.Statement {
+		return store.Statement{SQL: `INSERT INTO machines (id) VALUES (?)`, Args: []any{id}}
+	}
+	for _, st := range []store.Statement{small("s1"), big, small("s2")} {
+		if _, err := c.nodes[0].st.Transact(ctx, []store.Statement{st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := rawSync(t, c, c.nodes[0], false)
+	var versions []uint64
+	for _, w := range old {
+		if w.GetParts() > 1 {
+			t.Fatalf("an earlier member got part %d of %d of version %d", w.GetPart(), w.GetParts(), w.GetVersion())
+		}
+		versions = append(versions, w.GetVersion())
+	}
+	if len(versions) != 2 || versions[0]+versions[1] != 4 {
+		t.Fatalf("an earlier member got versions %v, want 1 and 3", versions)
+	}
+	cur := rawSync(t, c, c.nodes[0], true)
+	parts := 0
+	for _, w := range cur {
+		if w.GetVersion() == 2 {
+			parts++
+			if w.GetParts() < 2 {
+				t.Fatalf("version 2 whole in one message of %d bytes", proto.Size(w))
+			}
+		}
+	}
+	if parts < 2 || len(cur) != parts+2 {
+		t.Fatalf("got %d changesets, %d of them parts of version 2", len(cur), parts)
 	}
 }

@@ -794,7 +794,9 @@ func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error
 	n.mu.Unlock()
 	// A version in parts comes as consecutive parts of this exchange.
 	parts := newAssembler(maxVersionBytes)
-	return n.tr.sync(ctx, peer.QUICAddr, syncState(book, maxSyncGaps, n.Stats.SyncRounds.Load()), n.cfg.SyncMaxVersions, func(c *wirev1.SyncChunk) error {
+	state := syncState(book, maxSyncGaps, n.Stats.SyncRounds.Load())
+	state.VersionParts = true
+	return n.tr.sync(ctx, peer.QUICAddr, state, n.cfg.SyncMaxVersions, func(c *wirev1.SyncChunk) error {
 		var css []*crdt.Changeset
 		for _, w := range c.GetChangesets() {
 			if w.GetParts() > 1 {
@@ -910,6 +912,9 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 				}
 				for j := len(vcs) - 1; j >= 0; j-- {
 					parts, err := splitWire(toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0), partBudget)
+					if err == nil && len(parts) > 1 && !state.GetVersionParts() {
+						err = fmt.Errorf("larger than one message, and %s (an earlier release) does not join parts", from)
+					}
 					if err != nil {
 						n.log.Error("version not synced", "actor", a, "version", vcs[j].Changeset.Version, "err", err)
 						continue

@@ -129,6 +129,24 @@ func wholeVersion(w *wirev1.Changeset) bool {
 	return w.GetParts() <= 1 || w.GetPart()+1 == w.GetParts()
 }
 
+// wholeOnly is b without the parts of versions, for a peer that does
+// not join them; nil when nothing is left.
+func wholeOnly(b *wirev1.Broadcast) *wirev1.Broadcast {
+	kept := make([]*wirev1.Changeset, 0, len(b.Changesets))
+	for _, w := range b.Changesets {
+		if w.GetParts() <= 1 {
+			kept = append(kept, w)
+		}
+	}
+	switch {
+	case len(kept) == len(b.Changesets):
+		return b
+	case len(kept) == 0:
+		return nil
+	}
+	return &wirev1.Broadcast{Changesets: kept}
+}
+
 // partsKey names the parts of one version from one sender.
 type partsKey struct {
 	from    string

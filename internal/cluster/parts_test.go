@@ -246,3 +246,19 @@ func TestLargestCellFitsAPart(t *testing.T) {
 		}
 	}
 }
+
+// TestWholeOnlyLeavesOutParts: what a member that does not join parts
+// is sent of a broadcast.
+func TestWholeOnlyLeavesOutParts(t *testing.T) {
+	whole := &wirev1.Changeset{Version: 1}
+	p0, p1 := &wirev1.Changeset{Version: 2, Part: 0, Parts: 2}, &wirev1.Changeset{Version: 2, Part: 1, Parts: 2}
+	if b := (&wirev1.Broadcast{Changesets: []*wirev1.Changeset{whole}}); wholeOnly(b) != b {
+		t.Fatal("a broadcast without parts was copied")
+	}
+	if got := wholeOnly(&wirev1.Broadcast{Changesets: []*wirev1.Changeset{p0, whole, p1}}); len(got.GetChangesets()) != 1 || got.Changesets[0] != whole {
+		t.Fatalf("kept %v", got)
+	}
+	if got := wholeOnly(&wirev1.Broadcast{Changesets: []*wirev1.Changeset{p0, p1}}); got != nil {
+		t.Fatalf("parts alone: kept %v", got)
+	}
+}

@@ -96,6 +96,9 @@ type peerConn struct {
 	bst    *quic.SendStream
 	bw     *bufio.Writer
 	legacy bool // the peer's hello did not offer the shared stream
+	// parts: the peer joins versions sent in parts; one that does not
+	// say so (an earlier release) would take a part for the version.
+	parts bool
 }
 
 const (
@@ -133,7 +136,7 @@ func newTransport(addr, cluster, name string, actor crdt.ActorID, creds *Credent
 	}
 	t := &transport{
 		cluster: cluster,
-		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name, BroadcastStream: true},
+		self:    &wirev1.Hello{Cluster: cluster, Actor: actor[:], Name: name, BroadcastStream: true, VersionParts: true},
 		tlsConf: tlsConf,
 		qconf:   &quic.Config{MaxIdleTimeout: idleTimeout, KeepAlivePeriod: keepAlive, HandshakeIdleTimeout: dialTimeout, MaxIncomingStreams: 16, MaxIncomingUniStreams: 256},
 		udp:     udp,
@@ -353,6 +356,7 @@ func (t *transport) peer(ctx context.Context, addr string) (*peerConn, error) {
 	t.mu.Lock()
 	pc.conn, pc.err = conn, err
 	pc.legacy = err == nil && !hello.GetBroadcastStream()
+	pc.parts = err == nil && hello.GetVersionParts()
 	switch {
 	case err == nil:
 		delete(t.failed, addr)
@@ -421,7 +425,8 @@ func (t *transport) dial(ctx context.Context, addr string) (*quic.Conn, *wirev1.
 // more than the message. A stream that fails is closed (the peer drops a
 // message cut short) and the next message opens another. A peer whose
 // hello does not offer the shared stream (an earlier release) gets a
-// stream per message.
+// stream per message; one that does not offer to join versions in parts
+// gets the message without them.
 func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Broadcast) error {
 	ctx, cancel := context.WithTimeout(ctx, ioTimeout)
 	defer cancel()
@@ -435,6 +440,11 @@ func (t *transport) sendBroadcast(ctx context.Context, addr string, b *wirev1.Br
 		return fmt.Errorf("broadcast to %s: %w", addr, ctx.Err())
 	}
 	defer func() { <-pc.out }()
+	if !pc.parts {
+		if b = wholeOnly(b); b == nil {
+			return nil
+		}
+	}
 	if pc.legacy {
 		return t.sendOnStream(ctx, pc, addr, b)
 	}
@@ -480,6 +490,11 @@ func (t *transport) tryBroadcast(addr string, b *wirev1.Broadcast) bool {
 	defer func() { <-pc.out }()
 	if pc.legacy || pc.bst == nil || pc.bw.Buffered() > 0 {
 		return false
+	}
+	if !pc.parts {
+		if b = wholeOnly(b); b == nil {
+			return true // nothing this peer takes
+		}
 	}
 	buf, err := encodeFrame(b)
 	if err != nil || len(buf) > maxPart {

@@ -538,8 +538,12 @@ type Hello struct {
 	// another on one uni stream (kind 'b'). Members that do not say so get
 	// one uni stream per message (kind 'B').
 	BroadcastStream bool `protobuf:"varint,4,opt,name=broadcast_stream,json=broadcastStream,proto3" json:"broadcast_stream,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// version_parts: the member joins versions that come in parts
+	// (Changeset.part). Members that do not say so get no parts: a version
+	// too large for one message does not reach them.
+	VersionParts  bool `protobuf:"varint,5,opt,name=version_parts,json=versionParts,proto3" json:"version_parts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -596,6 +600,13 @@ func (x *Hello) GetName() string {
 func (x *Hello) GetBroadcastStream() bool {
 	if x != nil {
 		return x.BroadcastStream
+	}
+	return false
+}
+
+func (x *Hello) GetVersionParts() bool {
+	if x != nil {
+		return x.VersionParts
 	}
 	return false
 }
@@ -762,8 +773,11 @@ func (x *ActorVersions) GetGaps() []*Range {
 
 // SyncState opens a sync exchange: the requester's bookkeeping.
 type SyncState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Actors        []*ActorVersions       `protobuf:"bytes,1,rep,name=actors,proto3" json:"actors,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Actors []*ActorVersions       `protobuf:"bytes,1,rep,name=actors,proto3" json:"actors,omitempty"`
+	// version_parts: the requester joins versions that come in parts; a
+	// requester that does not say so gets none.
+	VersionParts  bool `protobuf:"varint,2,opt,name=version_parts,json=versionParts,proto3" json:"version_parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,6 +817,13 @@ func (x *SyncState) GetActors() []*ActorVersions {
 		return x.Actors
 	}
 	return nil
+}
+
+func (x *SyncState) GetVersionParts() bool {
+	if x != nil {
+		return x.VersionParts
+	}
+	return false
 }
 
 // SyncChunk streams what the requester lacks, newest first; an empty
@@ -997,12 +1018,13 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\acleared\x18\x05 \x01(\bR\acleared\x12.\n" +
 	"\x13committed_unix_nano\x18\x06 \x01(\x03R\x11committedUnixNano\x12\x12\n" +
 	"\x04part\x18\b \x01(\rR\x04part\x12\x14\n" +
-	"\x05parts\x18\t \x01(\rR\x05parts\"v\n" +
+	"\x05parts\x18\t \x01(\rR\x05parts\"\x9b\x01\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\fR\x05actor\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12)\n" +
-	"\x10broadcast_stream\x18\x04 \x01(\bR\x0fbroadcastStream\"F\n" +
+	"\x10broadcast_stream\x18\x04 \x01(\bR\x0fbroadcastStream\x12#\n" +
+	"\rversion_parts\x18\x05 \x01(\bR\fversionParts\"F\n" +
 	"\tBroadcast\x129\n" +
 	"\n" +
 	"changesets\x18\x01 \x03(\v2\x19.patina.wire.v1.ChangesetR\n" +
@@ -1013,9 +1035,10 @@ const file_proto_patina_wire_v1_wire_proto_rawDesc = "" +
 	"\rActorVersions\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\fR\x05actor\x12\x12\n" +
 	"\x04head\x18\x02 \x01(\x04R\x04head\x12)\n" +
-	"\x04gaps\x18\x03 \x03(\v2\x15.patina.wire.v1.RangeR\x04gaps\"B\n" +
+	"\x04gaps\x18\x03 \x03(\v2\x15.patina.wire.v1.RangeR\x04gaps\"g\n" +
 	"\tSyncState\x125\n" +
-	"\x06actors\x18\x01 \x03(\v2\x1d.patina.wire.v1.ActorVersionsR\x06actors\"Z\n" +
+	"\x06actors\x18\x01 \x03(\v2\x1d.patina.wire.v1.ActorVersionsR\x06actors\x12#\n" +
+	"\rversion_parts\x18\x02 \x01(\bR\fversionParts\"Z\n" +
 	"\tSyncChunk\x129\n" +
 	"\n" +
 	"changesets\x18\x01 \x03(\v2\x19.patina.wire.v1.ChangesetR\n" +
