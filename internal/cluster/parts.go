@@ -51,8 +51,9 @@ const MaxValueBytes = partBudget - 48<<10
 var errVersionTooLarge = errors.New("version too large to replicate")
 
 // splitWire returns w as it goes on the wire: itself when it fits in
-// limit bytes, else parts of at most limit bytes each (a single cell
-// larger than that makes a larger part, which the receiver refuses).
+// limit bytes, else parts of at most limit bytes each. A single cell
+// too large for a part is an error (the store refuses to write one; see
+// MaxValueBytes).
 func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
 	size := proto.Size(w)
 	if size <= limit {
@@ -79,6 +80,9 @@ func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
 		cur.Changes = append(cur.Changes, c)
 		used += sizeInList(proto.Size(c))
 	}
+	if used > budget {
+		return nil, fmt.Errorf("%w: %d bytes of changes in the earlier form, above the %d a message holds", errVersionTooLarge, used, budget)
+	}
 	for _, r := range w.Rows {
 		n := sizeInList(proto.Size(r))
 		if used+n > budget {
@@ -97,6 +101,9 @@ func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
 		pieceSize := rowHead
 		for i, c := range r.Cells {
 			cn := sizeInList(proto.Size(c))
+			if rowHead+cn > budget {
+				return nil, fmt.Errorf("%w: a cell of %d bytes, above the %d a message holds", errVersionTooLarge, cn, budget)
+			}
 			if len(piece.Cells) > 0 && used+pieceSize+cn > budget {
 				cur.Rows = append(cur.Rows, piece)
 				next()
@@ -112,9 +119,6 @@ func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
 	next()
 	for i, p := range parts {
 		p.Part, p.Parts = uint32(i), uint32(len(parts))
-		if n := proto.Size(p); n > limit {
-			return nil, fmt.Errorf("%w: a cell of %d bytes, above the %d a message holds", errVersionTooLarge, n, limit)
-		}
 	}
 	return parts, nil
 }

@@ -245,6 +245,11 @@ func TestLargestCellFitsAPart(t *testing.T) {
 			t.Fatalf("part %d: %d bytes, above %d", i, n, maxPart)
 		}
 	}
+	// One cell more than a part holds: an error, not a part too large.
+	cs.Changes[1].Value = crdt.BlobValue(make([]byte, partBudget))
+	if _, err := splitWire(toWire(cs, 0, false, 0), partBudget); !errors.Is(err, errVersionTooLarge) {
+		t.Fatalf("a cell larger than a part: %v", err)
+	}
 }
 
 // TestWholeOnlyLeavesOutParts: what a member that does not join parts
