@@ -168,6 +168,21 @@ func (c *testCluster) waitConverged(timeout time.Duration) {
 	}
 }
 
+// rawTLS is the TLS configuration of a peer that speaks the wire
+// protocol by hand, with a certificate from the cluster's CA.
+func (c *testCluster) rawTLS(name string) *tls.Config {
+	c.t.Helper()
+	creds, err := cluster.DevCredentials(c.ca, name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(creds.CertPEM, creds.KeyPEM)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true, NextProtos: []string{"patina-wire/1"}, MinVersion: tls.VersionTLS13}
+}
+
 func poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -596,15 +611,7 @@ func TestFailedApplyDoesNotStorm(t *testing.T) {
 func TestMisbehavingMemberDoesNotStall(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	c.waitMembers(3)
-	creds, err := cluster.DevCredentials(c.ca, "staller")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(creds.CertPEM, creds.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConf := &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true, NextProtos: []string{"patina-wire/1"}, MinVersion: tls.VersionTLS13}
+	tlsConf := c.rawTLS("staller")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, tn := range c.nodes {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"os"
@@ -76,15 +75,7 @@ func TestLargeVersionsReplicate(t *testing.T) {
 // hello would, asking for everything, and returns the changesets it got.
 func rawSync(t *testing.T, c *testCluster, tn *testNode, parts bool) []*wirev1.Changeset {
 	t.Helper()
-	creds, err := cluster.DevCredentials(c.ca, "raw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(creds.CertPEM, creds.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConf := &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true, NextProtos: []string{"patina-wire/1"}, MinVersion: tls.VersionTLS13}
+	tlsConf := c.rawTLS("raw")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := quic.DialAddr(ctx, tn.node.QUICAddr(), tlsConf, nil)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"math"
-	"reflect"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -66,22 +65,7 @@ func TestWireRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got.Changes) == 0 {
-			got.Changes = nil
-		}
-		if len(cs.Changes) == 0 {
-			cs.Changes = nil
-		}
-		for i := range got.Changes {
-			// Empty and nil bytes are the same value on the wire.
-			if len(got.Changes[i].Value.Bytes) == 0 {
-				got.Changes[i].Value.Bytes = nil
-			}
-			if len(cs.Changes[i].Value.Bytes) == 0 {
-				cs.Changes[i].Value.Bytes = nil
-			}
-		}
-		if !reflect.DeepEqual(got, cs) {
+		if !sameChanges(got, cs) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, cs)
 		}
 		if w.GetHops() != 2 || w.GetCommittedUnixNano() != 7 || len(w.GetChanges()) != 0 {
