@@ -827,8 +827,18 @@ func (n *Node) syncWith(ctx context.Context, peer Member, progress func()) error
 }
 
 // syncChunkSize bounds the changesets of one sync chunk (and its bytes
-// stay under maxPart).
+// stay under maxPart), and the versions one read of the store takes.
 const syncChunkSize = 256
+
+// syncReadChanges is about how many changes one read of the store takes
+// when serving sync. A read starts at a few versions, so that the first
+// chunk leaves soon even when versions are large (the requester waits
+// ioTimeout for each frame); it takes twice as many versions while reads
+// stay small, and half as many after a large one.
+const (
+	syncReadChanges = 32_768
+	syncReadFirst   = 16
+)
 
 // Bounds on what one sync request may describe.
 const (
@@ -880,6 +890,7 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 	book := n.st.Bookkeeping()
 	chunk := &wirev1.SyncChunk{}
 	sent, chunkBytes := 0, 0
+	span := uint64(syncReadFirst) // versions per read of the store (see syncReadChanges)
 	flush := func(done bool) error {
 		chunk.Done = done
 		err := send(chunk)
@@ -897,11 +908,11 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 			missing = crdt.RangeSetOf(missing...).Subtract(skip)
 		}
 		for i := len(missing) - 1; i >= 0; i-- {
-			// Newest first, a chunk's worth of versions per read.
+			// Newest first, span versions per read.
 			for end := missing[i].End; end >= missing[i].Start && end > 0; {
 				start := missing[i].Start
-				if end-start >= syncChunkSize {
-					start = end - syncChunkSize + 1
+				if end-start >= span {
+					start = end - span + 1
 				}
 				if sent >= n.cfg.SyncMaxVersions || ctx.Err() != nil {
 					return flush(true)
@@ -909,6 +920,16 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 				vcs, err := n.st.ChangesRange(ctx, a, start, end)
 				if err != nil {
 					return fmt.Errorf("sync serve %s/%d-%d: %w", a, start, end, err)
+				}
+				changes := 0
+				for _, v := range vcs {
+					changes += len(v.Changeset.Changes)
+				}
+				switch {
+				case changes > syncReadChanges && span > 1:
+					span /= 2
+				case changes < syncReadChanges/2 && span < syncChunkSize:
+					span *= 2
 				}
 				for j := len(vcs) - 1; j >= 0; j-- {
 					parts, err := splitWire(toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0), partBudget)
