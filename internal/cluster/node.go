@@ -327,7 +327,7 @@ func (n *Node) send(ctx context.Context, batch []queued) {
 	wires := map[*crdt.Changeset][]*wirev1.Changeset{}
 	kept := batch[:0]
 	for _, q := range batch {
-		parts, err := splitWire(toWire(q.cs, q.hops, false, q.committed), partBudget)
+		parts, _, err := splitWire(toWire(q.cs, q.hops, false, q.committed), partBudget)
 		if err != nil {
 			n.log.Error("version not broadcast", "actor", q.cs.Actor, "version", q.cs.Version, "err", err)
 			continue
@@ -932,7 +932,7 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 					span *= 2
 				}
 				for j := len(vcs) - 1; j >= 0; j-- {
-					parts, err := splitWire(toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0), partBudget)
+					parts, size, err := splitWire(toWire(vcs[j].Changeset, 0, vcs[j].Cleared, 0), partBudget)
 					if err == nil && len(parts) > 1 && !state.GetVersionParts() {
 						err = fmt.Errorf("larger than one message, and %s (an earlier release) does not join parts", from)
 					}
@@ -941,7 +941,9 @@ func (n *Node) handleSync(ctx context.Context, from string, state *wirev1.SyncSt
 						continue
 					}
 					for _, w := range parts {
-						size := proto.Size(w)
+						if len(parts) > 1 {
+							size = proto.Size(w)
+						}
 						if chunkBytes+size > maxPart || len(chunk.Changesets) >= syncChunkSize {
 							if err := flush(false); err != nil {
 								return err

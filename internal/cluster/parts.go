@@ -51,16 +51,17 @@ const MaxValueBytes = partBudget - 48<<10
 var errVersionTooLarge = errors.New("version too large to replicate")
 
 // splitWire returns w as it goes on the wire: itself when it fits in
-// limit bytes, else parts of at most limit bytes each. A single cell
-// too large for a part is an error (the store refuses to write one; see
-// MaxValueBytes).
-func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
-	size := proto.Size(w)
+// limit bytes, else parts of at most limit bytes each; and w's encoded
+// size, which a caller sending w whole need not compute again. A single
+// cell too large for a part is an error (the store refuses to write
+// one; see MaxValueBytes).
+func splitWire(w *wirev1.Changeset, limit int) (_ []*wirev1.Changeset, size int, _ error) {
+	size = proto.Size(w)
 	if size <= limit {
-		return []*wirev1.Changeset{w}, nil
+		return []*wirev1.Changeset{w}, size, nil
 	}
 	if size > maxVersionBytes {
-		return nil, fmt.Errorf("%w: %d bytes, above %d", errVersionTooLarge, size, maxVersionBytes)
+		return nil, size, fmt.Errorf("%w: %d bytes, above %d", errVersionTooLarge, size, maxVersionBytes)
 	}
 	header := func() *wirev1.Changeset {
 		return &wirev1.Changeset{Actor: w.Actor, Version: w.Version, Hops: w.Hops, Cleared: w.Cleared, CommittedUnixNano: w.CommittedUnixNano}
@@ -81,7 +82,7 @@ func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
 		used += sizeInList(proto.Size(c))
 	}
 	if used > budget {
-		return nil, fmt.Errorf("%w: %d bytes of changes in the earlier form, above the %d a message holds", errVersionTooLarge, used, budget)
+		return nil, size, fmt.Errorf("%w: %d bytes of changes in the earlier form, above the %d a message holds", errVersionTooLarge, used, budget)
 	}
 	for _, r := range w.Rows {
 		n := sizeInList(proto.Size(r))
@@ -102,7 +103,7 @@ func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
 		for i, c := range r.Cells {
 			cn := sizeInList(proto.Size(c))
 			if rowHead+cn > budget {
-				return nil, fmt.Errorf("%w: a cell of %d bytes, above the %d a message holds", errVersionTooLarge, cn, budget)
+				return nil, size, fmt.Errorf("%w: a cell of %d bytes, above the %d a message holds", errVersionTooLarge, cn, budget)
 			}
 			if len(piece.Cells) > 0 && used+pieceSize+cn > budget {
 				cur.Rows = append(cur.Rows, piece)
@@ -120,7 +121,7 @@ func splitWire(w *wirev1.Changeset, limit int) ([]*wirev1.Changeset, error) {
 	for i, p := range parts {
 		p.Part, p.Parts = uint32(i), uint32(len(parts))
 	}
-	return parts, nil
+	return parts, size, nil
 }
 
 // sizeInList is what an element of encoded size n adds to a repeated

@@ -49,7 +49,7 @@ func TestPartsRoundTrip(t *testing.T) {
 		}
 		limit := rapid.IntRange(300, 3000).Draw(t, "limit")
 		w := toWire(cs, 3, false, 9)
-		parts, err := splitWire(w, limit)
+		parts, _, err := splitWire(w, limit)
 		if err != nil {
 			if !errors.Is(err, errVersionTooLarge) {
 				t.Fatal(err)
@@ -133,7 +133,7 @@ func testParts(t *testing.T, version uint64, rows int) []*wirev1.Changeset {
 		cs.Changes = append(cs.Changes, crdt.Change{Table: "machines", PK: crdt.PackPK([]crdt.Value{crdt.IntValue(int64(i))}),
 			CL: 1, Column: "image", ColVersion: 1, Value: crdt.TextValue("0123456789012345678901234567890123456789"), Seq: uint32(i)})
 	}
-	parts, err := splitWire(toWire(cs, 0, false, 0), 1000)
+	parts, _, err := splitWire(toWire(cs, 0, false, 0), 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestLargestCellFitsAPart(t *testing.T) {
 		pk = append([]byte(nil), pk...)
 		pk[len(pk)-1]++
 	}
-	parts, err := splitWire(toWire(cs, math.MaxUint32, true, math.MaxInt64), partBudget)
+	parts, _, err := splitWire(toWire(cs, math.MaxUint32, true, math.MaxInt64), partBudget)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestLargestCellFitsAPart(t *testing.T) {
 	}
 	// One cell more than a part holds: an error, not a part too large.
 	cs.Changes[1].Value = crdt.BlobValue(make([]byte, partBudget))
-	if _, err := splitWire(toWire(cs, 0, false, 0), partBudget); !errors.Is(err, errVersionTooLarge) {
+	if _, _, err := splitWire(toWire(cs, 0, false, 0), partBudget); !errors.Is(err, errVersionTooLarge) {
 		t.Fatalf("a cell larger than a part: %v", err)
 	}
 }
